@@ -1,0 +1,83 @@
+"""Reading a checkpoint's structure (config, index, shard headers) through any source, defensively."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import InputError
+from pipeline.safetensors_io import Header, HeaderError, read_header
+from pipeline.sources import ModelSource, check_repo_path
+
+CONFIG_FILE = "config.json"
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+def read_json(source: ModelSource, name: str) -> Any:
+    """A small JSON file from a source; InputError names the file when it does not parse."""
+    try:
+        return json.loads(source.read(name).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{source.label}: {name}: not valid JSON ({exc.__class__.__name__})") from None
+
+
+def read_config(source: ModelSource) -> dict[str, Any]:
+    if not source.exists(CONFIG_FILE):
+        raise InputError(f"{source.label}: {CONFIG_FILE} is missing")
+    config = read_json(source, CONFIG_FILE)
+    if not isinstance(config, dict):
+        raise InputError(f"{source.label}: {CONFIG_FILE}: must be a JSON object")
+    return config
+
+
+@dataclass(frozen=True)
+class WeightIndex:
+    """Which shard holds each tensor, as the checkpoint declares it."""
+
+    weight_map: Mapping[str, str]
+    total_size: int | None
+    from_index_file: bool
+
+    @property
+    def shards(self) -> list[str]:
+        return sorted(set(self.weight_map.values()))
+
+
+def read_weight_index(source: ModelSource) -> WeightIndex:
+    """The index file, or the header of a single-file checkpoint."""
+    if source.exists(INDEX_FILE):
+        return parse_index(read_json(source, INDEX_FILE), f"{source.label}: {INDEX_FILE}")
+    if source.exists(SINGLE_FILE):
+        header = read_shard_header(source, SINGLE_FILE)
+        return WeightIndex({name: SINGLE_FILE for name in header.tensors}, None, False)
+    raise InputError(f"{source.label}: neither {INDEX_FILE} nor {SINGLE_FILE} exists")
+
+
+def parse_index(document: object, where: str) -> WeightIndex:
+    """Validate an index document: a weight_map of tensor name to a shard inside the repo."""
+    if not isinstance(document, dict):
+        raise InputError(f"{where}: must be a JSON object")
+    weight_map = document.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InputError(f"{where}: weight_map: must be a non-empty object")
+    for tensor, shard in weight_map.items():
+        check_repo_path(shard, f"{where}: weight_map.{tensor[:80]}")
+        if not shard.endswith(".safetensors"):
+            raise InputError(f"{where}: weight_map.{tensor[:80]}: {shard[:80]!r} is not a .safetensors file")
+    metadata = document.get("metadata") or {}
+    total = metadata.get("total_size") if isinstance(metadata, dict) else None
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
+        raise InputError(f"{where}: metadata.total_size: must be a non-negative integer")
+    return WeightIndex(dict(weight_map), total, True)
+
+
+def read_shard_header(source: ModelSource, shard: str) -> Header:
+    """A shard's header via two small range reads; malformed headers are bad input."""
+    size = source.size(shard)
+    try:
+        return read_header(lambda start, end: source.read_range(shard, start, end), size)
+    except HeaderError as exc:
+        raise InputError(f"{source.label}: {shard}: {exc}") from None

@@ -1,0 +1,171 @@
+"""Command line: `python -m pipeline <command>`; `main(argv)` is the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.errors import InputError, PipelineError
+from pipeline.output import Output
+from pipeline.recipe import load_recipe, recipe_path
+from pipeline.runner import STAGE_NAMES, STAGES, Context, run_stages, status
+from pipeline.workdir import Workdir
+
+DEBUG_ENV = "PIPELINE_DEBUG"  # set to 1 to see tracebacks of our own errors
+BUILD_STAGES = ("fetch", "extract", "config-fix", "verify")
+Handler = Callable[[argparse.Namespace, Output], int]
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors through our error path (exit 2, one line)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _common(parser: argparse.ArgumentParser, *, recipe: bool = True) -> None:
+    if recipe:
+        group = parser.add_argument_group("draft selection")
+        group.add_argument("--draft", metavar="NAME", help="draft under artifacts/NAME/draft.yaml")
+        group.add_argument("--recipe", metavar="PATH", help="a recipe file anywhere (instead of --draft)")
+        group.add_argument("--workdir", metavar="DIR", help="heavy outputs and stage records (default: build/<draft>/)")
+        group.add_argument("--force", action="store_true", help="run even if the stage's inputs are unchanged")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    out.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr")
+    out.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
+
+
+def _context(args: argparse.Namespace, out: Output) -> Context:
+    path = recipe_path(args.draft, args.recipe)
+    recipe = load_recipe(path)
+    workdir = Path(args.workdir) if args.workdir else Path("build") / recipe.name
+    return Context(recipe=recipe, workdir=Workdir(workdir), out=out, force=args.force)
+
+
+def _run_named_stages(names: tuple[str, ...]) -> Handler:
+    def handler(args: argparse.Namespace, out: Output) -> int:
+        ctx = _context(args, out)
+        results = run_stages(ctx, names)
+        human = "\n".join(f"{r['stage']}: {'skipped (unchanged)' if r['skipped'] else 'done'}" for r in results)
+        out.result(human, {"draft": ctx.recipe.name, "workdir": str(ctx.workdir.root), "stages": results})
+        return 0
+
+    return handler
+
+
+def _status(args: argparse.Namespace, out: Output) -> int:
+    ctx = _context(args, out)
+    rows = status(ctx)
+    human = "\n".join(f"{row['stage']:<12} {'current' if row['current'] else 'would run'}: {row['reason']}" for row in rows)
+    out.result(human, {"draft": ctx.recipe.name, "stages": rows})
+    return 0
+
+
+def _synth(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.synthetic import TARGET_VARIANTS, SyntheticSpec, write_source, write_target
+
+    if args.target_variant not in TARGET_VARIANTS:
+        raise InputError(f"--target-variant: must be one of {', '.join(TARGET_VARIANTS)}")
+    spec = (
+        SyntheticSpec.real_shapes(seed=args.seed, shards=args.shards)
+        if args.real_shapes
+        else SyntheticSpec(seed=args.seed, shards=args.shards)
+    )
+    root = Path(args.out)
+    write_source(root / "source", spec)
+    write_target(root / "target", spec, args.target_variant)
+    out.result(f"wrote {root / 'source'} and {root / 'target'}", {"source": str(root / "source"), "target": str(root / "target")})
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, str, Handler]] = {
+    **{stage.name: (stage.summary, f"python -m pipeline {stage.name} --draft demo", _run_named_stages((stage.name,))) for stage in STAGES},
+    "build": (
+        "run fetch, extract, config-fix and verify in order, skipping unchanged stages",
+        "python -m pipeline build --draft demo\npython -m pipeline build --recipe path/to/draft.yaml --workdir /tmp/b",
+        _run_named_stages(BUILD_STAGES),
+    ),
+    "status": ("show which stages would run and why (reads records only)", "python -m pipeline status --draft demo --json", _status),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m pipeline",
+        description="Build, verify and publish speculative-decoding MTP draft models to the Hugging Face Hub.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Stages in order: " + " -> ".join(STAGE_NAMES) + f"\nSet {DEBUG_ENV}=1 to see tracebacks.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (summary, example, handler) in COMMANDS.items():
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=f"Example:\n  {example.replace(chr(10), chr(10) + '  ')}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _common(sub)
+        sub.set_defaults(handler=handler)
+    synth = commands.add_parser(
+        "synth",
+        help="write a synthetic Step-3.7-shaped source and NVFP4-like target",
+        description="Write a synthetic BF16 source (with MTP layers) and an NVFP4-like target for tests and rehearsals.",
+        epilog="Example:\n  python -m pipeline synth --out /tmp/synthetic --target-variant mtp-shard",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    synth.add_argument("--out", required=True, metavar="DIR", help="folder to write source/ and target/ into")
+    synth.add_argument(
+        "--target-variant",
+        default="no-mtp",
+        metavar="KIND",
+        help="no-mtp, mtp-shard, incomplete-mtp, other-vocab or other-hidden (default: %(default)s)",
+    )
+    synth.add_argument("--real-shapes", action="store_true", help="the released tensor sizes (about 6 GB of MTP tensors)")
+    synth.add_argument("--shards", type=int, default=4, help="number of source shards (default: %(default)s)")
+    synth.add_argument("--seed", type=int, default=0, help="seed for bytes and shard layout (default: %(default)s)")
+    _common(synth, recipe=False)
+    synth.set_defaults(handler=_synth)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: Output | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 1 refused, 2 bad input, 3 remote failed)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    out = out or Output()
+    out.json_mode = args.json
+    out.verbosity = 1 if args.verbose else -1 if args.quiet else 0
+    try:
+        return int(args.handler(args, out))
+    except PipelineError as exc:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        print(f"error: {exc.message}", file=out.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=out.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=out.stderr)
+        return 130
+
+
+def entrypoint() -> int:
+    return main(sys.argv[1:])

@@ -1,0 +1,40 @@
+"""Replays a vLLM draft loader's name mapping, so verify can prove every tensor lands on a parameter."""
+
+from __future__ import annotations
+
+import re
+
+from pipeline.families.base import LoaderRules
+
+
+def vllm_param_name(rules: LoaderRules, name: str, mtp_layers: range) -> str | None:
+    """The parameter the loader would fill with checkpoint tensor `name`, or None if it ignores it."""
+    if any(marker in name for marker in rules.skip_substrings):
+        return None
+    layer_prefix = _matching_layer_prefix(rules, name, mtp_layers)
+    if layer_prefix is None and not any(marker in name for marker in rules.keep_substrings):
+        return None
+    if rules.embed_marker in name:
+        return rules.embed_param
+    mapped = name
+    if layer_prefix is not None and not any(marker in name for marker in rules.block_exempt):
+        mapped = layer_prefix + rules.block_infix + name[len(layer_prefix) :]
+    if not any(marker in mapped for marker in rules.fusion_exempt):
+        for part, fused in rules.fusions:
+            if f".{part}." in mapped:
+                mapped = mapped.replace(f".{part}.", f".{fused}.")
+                break
+    for old, new in rules.renames:
+        mapped = mapped.replace(old, new)
+    if not mapped.startswith("model."):
+        mapped = "model." + mapped
+    return mapped
+
+
+def _matching_layer_prefix(rules: LoaderRules, name: str, mtp_layers: range) -> str | None:
+    for template in rules.layer_prefixes:
+        pattern = re.escape(template).replace(re.escape("{layer}"), r"(\d+)")
+        match = re.match(pattern, name)
+        if match and int(match.group(1)) in mtp_layers:
+            return match.group(0)
+    return None

@@ -1,0 +1,351 @@
+"""The recipe (`artifacts/<draft>/draft.yaml`): parsed and validated once, at the boundary.
+
+Past `load_recipe`, stages trust the types. Every problem becomes one `InputError` naming the
+file and the dotted field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from pipeline.errors import InputError
+
+RECIPE_FILE = "draft.yaml"
+FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+REVISION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+DRAFT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,95}$")
+SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+BASE_MODEL_RELATIONS = ("adapter", "finetune", "quantized", "merge")  # the four the Hub documents
+FETCH_MODES = ("ranges", "shards")
+DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """A repo on a Hub at a revision (branch, tag or full commit id)."""
+
+    repo_id: str
+    revision: str = "main"
+
+    @classmethod
+    def parse(cls, text: str) -> HubRef:
+        """Parse the compact form `org/name` or `org/name@revision`."""
+        repo_id, _, revision = text.partition("@")
+        validate_repo(repo_id)
+        revision = revision or "main"
+        validate_revision(revision)
+        return cls(repo_id, revision)
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}@{self.revision}"
+
+
+@dataclass(frozen=True)
+class LocalRef:
+    """A model folder on disk (relative paths are resolved against the recipe's folder)."""
+
+    path: Path
+
+    def __str__(self) -> str:
+        return f"local folder {self.path.name}"
+
+
+ModelRef = HubRef | LocalRef
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    mode: str = "ranges"
+    connections: int = 8
+
+
+@dataclass(frozen=True)
+class ReleaseNote:
+    version: str
+    notes: str
+
+
+@dataclass(frozen=True)
+class CardOptions:
+    title: str | None = None
+    base_model_relation: str = "adapter"
+    num_speculative_tokens: int = 1
+    min_vllm: str | None = None
+    tags: tuple[str, ...] = ()
+    release_notes: tuple[ReleaseNote, ...] = ()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One draft's description, as written by a person."""
+
+    name: str
+    path: Path
+    family: str
+    source: ModelRef
+    target: ModelRef
+    destination: HubRef | None
+    license: str
+    fetch: FetchOptions = field(default_factory=FetchOptions)
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+    card: CardOptions = field(default_factory=CardOptions)
+    benchmarks: Any = None
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+
+def validate_repo(repo_id: str) -> None:
+    """Raise ValueError unless `repo_id` is a valid `org/name` Hub id."""
+    if repo_id.count("/") != 1:
+        raise ValueError(f"{repo_id!r} is not an org/name repo id")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise ValueError(f"{repo_id!r} is not a valid repo id") from exc
+
+
+def validate_revision(revision: str) -> None:
+    """Raise ValueError unless `revision` is a branch or tag name or a full commit id."""
+    if not (FULL_SHA.match(revision) or REVISION_NAME.match(revision)) or ".." in revision:
+        raise ValueError(f"{revision!r} is not a branch, tag or 40-hex commit id")
+
+
+def parse_size(value: object) -> int:
+    """Parse a byte size such as 5GB, 512MiB or a plain integer."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 5GB")
+    if isinstance(value, int):
+        number, unit = value, "B"
+    elif isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", value)):
+        number, unit = int(match.group(1)), (match.group(2) or "B").upper()
+    else:
+        raise ValueError("must be a size such as 5GB")
+    if unit not in SIZE_UNITS:
+        raise ValueError(f"unknown unit {unit!r} (use one of {', '.join(SIZE_UNITS)})")
+    size = number * SIZE_UNITS[unit]
+    if size <= 0:
+        raise ValueError("must be positive")
+    return size
+
+
+class _Section:
+    """Reads typed fields from one mapping, remembering which keys were used."""
+
+    def __init__(self, data: object, where: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where or 'recipe'}: must be a mapping")
+        self.data: Mapping[Any, Any] = data
+        self.where = where
+        self.used: set[str] = set()
+
+    def path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                raise ValueError(f"{self.path(key)}: is required")
+            return default
+        return self.data[key]
+
+    def typed(self, key: str, kind: type | tuple[type, ...], default: Any = None, *, required: bool = False) -> Any:
+        value = self.get(key, default, required=required)
+        if value is default and key not in self.data:
+            return value
+        if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise ValueError(f"{self.path(key)}: must be {_kind_name(kind)}, not a boolean")
+        if not isinstance(value, kind):
+            raise ValueError(f"{self.path(key)}: must be {_kind_name(kind)}")
+        return value
+
+    def convert(self, key: str, converter: Callable[[Any], Any], default: Any = None, *, required: bool = False) -> Any:
+        value = self.get(key, default, required=required)
+        if key not in self.data:
+            return value
+        try:
+            return converter(value)
+        except ValueError as exc:
+            message = str(exc)
+            prefix = self.path(key)
+            raise ValueError(message if message.startswith(prefix) else f"{prefix}: {message}") from exc
+
+    def finish(self) -> None:
+        for key in self.data:
+            if not isinstance(key, str):
+                raise ValueError(f"{self.where or 'recipe'}: keys must be strings, found {key!r}")
+            if key not in self.used:
+                close = difflib.get_close_matches(key, sorted(self.used), n=1)
+                suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{self.path(key)}: unknown key{suggestion}")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a mapping"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _model_ref(value: object, where: str, base: Path) -> ModelRef:
+    if isinstance(value, str):
+        return HubRef.parse(value)
+    section = _Section(value, where)
+    if "path" in section.data:
+        path = Path(section.typed("path", str, required=True))
+        section.finish()
+        return LocalRef(path if path.is_absolute() else (base / path))
+    repo = section.convert("repo", lambda v: _checked(v, validate_repo), required=True)
+    revision = section.convert("revision", lambda v: _checked(v, validate_revision), "main")
+    section.finish()
+    return HubRef(repo, revision)
+
+
+def _checked(value: object, validator: Callable[[str], None]) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    validator(value)
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return str(value)
+
+    return check
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _string_list(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError("must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _release_notes(value: object) -> tuple[ReleaseNote, ...]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list")
+    notes = []
+    for index, item in enumerate(value):
+        section = _Section(item, f"card.release_notes[{index}]")
+        version = section.typed("version", str, required=True)
+        text = section.typed("notes", str, required=True)
+        section.finish()
+        notes.append(ReleaseNote(version, text.strip()))
+    return tuple(notes)
+
+
+def _card(value: object) -> CardOptions:
+    section = _Section(value, "card")
+    card = CardOptions(
+        title=section.typed("title", str),
+        base_model_relation=section.convert("base_model_relation", _choice(BASE_MODEL_RELATIONS), "adapter"),
+        num_speculative_tokens=section.convert("num_speculative_tokens", _positive_int, 1),
+        min_vllm=section.typed("min_vllm", str),
+        tags=section.convert("tags", _string_list, ()),
+        release_notes=section.convert("release_notes", _release_notes, ()),
+    )
+    section.finish()
+    return card
+
+
+def _fetch(value: object) -> FetchOptions:
+    section = _Section(value, "fetch")
+    options = FetchOptions(
+        mode=section.convert("mode", _choice(FETCH_MODES), "ranges"),
+        connections=section.convert("connections", _positive_int, 8),
+    )
+    section.finish()
+    return options
+
+
+def _benchmarks(value: object) -> Any:
+    from pipeline.bench.spec import parse_benchmark_spec
+
+    try:
+        return parse_benchmark_spec(value)
+    except ValueError as exc:
+        raise ValueError(f"benchmarks.{exc}") from exc
+
+
+def parse_recipe(data: object, path: Path, name: str) -> Recipe:
+    """Build a Recipe from already-loaded YAML; raises ValueError naming the field."""
+    from pipeline.families import FAMILIES
+
+    top = _Section(data, "")
+    family = top.convert("family", _choice(tuple(FAMILIES)), required=True)
+    destination = top.get("destination")
+    recipe = Recipe(
+        name=name,
+        path=path,
+        family=family,
+        source=top.convert("source", lambda v: _model_ref(v, "source", path.parent), required=True),
+        target=top.convert("target", lambda v: _model_ref(v, "target", path.parent), required=True),
+        destination=(
+            top.convert("destination", lambda v: _hub_only(_model_ref(v, "destination", path.parent))) if destination is not None else None
+        ),
+        license=top.typed("license", str, required=True),
+        fetch=top.convert("fetch", _fetch, FetchOptions()),
+        max_shard_bytes=top.convert("max_shard_size", parse_size, DEFAULT_MAX_SHARD_BYTES),
+        card=top.convert("card", _card, CardOptions()),
+        benchmarks=top.convert("benchmarks", _benchmarks, None),
+    )
+    top.finish()
+    return recipe
+
+
+def _hub_only(ref: ModelRef) -> HubRef:
+    if not isinstance(ref, HubRef):
+        raise ValueError("must be a Hub repo, not a local path")
+    return ref
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Load and validate a recipe file; any problem is an InputError naming file and field."""
+    name = path.resolve().parent.name if path.name == RECIPE_FILE else path.stem
+    if not DRAFT_NAME.match(name):
+        raise InputError(f"{path}: draft name {name!r} must be lower-case letters, digits, '.', '_' or '-'")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: recipe not found", hint="create it, or pass --recipe PATH") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read ({exc.__class__.__name__})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise InputError(f"{path}: not valid YAML{where}: {problem}") from None
+    try:
+        return parse_recipe(data, path, name)
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def recipe_path(draft: str | None, recipe: str | None, artifacts: Path = Path("artifacts")) -> Path:
+    """The recipe file named by `--draft NAME` or `--recipe PATH`."""
+    if recipe:
+        return Path(recipe)
+    if draft:
+        if not DRAFT_NAME.match(draft):
+            raise InputError(f"--draft: {draft!r} is not a draft name")
+        return artifacts / draft / RECIPE_FILE
+    raise InputError("no draft given", hint="pass --draft NAME or --recipe PATH")

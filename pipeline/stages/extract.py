@@ -1,0 +1,161 @@
+"""extract: lay the fetched tensor bytes out as the draft's safetensors shards and index.
+
+Reads `<workdir>/fetch/fetch.json` and its blobs. Writes `<workdir>/draft/model-0000i-of-0000n.safetensors`,
+`model.safetensors.index.json` and `<workdir>/extract.json` (per-tensor and per-file sha256).
+Output is deterministic: fixed tensor order (the family's), fixed header and metadata, so two
+builds of the same fetch are byte-identical. Each shard is streamed, hashed while written, and
+renamed into place only when complete. Refuses when a blob's bytes no longer match fetch.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub.utils import tqdm
+
+from pipeline.checkpoint import INDEX_FILE
+from pipeline.errors import CheckFailed, InputError
+from pipeline.fsio import HASH_CHUNK_BYTES, atomic_output, atomic_write_json, remove_stale_temp_files
+from pipeline.safetensors_io import PlannedTensor, encode_header, write_shard
+from pipeline.workdir import Workdir
+
+SCHEMA = "mtp-extract/v1"
+SHARD_NAME = "model-{index:05d}-of-{count:05d}.safetensors"
+
+
+@dataclass(frozen=True)
+class ExtractInputs:
+    manifest: dict[str, Any]
+    workdir: Workdir
+    max_shard_bytes: int
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    report: Path
+    shards: tuple[str, ...]
+    total_bytes: int
+
+
+def plan_shards(tensors: list[dict[str, Any]], max_shard_bytes: int) -> list[list[dict[str, Any]]]:
+    """Greedy split in the fixed tensor order; a tensor larger than the limit gets a shard alone."""
+    shards: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for tensor in tensors:
+        if shards[-1] and size + tensor["nbytes"] > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(tensor)
+        size += tensor["nbytes"]
+    return shards
+
+
+def run(inputs: ExtractInputs, show_progress: bool = True) -> ExtractResult:
+    """Write the draft shards and index from the fetched blobs."""
+    workdir, manifest = inputs.workdir, inputs.manifest
+    tensors = manifest["tensors"]
+    groups = plan_shards(tensors, inputs.max_shard_bytes)
+    names = [SHARD_NAME.format(index=i + 1, count=len(groups)) for i in range(len(groups))]
+    draft = workdir.draft
+    draft.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(draft)
+
+    shards: dict[str, Any] = {}
+    written: dict[str, dict[str, Any]] = {}
+    total = sum(t["nbytes"] for t in tensors)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="extract", disable=not show_progress) as bar:
+        for name, group in zip(names, groups, strict=False):
+            planned = [_planned(workdir.fetch, tensor, bar) for tensor in group]
+            path = draft / name
+            reused = _reuse_existing(path, planned, group)
+            if reused is not None:
+                digests, file_sha, size = reused
+                bar.update(sum(t["nbytes"] for t in group))
+            else:
+                with atomic_output(path) as handle:
+                    digests, file_sha, size = write_shard(handle, planned)
+                    _refuse_changed_blobs(group, digests)  # raising here keeps the shard from its final name
+            for tensor in group:
+                written[tensor["name"]] = {
+                    "shard": name,
+                    "dtype": tensor["dtype"],
+                    "shape": tensor["shape"],
+                    "sha256": digests[tensor["name"]],
+                    "source_file": tensor["source_file"],
+                }
+            shards[name] = {"size": size, "sha256": file_sha, "tensors": [t["name"] for t in group]}
+
+    for stale in draft.glob("model-*-of-*.safetensors"):
+        if stale.name not in shards:
+            stale.unlink()
+    index = {
+        "metadata": {"total_size": total},
+        "weight_map": {t["name"]: written[t["name"]]["shard"] for t in sorted(tensors, key=lambda t: t["name"])},
+    }
+    index_sha = atomic_write_json(draft / INDEX_FILE, index)
+    report = {"schema": SCHEMA, "shards": shards, "index_sha256": index_sha, "tensors": written, "total_size": total}
+    atomic_write_json(workdir.extract_report, report)
+    return ExtractResult(workdir.extract_report, tuple(names), total)
+
+
+def _refuse_changed_blobs(group: list[dict[str, Any]], digests: dict[str, str]) -> None:
+    for tensor in group:
+        if digests[tensor["name"]] != tensor["sha256"]:
+            raise CheckFailed(f"{tensor['blob']}: bytes of {tensor['name']} changed since fetch", hint="run fetch again")
+
+
+def _planned(fetch_dir: Path, tensor: dict[str, Any], bar: Any) -> PlannedTensor:
+    blob = fetch_dir / tensor["blob"]
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            handle = open(blob, "rb")
+        except FileNotFoundError:
+            raise InputError(f"{blob}: missing", hint="run the fetch stage again") from None
+        with handle:
+            while chunk := handle.read(HASH_CHUNK_BYTES):
+                bar.update(len(chunk))
+                yield chunk
+
+    return PlannedTensor(tensor["name"], tensor["dtype"], tuple(tensor["shape"]), tensor["nbytes"], chunks)
+
+
+def _reuse_existing(path: Path, planned: list[PlannedTensor], group: list[dict[str, Any]]) -> tuple[dict[str, str], str, int] | None:
+    """A complete shard from an earlier run is kept when its header and every tensor hash match."""
+    header = encode_header(planned)
+    expected_size = len(header) + sum(t.nbytes for t in planned)
+    if not path.is_file() or path.stat().st_size != expected_size:
+        return None
+    file_digest = hashlib.sha256()
+    digests: dict[str, str] = {}
+    with open(path, "rb") as handle:
+        if handle.read(len(header)) != header:
+            return None
+        file_digest.update(header)
+        for tensor in planned:
+            digest = hashlib.sha256()
+            remaining = tensor.nbytes
+            while remaining:
+                chunk = handle.read(min(HASH_CHUNK_BYTES, remaining))
+                digest.update(chunk)
+                file_digest.update(chunk)
+                remaining -= len(chunk)
+            digests[tensor.name] = digest.hexdigest()
+    if any(digests[t["name"]] != t["sha256"] for t in group):
+        return None
+    return digests, file_digest.hexdigest(), expected_size
+
+
+def load_report(workdir: Workdir) -> dict[str, Any]:
+    try:
+        return json.loads(workdir.extract_report.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{workdir.extract_report}: missing", hint="run the extract stage first") from None
+
+
+__all__ = ["ExtractInputs", "ExtractResult", "load_report", "plan_shards", "run"]

@@ -1,0 +1,290 @@
+"""fetch: resolve source and target, then copy exactly the draft's tensor bytes.
+
+Reads the recipe's source and target (local folder or Hub). Writes under `<workdir>/fetch/`:
+the source's config, index, card, licence and `auto_map` files, the target's config and index,
+one blob per selected tensor (only its byte range) and `fetch.json` recording every byte's sha256.
+Refuses when a selected tensor is missing, the source has MTP tensors the family does not know,
+a header disagrees with the config, an index points outside the repo, or the licence differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard
+from huggingface_hub.utils import tqdm
+
+from pipeline.checkpoint import CONFIG_FILE, INDEX_FILE, WeightIndex, read_config, read_shard_header, read_weight_index
+from pipeline.errors import CheckFailed, InputError
+from pipeline.families import ExpectedTensor, Family
+from pipeline.fsio import atomic_write_bytes, atomic_write_json, remove_stale_temp_files
+from pipeline.safetensors_io import Header
+from pipeline.sources import ModelSource, check_repo_path
+from pipeline.workdir import Workdir
+
+SCHEMA = "mtp-fetch/v1"
+CARD_FILE = "README.md"
+LICENSE_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "NOTICE", "NOTICE.md", "NOTICE.txt")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
+
+
+@dataclass(frozen=True)
+class FetchInputs:
+    source: ModelSource
+    target: ModelSource
+    family: Family
+    expected_license: str
+    connections: int
+    workdir: Workdir
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    manifest: Path
+    source_commit: str | None
+    target_commit: str | None
+    tensors: int
+    bytes_needed: int
+    bytes_fetched: int
+
+
+@dataclass(frozen=True)
+class Selected:
+    """A tensor chosen from the source: where it lives and where its copy goes."""
+
+    index: int
+    expected: ExpectedTensor
+    source_name: str
+    shard: str
+    start: int
+    end: int
+    dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
+    """Fetch the draft's tensors and the small files every later stage reads."""
+    workdir = inputs.workdir
+    source, target, family = inputs.source, inputs.target, inputs.family
+    source_commit, target_commit = source.resolve(), target.resolve()
+
+    config = read_config(source)
+    try:
+        geometry = family.read_geometry(config)
+    except ValueError as exc:
+        raise InputError(f"{source.label}: {CONFIG_FILE}: {exc}") from None
+    bytes_before = source.bytes_transferred
+    index = read_weight_index(source)
+    expected = family.expected_tensors(geometry)
+    _refuse_unknown_mtp_tensors(source.label, family, geometry.mtp_layers, index, expected)
+    selected = _select(source, index, expected)
+
+    source_files = _copy_small_files(source, workdir.source_files, _source_small_files(source, config))
+    _check_license(source, workdir.source_files, inputs.expected_license)
+    read_config(target)
+    target_files = _copy_small_files(target, workdir.target_files, _target_small_files(target))
+
+    records = _fetch_tensors(source, selected, workdir.blobs, inputs.connections, show_progress)
+    needed = sum(item.nbytes for item in selected)
+    manifest = {
+        "schema": SCHEMA,
+        "family": family.name,
+        "source": {"label": source.label, "commit": source_commit, "files": source_files},
+        "target": {"label": target.label, "commit": target_commit, "files": target_files},
+        "tensors": records,
+        "bytes_needed": needed,
+        "bytes_fetched": source.bytes_transferred - bytes_before,
+    }
+    atomic_write_json(workdir.fetch_manifest, manifest)
+    return FetchResult(workdir.fetch_manifest, source_commit, target_commit, len(records), needed, manifest["bytes_fetched"])
+
+
+def _refuse_unknown_mtp_tensors(label: str, family: Family, mtp_layers: range, index: WeightIndex, expected: list[ExpectedTensor]) -> None:
+    known = {name for tensor in expected for name in tensor.source_names}
+    prefixes = tuple(family.layer_prefix(p, layer) for p in family.source_prefixes for layer in mtp_layers)
+    unknown = sorted(name for name in index.weight_map if name.startswith(prefixes) and name not in known)
+    if unknown:
+        raise CheckFailed(
+            f"{label}: {len(unknown)} MTP tensor(s) the {family.name} family does not know, first {unknown[0]}",
+            hint="the checkpoint may belong to another family or revision",
+        )
+
+
+def _select(source: ModelSource, index: WeightIndex, expected: list[ExpectedTensor]) -> list[Selected]:
+    chosen: list[tuple[ExpectedTensor, str, str]] = []
+    for tensor in expected:
+        found = next((name for name in tensor.source_names if name in index.weight_map), None)
+        if found is None:
+            raise CheckFailed(
+                f"{source.label}: {INDEX_FILE}: tensor {tensor.name} is missing", hint="is this the BF16 release that keeps the MTP layers?"
+            )
+        chosen.append((tensor, found, index.weight_map[found]))
+    headers: dict[str, Header] = {shard: read_shard_header(source, shard) for shard in sorted({c[2] for c in chosen})}
+    selected = []
+    for position, (tensor, name, shard) in enumerate(chosen):
+        entry = headers[shard].tensors.get(name)
+        if entry is None:
+            raise InputError(f"{source.label}: {INDEX_FILE}: weight_map.{name} points at {shard}, whose header lacks it")
+        if entry.shape != tensor.shape:
+            raise CheckFailed(f"{source.label}: {shard}: {name} has shape {list(entry.shape)}, the config implies {list(tensor.shape)}")
+        start, end = headers[shard].absolute_range(name)
+        selected.append(Selected(position, tensor, name, shard, start, end, entry.dtype))
+    return selected
+
+
+def _source_small_files(source: ModelSource, config: dict[str, Any]) -> list[str]:
+    names = [CONFIG_FILE, INDEX_FILE, CARD_FILE, *LICENSE_FILES, *auto_map_files(config)]
+    return [name for name in dict.fromkeys(names) if source.exists(name) or name in auto_map_files(config)]
+
+
+def _target_small_files(target: ModelSource) -> list[str]:
+    names = [CONFIG_FILE, INDEX_FILE, CARD_FILE, *TOKENIZER_FILES]
+    return [name for name in names if target.exists(name)]
+
+
+def auto_map_files(config: dict[str, Any]) -> list[str]:
+    """Python files named by `auto_map` (entries pointing at another repo, `repo--module.Class`, excluded)."""
+    auto_map = config.get("auto_map") or {}
+    if not isinstance(auto_map, dict):
+        raise InputError(f"{CONFIG_FILE}: auto_map: must be an object")
+    files = []
+    for key, value in auto_map.items():
+        for reference in value if isinstance(value, list) else [value]:
+            if reference is None:
+                continue
+            if not isinstance(reference, str) or "." not in reference:
+                raise InputError(f"{CONFIG_FILE}: auto_map.{key}: {reference!r} is not module.Class")
+            if "--" in reference:
+                continue
+            module = reference.rsplit(".", 1)[0]
+            files.append(check_repo_path(module.replace(".", "/") + ".py", f"{CONFIG_FILE}: auto_map.{key}"))
+    return sorted(set(files))
+
+
+def _copy_small_files(source: ModelSource, folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    record = {}
+    for name in names:
+        if not source.exists(name):
+            raise CheckFailed(
+                f"{source.label}: {name} is named by config.json auto_map but missing", hint="the draft must ship every auto_map file"
+            )
+        data = source.read(name)
+        sha = atomic_write_bytes(folder / name, data)
+        record[name] = {"size": len(data), "sha256": sha, "lfs_sha256": source.lfs_sha256(name)}
+    return record
+
+
+def read_card_license(card_path: Path, where: str) -> str | None:
+    """The `license` in a model card's front matter, or None when there is none."""
+    try:
+        card = ModelCard(card_path.read_text(encoding="utf-8"), ignore_metadata_errors=True)
+    except Exception as exc:  # a remote card is untrusted text; any parse failure is bad input
+        raise InputError(f"{where}: front matter does not parse ({exc.__class__.__name__})") from None
+    license_id = card.data.get("license")
+    if license_id is not None and not isinstance(license_id, str):
+        raise InputError(f"{where}: license: must be a string")
+    return license_id
+
+
+def _check_license(source: ModelSource, folder: Path, expected: str) -> None:
+    card = folder / CARD_FILE
+    found = read_card_license(card, f"{source.label}: {CARD_FILE}") if card.exists() else None
+    if found != expected:
+        raise CheckFailed(
+            f"{source.label}: {CARD_FILE}: license is {found!r}, the recipe expects {expected!r}",
+            hint="check the source's terms, then change the recipe's license field",
+        )
+
+
+def _fetch_tensors(
+    source: ModelSource, selected: list[Selected], folder: Path, connections: int, show_progress: bool
+) -> list[dict[str, Any]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(folder)
+    total = sum(item.nbytes for item in selected)
+    with (
+        tqdm(total=total, unit="B", unit_scale=True, desc="fetch", disable=not show_progress) as bar,
+        ThreadPoolExecutor(max_workers=connections) as pool,
+    ):
+        return list(pool.map(lambda item: _fetch_one(source, item, folder, bar), selected))
+
+
+def _fetch_one(source: ModelSource, item: Selected, folder: Path, bar: Any) -> dict[str, Any]:
+    """Copy one tensor's bytes to its blob, resuming a partial download and reusing a finished one."""
+    blob = folder / f"{item.index:04d}.bin"
+    record_path = folder / f"{item.index:04d}.json"
+    record: dict[str, Any] = {
+        "name": item.expected.name,
+        "source_name": item.source_name,
+        "source_file": item.shard,
+        "source_range": [item.start, item.end],
+        "dtype": item.dtype,
+        "shape": list(item.expected.shape),
+        "nbytes": item.nbytes,
+        "blob": f"tensors/{blob.name}",
+        "source_version": source.fingerprint(item.shard),
+    }
+    previous = _load_record(record_path)
+    if previous and blob.is_file() and blob.stat().st_size == item.nbytes and {k: previous.get(k) for k in record} == record:
+        bar.update(item.nbytes)
+        return previous
+    plan_key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+    partial = folder / f"{item.index:04d}.{plan_key}.part"
+    for stale in folder.glob(f"{item.index:04d}.*.part"):
+        if stale != partial:
+            stale.unlink()
+    digest = hashlib.sha256()
+    have = 0
+    if partial.exists() and partial.stat().st_size <= item.nbytes:
+        with open(partial, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+                have += len(chunk)
+    else:
+        partial.unlink(missing_ok=True)
+    bar.update(have)
+    with open(partial, "ab") as handle:
+        for chunk in _stream(source, item.shard, item.start + have, item.end):
+            handle.write(chunk)
+            digest.update(chunk)
+            bar.update(len(chunk))
+    if partial.stat().st_size != item.nbytes:
+        raise InputError(f"{source.label}: {item.shard}: {item.source_name} gave {partial.stat().st_size} of {item.nbytes} bytes")
+    partial.replace(blob)
+    record["sha256"] = digest.hexdigest()
+    atomic_write_json(record_path, record)
+    return record
+
+
+def _stream(source: ModelSource, shard: str, start: int, end: int) -> Iterator[bytes]:
+    if start < end:
+        yield from source.stream_range(shard, start, end)
+
+
+def _load_record(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def load_manifest(workdir: Workdir) -> dict[str, Any]:
+    """The manifest a finished fetch wrote; later stages refuse to run without it."""
+    try:
+        return json.loads(workdir.fetch_manifest.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{workdir.fetch_manifest}: missing", hint="run the fetch stage first") from None

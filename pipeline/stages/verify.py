@@ -1,0 +1,341 @@
+"""verify: prove the draft folder is exactly what vLLM's MTP loader needs, byte for byte.
+
+Reads `<workdir>/draft/`, the fetch manifest (source sha256 of every tensor) and the target's
+config. Writes `<workdir>/verify.json`: every check with a stable id, pass/fail and evidence, and
+the size and sha256 of every draft file, so publish can refuse a folder changed after verify.
+Each shard is read once: hashing, the NaN/Inf scan and the structure checks share that pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import safe_open
+
+from pipeline.checkpoint import CONFIG_FILE, INDEX_FILE
+from pipeline.errors import CheckFailed, InputError
+from pipeline.families import Family
+from pipeline.families.base import config_value
+from pipeline.families.loader_names import vllm_param_name
+from pipeline.fsio import HASH_CHUNK_BYTES, atomic_write_json, sha256_file
+from pipeline.safetensors_io import HEADER_LENGTH_BYTES, Header, HeaderError, header_length, parse_header
+from pipeline.stages.config_fix import QUANTIZATION_KEY, short_arrays
+from pipeline.stages.fetch import CARD_FILE, LICENSE_FILES, auto_map_files, read_card_license
+from pipeline.workdir import Workdir
+
+SCHEMA = "mtp-verify/v1"
+# Exponent-all-ones masks: an element is NaN or Inf exactly when its exponent bits are all set.
+NON_FINITE_MASKS = {"BF16": ("<u2", 0x7F80), "F16": ("<u2", 0x7C00), "F32": ("<u4", 0x7F800000), "F64": ("<u8", 0x7FF0000000000000)}
+GEOMETRY_KEYS = ("hidden_size", "vocab_size")
+
+
+@dataclass(frozen=True)
+class VerifyInputs:
+    workdir: Workdir
+    family: Family
+    expected_license: str
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    passed: bool
+    evidence: str
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    report: Path
+    passed: bool
+    checks: tuple[Check, ...]
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class _ShardScan:
+    header: Header | None = None
+    problems: list[str] = field(default_factory=list)
+    tensor_sha: dict[str, str] = field(default_factory=dict)
+    non_finite: dict[str, int] = field(default_factory=dict)
+    sha256: str = ""
+    size: int = 0
+
+
+def run(inputs: VerifyInputs) -> VerifyResult:
+    """Run every check, write verify.json, and raise CheckFailed naming the first failure."""
+    workdir, family = inputs.workdir, inputs.family
+    draft = workdir.draft
+    manifest = _load_json(workdir.fetch_manifest, "run the fetch stage first")
+    config = _load_json(draft / CONFIG_FILE, "run the config-fix stage first")
+    index = _load_json(draft / INDEX_FILE, "run the extract stage first")
+    target_config = _load_json(workdir.target_files / CONFIG_FILE, "run the fetch stage first")
+    try:
+        geometry = family.read_geometry(config)
+    except ValueError as exc:
+        raise InputError(f"{draft / CONFIG_FILE}: {exc}") from None
+    expected = {t.name: t for t in family.expected_tensors(geometry)}
+    source_sha = {t["name"]: t["sha256"] for t in manifest["tensors"]}
+    source_dtype = {t["name"]: t["dtype"] for t in manifest["tensors"]}
+
+    shard_names = sorted(p.name for p in draft.glob("*.safetensors"))
+    scans = {name: _scan_shard(draft / name) for name in shard_names}
+    located = {tensor: name for name, scan in scans.items() if scan.header for tensor in scan.header.tensors}
+    entries = {tensor: scans[shard].header.tensors[tensor] for tensor, shard in located.items()}  # type: ignore[union-attr]
+
+    checks = [
+        _check_structure(scans),
+        _check_expected_set(expected, located),
+        _check_source_bytes(scans, source_sha),
+        _check_finite(scans),
+        _check_geometry(expected, entries, source_dtype),
+        _check_index(index, located, entries),
+        _check_arrays(config, family, geometry),
+        _check_no_quantization(config),
+        _check_route(config, family),
+        _check_loader_names(family, geometry.mtp_layers, located, expected),
+        _check_target_geometry(config, target_config),
+        _check_auto_map(config, draft),
+        _check_license(workdir, inputs.expected_license),
+    ]
+    files = {
+        path.relative_to(draft).as_posix(): {
+            "size": path.stat().st_size,
+            "sha256": scans[path.name].sha256 if path.name in scans else sha256_file(path),
+        }
+        for path in sorted(draft.rglob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    }
+    passed = all(check.passed for check in checks)
+    report = {"schema": SCHEMA, "passed": passed, "checks": [c.__dict__ for c in checks], "files": files}
+    atomic_write_json(workdir.verify_report, report)
+    result = VerifyResult(workdir.verify_report, passed, tuple(checks), files)
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        others = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise CheckFailed(f"verify: {failed[0].id}: {failed[0].evidence}{others}", hint=f"details in {workdir.verify_report}")
+    return result
+
+
+def _load_json(path: Path, hint: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing", hint=hint) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{path}: not valid JSON") from None
+
+
+def _scan_shard(path: Path) -> _ShardScan:
+    """One sequential read: header checks, per-tensor sha256, NaN/Inf count, file sha256."""
+    scan = _ShardScan(size=path.stat().st_size)
+    file_digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        prefix = handle.read(HEADER_LENGTH_BYTES)
+        try:
+            length = header_length(prefix, scan.size)
+            raw = handle.read(length)
+            scan.header = parse_header(raw, scan.size)
+        except HeaderError as exc:
+            scan.problems.append(f"{path.name}: {exc}")
+            scan.sha256 = sha256_file(path)
+            return scan
+        file_digest.update(prefix + raw)
+        entries = sorted(scan.header.tensors.values(), key=lambda e: e.begin)
+        position = 0
+        for entry in entries:
+            if entry.begin != position:
+                scan.problems.append(f"{path.name}: {entry.name} starts at {entry.begin}, expected {position} (offsets not contiguous)")
+                handle.seek(scan.header.data_start + entry.begin)
+                file_digest = None  # type: ignore[assignment]
+            digest = hashlib.sha256()
+            bad = 0
+            mask = NON_FINITE_MASKS.get(entry.dtype)
+            remaining = entry.nbytes
+            while remaining:
+                chunk = handle.read(min(HASH_CHUNK_BYTES, remaining))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                if file_digest is not None:
+                    file_digest.update(chunk)
+                if mask is not None:
+                    values = np.frombuffer(chunk, dtype=mask[0])
+                    bad += int(np.count_nonzero((values & mask[1]) == mask[1]))
+                remaining -= len(chunk)
+            scan.tensor_sha[entry.name] = digest.hexdigest()
+            if bad:
+                scan.non_finite[entry.name] = bad
+            position = entry.end
+        if scan.header.data_start + position != scan.size:
+            scan.problems.append(f"{path.name}: {scan.size - scan.header.data_start - position} trailing bytes after the last tensor")
+    scan.sha256 = file_digest.hexdigest() if file_digest is not None and not scan.problems else sha256_file(path)
+    _cross_check_with_library(path, scan)
+    return scan
+
+
+def _cross_check_with_library(path: Path, scan: _ShardScan) -> None:
+    """The safetensors library is the reference parser: it must see the same names, dtypes and shapes."""
+    if scan.header is None:
+        return
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            seen = {name: (handle.get_slice(name).get_dtype(), tuple(handle.get_slice(name).get_shape())) for name in handle}
+    except Exception as exc:  # the library's own error types vary between versions
+        scan.problems.append(f"{path.name}: the safetensors library refuses it ({exc.__class__.__name__})")
+        return
+    ours = {name: (e.dtype, e.shape) for name, e in scan.header.tensors.items()}
+    if seen != ours:
+        scan.problems.append(f"{path.name}: the safetensors library reads a different header")
+
+
+def _check_structure(scans: Mapping[str, _ShardScan]) -> Check:
+    if not scans:
+        return Check("safetensors.structure", False, "no .safetensors file in the draft folder")
+    problems = [p for scan in scans.values() for p in scan.problems]
+    if problems:
+        return Check("safetensors.structure", False, problems[0])
+    return Check("safetensors.structure", True, f"{len(scans)} shard(s): headers parse, offsets contiguous and in bounds")
+
+
+def _check_expected_set(expected: Mapping[str, Any], located: Mapping[str, str]) -> Check:
+    missing = sorted(set(expected) - set(located))
+    extra = sorted(set(located) - set(expected))
+    if missing or extra:
+        parts = [f"missing {missing[0]}" + (f" (+{len(missing) - 1})" if len(missing) > 1 else "")] if missing else []
+        parts += [f"unexpected {extra[0]}" + (f" (+{len(extra) - 1})" if len(extra) > 1 else "")] if extra else []
+        return Check("tensors.expected-set", False, "; ".join(parts))
+    return Check("tensors.expected-set", True, f"all {len(expected)} expected tensors, nothing else")
+
+
+def _check_source_bytes(scans: Mapping[str, _ShardScan], source_sha: Mapping[str, str]) -> Check:
+    hashes = {name: sha for scan in scans.values() for name, sha in scan.tensor_sha.items()}
+    differing = sorted(name for name, sha in hashes.items() if name in source_sha and source_sha[name] != sha)
+    if differing:
+        return Check("tensors.source-bytes", False, f"{differing[0]}: sha256 differs from the source bytes")
+    compared = sum(1 for name in hashes if name in source_sha)
+    return Check("tensors.source-bytes", True, f"{compared} tensors byte-identical to the source (sha256)")
+
+
+def _check_finite(scans: Mapping[str, _ShardScan]) -> Check:
+    bad = {name: count for scan in scans.values() for name, count in scan.non_finite.items()}
+    if bad:
+        name = sorted(bad)[0]
+        return Check("tensors.finite", False, f"{name}: {bad[name]} NaN/Inf value(s)")
+    return Check("tensors.finite", True, "no NaN or Inf in any floating-point tensor")
+
+
+def _check_geometry(expected: Mapping[str, Any], entries: Mapping[str, Any], source_dtype: Mapping[str, str]) -> Check:
+    for name, entry in sorted(entries.items()):
+        if name not in expected:
+            continue
+        if tuple(entry.shape) != tuple(expected[name].shape):
+            return Check("tensors.geometry", False, f"{name}: shape {list(entry.shape)}, the config implies {list(expected[name].shape)}")
+        if name in source_dtype and entry.dtype != source_dtype[name]:
+            return Check("tensors.geometry", False, f"{name}: dtype {entry.dtype}, the source has {source_dtype[name]}")
+    return Check("tensors.geometry", True, "every shape follows from the config; dtypes equal the source's")
+
+
+def _check_index(index: Any, located: Mapping[str, str], entries: Mapping[str, Any]) -> Check:
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict):
+        return Check("index.coverage", False, f"{INDEX_FILE}: weight_map missing")
+    for name, shard in sorted(located.items()):
+        if weight_map.get(name) != shard:
+            return Check("index.coverage", False, f"{INDEX_FILE}: {name} maps to {weight_map.get(name)!r}, it is in {shard}")
+    stray = sorted(set(weight_map) - set(located))
+    if stray:
+        return Check("index.coverage", False, f"{INDEX_FILE}: {stray[0]} is in no shard")
+    total = sum(entry.nbytes for entry in entries.values())
+    declared = (index.get("metadata") or {}).get("total_size")
+    if declared != total:
+        return Check("index.coverage", False, f"{INDEX_FILE}: metadata.total_size is {declared}, tensors hold {total} bytes")
+    return Check("index.coverage", True, f"{len(located)} tensors indexed, total_size {total}")
+
+
+def _check_arrays(config: Mapping[str, Any], family: Family, geometry: Any) -> Check:
+    short = short_arrays(config, family, geometry)
+    if short:
+        return Check("config.arrays", False, f"{short[0][0]} has {short[0][1]} entries, needs {geometry.total_layers}")
+    return Check("config.arrays", True, f"per-layer arrays cover layers 0-{geometry.total_layers - 1}")
+
+
+def _check_no_quantization(config: Mapping[str, Any]) -> Check:
+    text = config.get("text_config")
+    if QUANTIZATION_KEY in config or (isinstance(text, Mapping) and QUANTIZATION_KEY in text):
+        return Check("config.no-quantization", False, f"{CONFIG_FILE} carries {QUANTIZATION_KEY}")
+    return Check("config.no-quantization", True, f"no {QUANTIZATION_KEY}")
+
+
+def _check_route(config: Mapping[str, Any], family: Family) -> Check:
+    architectures = config.get("architectures") or [None]
+    routed = config.get("model_type") in family.route_model_types or architectures[0] in family.route_architectures
+    try:
+        _, count = config_value(config, "num_nextn_predict_layers")
+    except KeyError:
+        count = 0
+    if not routed or not isinstance(count, int) or count < 1:
+        return Check(
+            "config.mtp-route",
+            False,
+            f"model_type {config.get('model_type')!r} with num_nextn_predict_layers {count!r} does not route to {family.vllm_class}",
+        )
+    return Check("config.mtp-route", True, f"model_type {config.get('model_type')} routes to {family.vllm_class}")
+
+
+def _check_loader_names(family: Family, mtp_layers: range, located: Mapping[str, str], expected: Mapping[str, Any]) -> Check:
+    wanted = {tensor.param for tensor in expected.values()}
+    filled: set[str] = set()
+    for name in sorted(located):
+        param = vllm_param_name(family.loader, name, mtp_layers)
+        if param is None or param not in wanted:
+            return Check("loader.names", False, f"{name} maps to {param or 'nothing'} under {family.vllm_class} rules")
+        filled.add(param)
+    unfilled = sorted(wanted - filled)
+    if unfilled:
+        return Check("loader.names", False, f"{family.vllm_class} parameter {unfilled[0]} is filled by no tensor")
+    return Check("loader.names", True, f"{len(located)} tensors fill all {len(wanted)} {family.vllm_class} parameters")
+
+
+def _check_target_geometry(config: Mapping[str, Any], target: Mapping[str, Any]) -> Check:
+    for key in GEOMETRY_KEYS:
+        try:
+            _, ours = config_value(config, key)
+            _, theirs = config_value(target, key)
+        except KeyError:
+            return Check("target.geometry", False, f"{key} missing from the draft or target config")
+        if ours != theirs:
+            return Check("target.geometry", False, f"{key}: draft {ours}, target {theirs}")
+    return Check("target.geometry", True, "hidden_size and vocab_size equal the target's")
+
+
+def _check_auto_map(config: dict[str, Any], draft: Path) -> Check:
+    try:
+        names = auto_map_files(config)
+    except InputError as exc:
+        return Check("files.auto-map", False, exc.message)
+    missing = [name for name in names if not (draft / name).is_file()]
+    if missing:
+        return Check("files.auto-map", False, f"{missing[0]} is named by auto_map but missing")
+    return Check("files.auto-map", True, f"{len(names)} auto_map file(s) present")
+
+
+def _check_license(workdir: Workdir, expected: str) -> Check:
+    card = workdir.source_files / CARD_FILE
+    found = read_card_license(card, str(card)) if card.is_file() else None
+    if found != expected:
+        return Check("license.match", False, f"source card says {found!r}, recipe expects {expected!r}")
+    for name in LICENSE_FILES:
+        source_file = workdir.source_files / name
+        if source_file.is_file() and sha256_file(source_file) != _sha_or_none(workdir.draft / name):
+            return Check("license.match", False, f"{name} from the source is missing or changed in the draft")
+    return Check("license.match", True, f"license {found}; the source's licence files are carried verbatim")
+
+
+def _sha_or_none(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None
