@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,10 @@ def _planned(fetch_dir: Path, tensor: dict[str, Any], bar: Any) -> PlannedTensor
             handle = open(blob, "rb")
         except FileNotFoundError:
             raise InputError(f"{blob}: missing", hint="run the fetch stage again") from None
+        size = os.fstat(handle.fileno()).st_size
+        if size != tensor["nbytes"]:
+            handle.close()
+            raise InputError(f"{blob}: {size} bytes, fetch.json records {tensor['nbytes']}", hint="run the fetch stage again")
         with handle:
             while chunk := handle.read(HASH_CHUNK_BYTES):
                 bar.update(len(chunk))

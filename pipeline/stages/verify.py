@@ -185,7 +185,7 @@ def _cross_check_with_library(path: Path, scan: _ShardScan) -> None:
         return
     try:
         with safe_open(str(path), framework="numpy") as handle:
-            seen = {name: (handle.get_slice(name).get_dtype(), tuple(handle.get_slice(name).get_shape())) for name in handle}
+            seen = {name: (handle.get_slice(name).get_dtype(), tuple(handle.get_slice(name).get_shape())) for name in handle.keys()}  # noqa: SIM118 (safe_open handles are not iterable)
     except Exception as exc:  # the library's own error types vary between versions
         scan.problems.append(f"{path.name}: the safetensors library refuses it ({exc.__class__.__name__})")
         return
