@@ -125,3 +125,38 @@ class LocalSource:
         """Size and modification time: enough to notice a changed local file between runs."""
         stat = os.stat(self._path(name))
         return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+class WholeShardSource:
+    """Reads tensor ranges from whole downloaded shards (each checked against its LFS sha256).
+
+    The fallback when range reads are unavailable or a publisher wants the Hub's own hash on every
+    shard; it moves the full shards, so bytes fetched grow to the shards' size.
+    """
+
+    def __init__(self, inner: ModelSource) -> None:
+        self.inner = inner
+        self.label = inner.label
+        self._paths: dict[str, Path] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def bytes_transferred(self) -> int:
+        return self.inner.bytes_transferred
+
+    def _local(self, name: str) -> LocalSource:
+        with self._lock:
+            if name not in self._paths:
+                self._paths[name] = self.inner.local_path(name)
+        path = self._paths[name]
+        return LocalSource(path.parent, self.label)
+
+    def __getattr__(self, attribute: str) -> object:
+        return getattr(self.inner, attribute)
+
+    def read_range(self, name: str, start: int, end: int) -> bytes:
+        return b"".join(self.stream_range(name, start, end))
+
+    def stream_range(self, name: str, start: int, end: int) -> Iterator[bytes]:
+        local = self._local(name)
+        yield from local.stream_range(self._paths[name].name, start, end)

@@ -26,7 +26,7 @@ from pipeline.errors import CheckFailed, InputError
 from pipeline.families import ExpectedTensor, Family
 from pipeline.fsio import atomic_write_bytes, atomic_write_json, remove_stale_temp_files
 from pipeline.safetensors_io import Header
-from pipeline.sources import ModelSource, check_repo_path
+from pipeline.sources import ModelSource, WholeShardSource, check_repo_path
 from pipeline.workdir import Workdir
 
 SCHEMA = "mtp-fetch/v1"
@@ -43,6 +43,7 @@ class FetchInputs:
     expected_license: str
     connections: int
     workdir: Workdir
+    mode: str = "ranges"
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
     """Fetch the draft's tensors and the small files every later stage reads."""
     workdir = inputs.workdir
     source, target, family = inputs.source, inputs.target, inputs.family
+    if inputs.mode == "shards":
+        source = WholeShardSource(source)
     source_commit, target_commit = source.resolve(), target.resolve()
 
     config = read_config(source)
