@@ -6,10 +6,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline import __version__
 from pipeline.errors import InputError, PipelineError
+from pipeline.lock import LOCK_FILE, load_lock, pinned, write_or_check
 from pipeline.output import Output
 from pipeline.recipe import load_recipe, recipe_path
 from pipeline.runner import STAGE_NAMES, STAGES, Context, run_stages, status
@@ -47,6 +49,10 @@ def _common(parser: argparse.ArgumentParser, *, recipe: bool = True) -> None:
 def _context(args: argparse.Namespace, out: Output) -> Context:
     path = recipe_path(args.draft, args.recipe)
     recipe = load_recipe(path)
+    if getattr(args, "locked", False):
+        committed = load_lock(recipe.folder / LOCK_FILE)
+        if committed is not None:
+            recipe = replace(recipe, source=pinned(recipe.source, committed["source"]), target=pinned(recipe.target, committed["target"]))
     workdir = Path(args.workdir) if args.workdir else Path("build") / recipe.name
     return Context(recipe=recipe, workdir=Workdir(workdir), out=out, force=args.force)
 
@@ -60,6 +66,20 @@ def _run_named_stages(names: tuple[str, ...]) -> Handler:
         return 0
 
     return handler
+
+
+def _build(args: argparse.Namespace, out: Output) -> int:
+    ctx = _context(args, out)
+    results = run_stages(ctx, BUILD_STAGES)
+    lock_path, changed = write_or_check(ctx.recipe, ctx.workdir, locked=args.locked)
+    verb = "reproduced" if args.locked else ("updated" if changed else "unchanged")
+    out.info(f"lock: {lock_path} {verb}")
+    human = "\n".join(f"{r['stage']}: {'skipped (unchanged)' if r['skipped'] else 'done'}" for r in results) + f"\nlock: {verb}"
+    out.result(
+        human,
+        {"draft": ctx.recipe.name, "workdir": str(ctx.workdir.root), "stages": results, "lock": {"path": str(lock_path), "state": verb}},
+    )
+    return 0
 
 
 def _status(args: argparse.Namespace, out: Output) -> int:
@@ -90,9 +110,9 @@ def _synth(args: argparse.Namespace, out: Output) -> int:
 COMMANDS: dict[str, tuple[str, str, Handler]] = {
     **{stage.name: (stage.summary, f"python -m pipeline {stage.name} --draft demo", _run_named_stages((stage.name,))) for stage in STAGES},
     "build": (
-        "run fetch, extract, config-fix and verify in order, skipping unchanged stages",
-        "python -m pipeline build --draft demo\npython -m pipeline build --recipe path/to/draft.yaml --workdir /tmp/b",
-        _run_named_stages(BUILD_STAGES),
+        "run fetch, extract, config-fix and verify in order, then write (or with --locked, check) the lock",
+        "python -m pipeline build --draft demo\npython -m pipeline build --draft demo --locked",
+        _build,
     ),
     "status": ("show which stages would run and why (reads records only)", "python -m pipeline status --draft demo --json", _status),
 }
@@ -117,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _common(sub)
         sub.set_defaults(handler=handler)
+        if name == "build":
+            sub.add_argument(
+                "--locked", action="store_true", help="fetch the locked commits and refuse any difference from the committed lock"
+            )
     synth = commands.add_parser(
         "synth",
         help="write a synthetic Step-3.7-shaped source and NVFP4-like target",

@@ -1,0 +1,150 @@
+"""The draft lock (`artifacts/<draft>/draft.lock.json`): resolved revisions and every byte's sha256.
+
+Written by a build from its fetch, extract and verify records and committed, so reviewers see a
+release as a diff; a `--locked` build must reproduce it exactly or stop, naming what differs.
+Fields that cannot be known yet (a draft whose source was never fetched) are listed under
+`unresolved` instead of being filled with invented values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__
+from pipeline.errors import CheckFailed, InputError
+from pipeline.fsio import atomic_write_bytes, atomic_write_json
+from pipeline.recipe import HubRef, LocalRef, ModelRef, Recipe
+from pipeline.workdir import Workdir
+
+SCHEMA = "mtp-draft-lock/v1"
+LOCK_FILE = "draft.lock.json"
+REVIEWED_CONFIG = "config.json"
+DIFF_ORDER = ("source", "target", "tensors", "files", "verify", "inspect")
+
+
+def _ref(ref: ModelRef, commit: str | None) -> dict[str, Any]:
+    if isinstance(ref, LocalRef):
+        return {"kind": "local", "commit": None}
+    return {"kind": "hub", "repo": ref.repo_id, "revision": ref.revision, "commit": commit}
+
+
+def build_lock(recipe: Recipe, workdir: Workdir, inspect: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The lock document for a finished, verified build in `workdir`."""
+    fetch = _read(workdir.fetch_manifest)
+    extract = _read(workdir.extract_report)
+    verify = _read(workdir.verify_report)
+    if not verify.get("passed"):
+        raise CheckFailed(f"{workdir.verify_report}: verify did not pass; no lock is written for an unverified build")
+    source_files = fetch["source"]["files"]
+    tensors = [
+        {
+            "name": tensor["name"],
+            "dtype": tensor["dtype"],
+            "shape": tensor["shape"],
+            "sha256": tensor["sha256"],
+            "source_file": tensor["source_file"],
+            "shard": extract["tensors"][tensor["name"]]["shard"],
+        }
+        for tensor in fetch["tensors"]
+    ]
+    shards_read = sorted({t["source_file"] for t in fetch["tensors"]})
+    return {
+        "schema": SCHEMA,
+        "draft": recipe.name,
+        "family": recipe.family,
+        "tool_version": __version__,
+        "source": {
+            **_ref(recipe.source, fetch["source"]["commit"]),
+            "license": recipe.license,
+            "files": {name: {"size": f["size"], "sha256": f["sha256"]} for name, f in sorted(source_files.items())},
+            "shards_read": shards_read,
+        },
+        "target": {
+            **_ref(recipe.target, fetch["target"]["commit"]),
+            "files": {n: f["sha256"] for n, f in sorted(fetch["target"]["files"].items())},
+        },
+        "inspect": dict(inspect) if inspect else None,
+        "tensors": tensors,
+        "files": verify["files"],
+        "verify": {"passed": True, "checks": [check["id"] for check in verify["checks"]]},
+        "unresolved": [],
+    }
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing", hint="run the build first") from None
+
+
+def load_lock(path: Path) -> dict[str, Any] | None:
+    """A committed lock, or None when the draft has none yet."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        raise InputError(f"{path}: not valid JSON") from None
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        raise InputError(f"{path}: schema: expected {SCHEMA}")
+    return document
+
+
+def differences(expected: Mapping[str, Any], actual: Mapping[str, Any], path: str = "") -> list[str]:
+    """Dotted paths where two lock documents differ (tool_version excepted: rebuilding with a newer tool is fine)."""
+    found: list[str] = []
+    if isinstance(expected, Mapping) and isinstance(actual, Mapping):
+        keys = sorted(set(expected) | set(actual))
+        if not path:  # report causes before their effects: a changed tensor before the file holding it
+            keys.sort(key=lambda k: DIFF_ORDER.index(k) if k in DIFF_ORDER else len(DIFF_ORDER))
+        for key in keys:
+            if key == "tool_version" and not path:
+                continue
+            found += differences(expected.get(key), actual.get(key), f"{path}.{key}" if path else key)  # type: ignore[arg-type]
+    elif isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        for index, (left, right) in enumerate(zip(expected, actual, strict=True)):
+            label = left.get("name", index) if isinstance(left, Mapping) else index
+            found += differences(left, right, f"{path}[{label}]")
+    elif expected != actual:
+        found.append(path)
+    return found
+
+
+def pinned(ref: ModelRef, locked: Mapping[str, Any] | None) -> ModelRef:
+    """The recipe's ref with its revision replaced by the locked commit, for reproducible rebuilds."""
+    if isinstance(ref, HubRef) and locked and locked.get("commit"):
+        return HubRef(ref.repo_id, locked["commit"])
+    return ref
+
+
+def write_or_check(recipe: Recipe, workdir: Workdir, *, locked: bool, inspect: Mapping[str, Any] | None = None) -> tuple[Path, bool]:
+    """Write the lock and reviewed config into the draft's artifacts folder, or (locked) refuse any difference.
+
+    Returns (lock path, whether the committed files changed).
+    """
+    lock_path = recipe.folder / LOCK_FILE
+    fresh = build_lock(recipe, workdir, inspect)
+    committed = load_lock(lock_path)
+    config_path = recipe.folder / REVIEWED_CONFIG
+    built_config = (workdir.draft / REVIEWED_CONFIG).read_bytes()
+    if locked:
+        if committed is None:
+            raise CheckFailed(
+                f"{lock_path}: missing; a locked build needs a committed lock", hint="run the build without --locked and commit the lock"
+            )
+        diff = differences(committed, fresh)
+        if diff:
+            more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
+            raise CheckFailed(f"{lock_path}: the build does not reproduce the lock at {diff[0]}{more}")
+        if not config_path.exists() or config_path.read_bytes() != built_config:
+            raise CheckFailed(f"{config_path}: differs from the built draft config.json")
+        return lock_path, False
+    changed = committed != fresh or not config_path.exists() or config_path.read_bytes() != built_config
+    if changed:
+        atomic_write_json(lock_path, fresh)
+        atomic_write_bytes(config_path, built_config)
+    return lock_path, changed
