@@ -6,11 +6,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.errors import InputError, PipelineError
+from pipeline.errors import CheckFailed, InputError, PipelineError
 from pipeline.lock import LOCK_FILE, load_lock, pinned, write_or_check
 from pipeline.output import Output
 from pipeline.recipe import load_recipe, recipe_path
@@ -20,6 +20,7 @@ from pipeline.workdir import Workdir
 DEBUG_ENV = "PIPELINE_DEBUG"  # set to 1 to see tracebacks of our own errors
 BUILD_STAGES = ("fetch", "extract", "config-fix", "verify")
 Handler = Callable[[argparse.Namespace, Output], int]
+Options = Callable[[argparse.ArgumentParser], None]
 
 
 class _UsageError(Exception):
@@ -33,17 +34,31 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: {message}")
 
 
-def _common(parser: argparse.ArgumentParser, *, recipe: bool = True) -> None:
-    if recipe:
-        group = parser.add_argument_group("draft selection")
-        group.add_argument("--draft", metavar="NAME", help="draft under artifacts/NAME/draft.yaml")
-        group.add_argument("--recipe", metavar="PATH", help="a recipe file anywhere (instead of --draft)")
-        group.add_argument("--workdir", metavar="DIR", help="heavy outputs and stage records (default: build/<draft>/)")
-        group.add_argument("--force", action="store_true", help="run even if the stage's inputs are unchanged")
-    out = parser.add_argument_group("output")
-    out.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    out.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr")
-    out.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help, a real example, its handler and any options of its own."""
+
+    name: str
+    summary: str
+    example: str
+    handler: Handler
+    options: Options | None = None
+    uses_recipe: bool = True
+
+
+def _draft_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("draft selection")
+    group.add_argument("--draft", metavar="NAME", help="draft under artifacts/NAME/draft.yaml")
+    group.add_argument("--recipe", metavar="PATH", help="a recipe file anywhere (instead of --draft)")
+    group.add_argument("--workdir", metavar="DIR", help="heavy outputs and stage records (default: build/<draft>/)")
+    group.add_argument("--force", action="store_true", help="run even if the stage's inputs are unchanged")
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    group.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr")
+    group.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
 
 
 def _context(args: argparse.Namespace, out: Output) -> Context:
@@ -57,12 +72,15 @@ def _context(args: argparse.Namespace, out: Output) -> Context:
     return Context(recipe=recipe, workdir=Workdir(workdir), out=out, force=args.force)
 
 
+def _stage_lines(results: list[dict]) -> str:
+    return "\n".join(f"{r['stage']}: {'skipped (unchanged)' if r['skipped'] else 'done'}" for r in results)
+
+
 def _run_named_stages(names: tuple[str, ...]) -> Handler:
     def handler(args: argparse.Namespace, out: Output) -> int:
         ctx = _context(args, out)
         results = run_stages(ctx, names)
-        human = "\n".join(f"{r['stage']}: {'skipped (unchanged)' if r['skipped'] else 'done'}" for r in results)
-        out.result(human, {"draft": ctx.recipe.name, "workdir": str(ctx.workdir.root), "stages": results})
+        out.result(_stage_lines(results), {"draft": ctx.recipe.name, "workdir": str(ctx.workdir.root), "stages": results})
         return 0
 
     return handler
@@ -72,14 +90,15 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(args, out)
     results = run_stages(ctx, BUILD_STAGES)
     lock_path, changed = write_or_check(ctx.recipe, ctx.workdir, locked=args.locked)
-    verb = "reproduced" if args.locked else ("updated" if changed else "unchanged")
-    out.info(f"lock: {lock_path} {verb}")
-    human = "\n".join(f"{r['stage']}: {'skipped (unchanged)' if r['skipped'] else 'done'}" for r in results) + f"\nlock: {verb}"
-    out.result(
-        human,
-        {"draft": ctx.recipe.name, "workdir": str(ctx.workdir.root), "stages": results, "lock": {"path": str(lock_path), "state": verb}},
-    )
+    state = "reproduced" if args.locked else ("updated" if changed else "unchanged")
+    out.info(f"lock: {lock_path} {state}")
+    data = {"draft": ctx.recipe.name, "workdir": str(ctx.workdir.root), "stages": results, "lock": {"path": str(lock_path), "state": state}}
+    out.result(_stage_lines(results) + f"\nlock: {state}", data)
     return 0
+
+
+def _build_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--locked", action="store_true", help="fetch the locked commits and refuse any difference from the committed lock")
 
 
 def _status(args: argparse.Namespace, out: Output) -> int:
@@ -88,6 +107,37 @@ def _status(args: argparse.Namespace, out: Output) -> int:
     human = "\n".join(f"{row['stage']:<12} {'current' if row['current'] else 'would run'}: {row['reason']}" for row in rows)
     out.result(human, {"draft": ctx.recipe.name, "stages": rows})
     return 0
+
+
+def _card(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.stages import card
+
+    ctx = _context(args, out)
+    inputs = card.CardStageInputs(ctx.recipe, ctx.family, ctx.workdir.benchmarks)
+    if args.check:
+        built = ctx.workdir.draft / "config.json"
+        if not built.exists():
+            out.info("card --check: no built draft in the workdir, so config.json is not compared")
+        diff = card.check(inputs, built)
+        if diff:
+            out.stdout.write(diff)
+            raise CheckFailed(
+                f"{inputs.readme}: differs from a fresh render", hint=f"run: python -m pipeline card --draft {ctx.recipe.name}, then commit"
+            )
+        out.result(f"{inputs.readme}: matches a fresh render", {"readme": str(inputs.readme), "matches": True})
+        return 0
+    result = card.run(inputs)
+    out.result(
+        f"{result.readme}: {'updated' if result.changed else 'unchanged'}",
+        {"readme": str(result.readme), "sha256": result.sha256, "changed": result.changed},
+    )
+    return 0
+
+
+def _card_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 with a diff if the committed README.md or config.json differs from a fresh render"
+    )
 
 
 def _synth(args: argparse.Namespace, out: Output) -> int:
@@ -107,15 +157,48 @@ def _synth(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[str, str, Handler]] = {
-    **{stage.name: (stage.summary, f"python -m pipeline {stage.name} --draft demo", _run_named_stages((stage.name,))) for stage in STAGES},
-    "build": (
+def _synth_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write source/ and target/ into")
+    parser.add_argument(
+        "--target-variant",
+        default="no-mtp",
+        metavar="KIND",
+        help="no-mtp, mtp-shard, incomplete-mtp, other-vocab or other-hidden (default: %(default)s)",
+    )
+    parser.add_argument("--real-shapes", action="store_true", help="the released tensor sizes (about 6 GB of MTP tensors)")
+    parser.add_argument("--shards", type=int, default=4, help="number of source shards (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for bytes and shard layout (default: %(default)s)")
+
+
+COMMANDS: tuple[Command, ...] = (
+    *(
+        Command(stage.name, stage.summary, f"python -m pipeline {stage.name} --draft demo", _run_named_stages((stage.name,)))
+        for stage in STAGES
+    ),
+    Command(
+        "build",
         "run fetch, extract, config-fix and verify in order, then write (or with --locked, check) the lock",
         "python -m pipeline build --draft demo\npython -m pipeline build --draft demo --locked",
         _build,
+        _build_options,
     ),
-    "status": ("show which stages would run and why (reads records only)", "python -m pipeline status --draft demo --json", _status),
-}
+    Command("status", "show which stages would run and why (reads records only)", "python -m pipeline status --draft demo --json", _status),
+    Command(
+        "card",
+        "render the model card README.md from the lock, config and benchmarks (no weights needed)",
+        "python -m pipeline card --draft demo\npython -m pipeline card --draft demo --check",
+        _card,
+        _card_options,
+    ),
+    Command(
+        "synth",
+        "write a synthetic Step-3.7-shaped BF16 source (with MTP layers) and an NVFP4-like target",
+        "python -m pipeline synth --out /tmp/synthetic --target-variant mtp-shard",
+        _synth,
+        _synth_options,
+        uses_recipe=False,
+    ),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,58 +206,41 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipeline",
         description="Build, verify and publish speculative-decoding MTP draft models to the Hugging Face Hub.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Stages in order: " + " -> ".join(STAGE_NAMES) + f"\nSet {DEBUG_ENV}=1 to see tracebacks.",
+        epilog="Stages in order: "
+        + " -> ".join(STAGE_NAMES)
+        + f"\nExit codes: 0 ok, 1 refused, 2 bad input, 3 remote failed.\nSet {DEBUG_ENV}=1 to see tracebacks.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, (summary, example, handler) in COMMANDS.items():
+    for command in COMMANDS:
         sub = commands.add_parser(
-            name,
-            help=summary,
-            description=summary,
-            epilog=f"Example:\n  {example.replace(chr(10), chr(10) + '  ')}",
+            command.name,
+            help=command.summary,
+            description=command.summary[0].upper() + command.summary[1:] + ".",
+            epilog="Example:\n  " + command.example.replace("\n", "\n  "),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        _common(sub)
-        sub.set_defaults(handler=handler)
-        if name == "build":
-            sub.add_argument(
-                "--locked", action="store_true", help="fetch the locked commits and refuse any difference from the committed lock"
-            )
-    synth = commands.add_parser(
-        "synth",
-        help="write a synthetic Step-3.7-shaped source and NVFP4-like target",
-        description="Write a synthetic BF16 source (with MTP layers) and an NVFP4-like target for tests and rehearsals.",
-        epilog="Example:\n  python -m pipeline synth --out /tmp/synthetic --target-variant mtp-shard",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    synth.add_argument("--out", required=True, metavar="DIR", help="folder to write source/ and target/ into")
-    synth.add_argument(
-        "--target-variant",
-        default="no-mtp",
-        metavar="KIND",
-        help="no-mtp, mtp-shard, incomplete-mtp, other-vocab or other-hidden (default: %(default)s)",
-    )
-    synth.add_argument("--real-shapes", action="store_true", help="the released tensor sizes (about 6 GB of MTP tensors)")
-    synth.add_argument("--shards", type=int, default=4, help="number of source shards (default: %(default)s)")
-    synth.add_argument("--seed", type=int, default=0, help="seed for bytes and shard layout (default: %(default)s)")
-    _common(synth, recipe=False)
-    synth.set_defaults(handler=_synth)
+        if command.options:
+            command.options(sub)
+        if command.uses_recipe:
+            _draft_options(sub)
+        _output_options(sub)
+        sub.set_defaults(handler=command.handler)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, out: Output | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 refused, 2 bad input, 3 remote failed)."""
     parser = build_parser()
+    out = out or Output()
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=out.stderr)
         return 2
     if args.command is None:
-        parser.print_help(sys.stderr)
+        parser.print_help(out.stderr)
         return 2
-    out = out or Output()
     out.json_mode = args.json
     out.verbosity = 1 if args.verbose else -1 if args.quiet else 0
     try:

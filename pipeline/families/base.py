@@ -93,6 +93,7 @@ class Family:
     loader: LoaderRules
     read_geometry: Callable[[Mapping[str, Any]], Geometry]
     facts: tuple[str, ...] = ()
+    card_notes: tuple[str, ...] = ()
 
     def layer_prefix(self, template: str, layer: int) -> str:
         return template.format(layer=layer)

@@ -147,4 +147,12 @@ STEP3P7 = Family(
         "SpeculativeConfig.hf_config_override routes model_type step3p5/step3p7 to Step3p5MTP",
         "per-layer arrays need num_hidden_layers + num_nextn_predict_layers entries (IndexError otherwise)",
     ),
+    card_notes=(
+        "Norm weights are zero-centred: vLLM computes `x * (1 + w)`. A consumer that applies a plain RMSNorm must add 1 to these weights, or acceptance falls to zero.",
+        "Each MTP layer has its own trained head (`transformer.shared_head.output`). The heads differ from each other and from the target's `lm_head`; never tie or deduplicate them.",
+        "vLLM replaces the draft's `embed_tokens` with the target's when it loads the draft; the copy is shipped because the strict loader requires a tensor named `embed_tokens`.",
+        "A vLLM build without the `step3p7` speculative-config override fails with `AttributeError: 'Step3p7Config' has no attribute 'num_hidden_layers'`.",
+        "A vLLM build that gives the draft the target's NVFP4 quantization fails with a shape mismatch (`2048` vs `4096`); the draft must load unquantized.",
+        "Per-layer config arrays must hold 48 entries; a 45-entry array (as in the first NVFP4 export) raises `IndexError` when the drafter is built.",
+    ),
 )

@@ -1,0 +1,223 @@
+"""Model card rendering: data shaped into plain values, then one strict Jinja2 template.
+
+Front matter is built as data through huggingface_hub's `ModelCardData`; the body comes from
+`card_templates/`. The environment is strict (an undefined variable stops the render) and
+templates only loop and branch: every value arrives sorted, formatted and, for table cells,
+escaped. Nothing here touches the network or the clock, so a render is byte-stable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from huggingface_hub import ModelCardData
+
+from pipeline import __version__
+from pipeline.errors import InputError
+from pipeline.families import Family
+from pipeline.recipe import HubRef, Recipe
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "card_templates"
+TEMPLATE = "mtp-draft.md.j2"
+CARD_TAGS = ("speculative-decoding", "mtp", "nextn", "draft-model")
+HUB_URL = "https://huggingface.co"
+UNRESOLVED = "not yet resolved"
+
+
+def escape_cell(value: object) -> str:
+    """Text safe inside a Markdown table cell: no column breaks, no raw HTML, one line."""
+    text = str(value)
+    for raw, safe in (("\\", "\\\\"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;"), ("`", "\\`")):
+        text = text.replace(raw, safe)
+    return " ".join(text.split())
+
+
+def environment(folder: Path = TEMPLATES) -> jinja2.Environment:
+    """The one template environment: strict undefined, no autoescape (Markdown), stable whitespace."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    recipe: Recipe
+    family: Family
+    lock: Mapping[str, Any]
+    config: Mapping[str, Any] | None
+    benchmarks: Mapping[str, Any] | None
+    forced_verdict: str | None = None
+
+
+def front_matter(recipe: Recipe, license_id: str) -> str:
+    """The YAML metadata: one base_model (the weight source) so the Hub does not file a merge."""
+    tags = [*CARD_TAGS, *recipe.card.tags]
+    base_model = None
+    if isinstance(recipe.target, HubRef):
+        tags.append(f"draft-for:{recipe.target.repo_id}")
+    if isinstance(recipe.source, HubRef):
+        base_model = recipe.source.repo_id
+    data = ModelCardData(
+        base_model=base_model,
+        license=license_id,
+        library_name="vllm",
+        pipeline_tag="text-generation",
+        tags=list(dict.fromkeys(tags)),
+        base_model_relation=recipe.card.base_model_relation if base_model else None,
+    )
+    return data.to_yaml()
+
+
+def _repo_view(ref: Any, locked: Mapping[str, Any]) -> dict[str, str]:
+    if isinstance(ref, HubRef):
+        commit = locked.get("commit")
+        return {
+            "name": ref.repo_id,
+            "link": f"{HUB_URL}/{ref.repo_id}",
+            "cell": escape_cell(ref.repo_id),
+            "revision": escape_cell(ref.revision),
+            "commit": f"`{commit}`" if commit else UNRESOLVED,
+        }
+    return {"name": "a local folder", "link": "#provenance", "cell": "a local folder", "revision": "—", "commit": "—"}
+
+
+def speculative_command(recipe: Recipe) -> str:
+    """The exact serve command; the JSON has no spaces so it survives copy-paste into any shell."""
+    config = {
+        "method": "mtp",
+        "model": recipe.destination.repo_id if recipe.destination else "<draft-folder>",
+        "num_speculative_tokens": recipe.card.num_speculative_tokens,
+    }
+    target = recipe.target.repo_id if isinstance(recipe.target, HubRef) else "<target-folder>"
+    return f"vllm serve {target} --speculative-config '{json.dumps(config, separators=(',', ':'))}'"
+
+
+def _k_note(recipe: Recipe, n_predict: int) -> str:
+    k = recipe.card.num_speculative_tokens
+    return (
+        f"`num_speculative_tokens` is {k}. The draft has {n_predict} MTP layers; step j uses layer j mod {n_predict}, "
+        f"so a K above {n_predict} must be a multiple of {n_predict}."
+    )
+
+
+def _why(lock: Mapping[str, Any]) -> list[str]:
+    inspect = lock.get("inspect") or {}
+    lines = []
+    if inspect.get("summary"):
+        lines.append(f"Why: {inspect['summary']}.")
+    lines.append("vLLM routes this config to its MTP drafter and loads these tensors by their original names and layer indices.")
+    return lines
+
+
+def _files(lock: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [
+        {"name": escape_cell(name), "size": str(entry["size"]), "sha256": entry["sha256"]}
+        for name, entry in sorted((lock.get("files") or {}).items())
+    ]
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:+.1f} %"
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def benchmark_view(doc: Mapping[str, Any] | None, recipe: Recipe) -> dict[str, Any] | None:
+    """Tables for the card, every cell formatted and escaped from the normalized benchmarks file."""
+    if not doc:
+        return None
+    rows = [
+        [
+            escape_cell(row["display_name"]),
+            _number(row["baseline_tok_s"], 1),
+            _number(row["spec_tok_s"], 1),
+            _percent(row["speedup"]),
+            _number(row["acceptance_rate"], 2),
+            _number(row["acceptance_length"], 2),
+            str(row["runs"]),
+        ]
+        for row in doc["summary"]
+    ]
+    matrix = doc.get("matrix")
+    matrix_view = None
+    if matrix and matrix.get("cells"):
+        columns = [f"C={escape_cell(c)}" for c in matrix["concurrencies"]]
+        matrix_rows = []
+        for context in matrix["contexts"]:
+            cells = {c["concurrency"]: c.get("speedup") for c in matrix["cells"] if c["context"] == context}
+            matrix_rows.append([escape_cell(context), *(_percent(cells.get(c)) for c in matrix["concurrencies"])])
+        matrix_view = {"columns": columns, "rows": matrix_rows}
+    provenance = doc.get("provenance") or {}
+    provenance_lines = [
+        f"{escape_cell(key)}: {escape_cell(value)}" for key, value in sorted(provenance.items()) if value not in (None, "", [])
+    ]
+    return {
+        "caption": escape_cell(doc.get("caption") or "Single-stream decode speed of the target with and without this draft."),
+        "k": escape_cell(doc.get("k", recipe.card.num_speculative_tokens)),
+        "rows": rows,
+        "matrix": matrix_view,
+        "plot": doc.get("plot"),
+        "provenance": provenance_lines,
+        "warnings": [escape_cell(w) for w in doc.get("warnings", [])],
+    }
+
+
+def card_context(inputs: CardInputs) -> dict[str, Any]:
+    """Every value the template uses, already shaped."""
+    recipe, lock = inputs.recipe, inputs.lock
+    source_lock, target_lock = lock.get("source") or {}, lock.get("target") or {}
+    n_predict = 0
+    if inputs.config is not None:
+        text = inputs.config.get("text_config") or {}
+        n_predict = text.get("num_nextn_predict_layers", inputs.config.get("num_nextn_predict_layers", 0))
+    else:
+        n_predict = len({t["name"].split(".")[2] for t in lock.get("tensors", []) if t["name"].startswith("model.layers.")})
+    inspect = lock.get("inspect") or {}
+    forced = None
+    if inputs.forced_verdict:
+        forced = f"Published with --force although inspection found this draft {inputs.forced_verdict}: {inspect.get('summary', 'see the provenance section')}."
+    license_files = sorted(name for name in (lock.get("files") or {}) if name.startswith(("LICENSE", "NOTICE")))
+    return {
+        "title": escape_cell(recipe.card.title or (recipe.destination.repo_id.split("/")[1] if recipe.destination else recipe.name)),
+        "draft": recipe.name,
+        "mtp_layer_count": n_predict,
+        "source": _repo_view(recipe.source, source_lock),
+        "target": _repo_view(recipe.target, target_lock),
+        "why": _why(lock),
+        "forced_warning": forced,
+        "vllm_command": speculative_command(recipe),
+        "k_note": _k_note(recipe, max(n_predict, 1)),
+        "min_vllm": escape_cell(recipe.card.min_vllm) if recipe.card.min_vllm else None,
+        "benchmarks": benchmark_view(inputs.benchmarks, recipe),
+        "notes": list(inputs.family.card_notes),
+        "inspect_line": inspect.get("summary"),
+        "tool_version": lock.get("tool_version", __version__),
+        "checks": [f"`{c}`" for c in (lock.get("verify") or {}).get("checks", [])] or ["none yet"],
+        "unresolved": list(lock.get("unresolved", [])),
+        "files": _files(lock),
+        "license": source_lock.get("license") or recipe.license,
+        "license_files": [f"`{name}`" for name in license_files],
+        "changelog": [{"version": escape_cell(n.version), "notes": " ".join(n.notes.split())} for n in recipe.card.release_notes],
+    }
+
+
+def render(inputs: CardInputs, templates: Path = TEMPLATES) -> str:
+    """The whole README.md: front matter, then the body."""
+    context = card_context(inputs)
+    try:
+        body = environment(templates).get_template(TEMPLATE).render(**context)
+    except jinja2.UndefinedError as exc:
+        raise InputError(f"{templates / TEMPLATE}: undefined template variable ({exc.message})") from None
+    return f"---\n{front_matter(inputs.recipe, context['license'])}\n---\n\n{body}"

@@ -1,0 +1,101 @@
+"""card: render the model card from committed data, and check or diff it for reviewers.
+
+Reads the recipe, `artifacts/<draft>/draft.lock.json`, the reviewed `config.json`, the normalized
+`benchmarks.json` (when the recipe declares benchmarks) and `card_templates/`. Writes
+`artifacts/<draft>/README.md`. Needs no weights. Refuses an undefined template variable, a lock
+that is missing, or benchmarks declared but not imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard
+
+from pipeline.card import CardInputs, render
+from pipeline.errors import InputError
+from pipeline.families import Family
+from pipeline.fsio import atomic_write_bytes, sha256_bytes
+from pipeline.lock import LOCK_FILE, REVIEWED_CONFIG, load_lock
+from pipeline.recipe import Recipe
+
+CARD_FILE = "README.md"
+BENCHMARKS_FILE = "benchmarks.json"
+
+
+@dataclass(frozen=True)
+class CardStageInputs:
+    recipe: Recipe
+    family: Family
+    benchmarks_dir: Path
+    forced_verdict: str | None = None
+
+    @property
+    def readme(self) -> Path:
+        return self.recipe.folder / CARD_FILE
+
+
+@dataclass(frozen=True)
+class CardResult:
+    readme: Path
+    sha256: str
+    changed: bool
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise InputError(f"{path}: not valid JSON") from None
+
+
+def render_card(inputs: CardStageInputs) -> str:
+    """A fresh render from the committed inputs; parsed back with ModelCard so bad metadata stops here."""
+    recipe = inputs.recipe
+    lock = load_lock(recipe.folder / LOCK_FILE)
+    if lock is None:
+        raise InputError(f"{recipe.folder / LOCK_FILE}: missing", hint="run the build to write the lock")
+    config_path = recipe.folder / REVIEWED_CONFIG
+    config = _json(config_path) if config_path.exists() else None
+    benchmarks = None
+    if recipe.benchmarks is not None:
+        path = inputs.benchmarks_dir / BENCHMARKS_FILE
+        if not path.exists():
+            raise InputError(f"{path}: missing", hint="run the bench-import stage first")
+        benchmarks = _json(path)
+    text = render(CardInputs(recipe, inputs.family, lock, config, benchmarks, inputs.forced_verdict))
+    try:
+        ModelCard(text)
+    except Exception as exc:  # the library raises several types for invalid metadata
+        raise InputError(f"{inputs.readme}: rendered front matter is invalid ({exc})") from None
+    return text
+
+
+def run(inputs: CardStageInputs) -> CardResult:
+    """Render and write README.md next to the recipe, only if it changed."""
+    text = render_card(inputs)
+    data = text.encode("utf-8")
+    changed = not inputs.readme.exists() or inputs.readme.read_bytes() != data
+    if changed:
+        atomic_write_bytes(inputs.readme, data)
+    return CardResult(inputs.readme, sha256_bytes(data), changed)
+
+
+def unified_diff(old: str, new: str, old_name: str, new_name: str) -> str:
+    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True), old_name, new_name))
+
+
+def check(inputs: CardStageInputs, built_config: Path | None) -> str:
+    """The diff between committed files and a fresh render (empty when they agree)."""
+    fresh = render_card(inputs)
+    committed = inputs.readme.read_text(encoding="utf-8") if inputs.readme.exists() else ""
+    diff = unified_diff(committed, fresh, f"committed/{CARD_FILE}", f"rendered/{CARD_FILE}")
+    reviewed = inputs.recipe.folder / REVIEWED_CONFIG
+    if built_config is not None and built_config.exists():
+        old = reviewed.read_text(encoding="utf-8") if reviewed.exists() else ""
+        diff += unified_diff(old, built_config.read_text(encoding="utf-8"), f"committed/{REVIEWED_CONFIG}", f"built/{REVIEWED_CONFIG}")
+    return diff

@@ -1,0 +1,223 @@
+"""upload: plan a release as immutable data, then apply it as one Hub commit and one tag.
+
+Reads the verified draft folder (`verify.json` must have passed and every file must still hash
+as verify recorded), the committed card, lock and benchmarks, and the destination's current state
+(paths-info, tree, refs: read-only). The plan lists every file as add, change, unchanged or
+delete with size and sha256, the parent commit it was made against and the tag. Applying makes
+one `create_commit` with `parent_commit` (so a moved remote gives a 412, never an overwrite) and
+`create_tag` on the commit it returned. Unchanged files are never sent; an unchanged release
+makes no commit and, when the tag already marks that commit, no tag either.
+Refuses: an unverified or changed draft, a tag present at another commit, a version not newer
+than the latest release.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.hf_api import RepoFile
+
+from pipeline.errors import CheckFailed, InputError
+from pipeline.fsio import HASH_CHUNK_BYTES, sha256_file
+from pipeline.hub_calls import call
+from pipeline.releases import Version, latest_release
+
+KEEP_REMOTE = (".gitattributes",)  # created by the Hub itself; never ours to delete
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    size: int
+    sha256: str
+    action: str  # add | change | unchanged | delete
+    local: str | None
+
+
+@dataclass(frozen=True)
+class UploadPlan:
+    """Everything a release would do, computed without writing anything."""
+
+    destination: str
+    version: str
+    tag: str | None
+    repo_exists: bool
+    parent_commit: str | None
+    tag_state: str  # new | present | none (dev version: no tag)
+    commit_message: str
+    commit_description: str
+    files: tuple[PlannedFile, ...]
+
+    @property
+    def changed(self) -> tuple[PlannedFile, ...]:
+        return tuple(f for f in self.files if f.action != "unchanged")
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(f.size for f in self.files if f.action in ("add", "change"))
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["files"] = [{k: v for k, v in asdict(f).items() if k != "local"} for f in self.files]
+        document["upload_bytes"] = self.upload_bytes
+        return document
+
+    def human(self) -> str:
+        lines = [
+            f"destination: {self.destination}{'' if self.repo_exists else ' (will be created)'}",
+            f"version: {self.version}   tag: {self.tag or '(none: dev version)'} ({self.tag_state})",
+            f"parent commit: {self.parent_commit or '(none)'}",
+        ]
+        for planned in self.files:
+            lines.append(f"  {planned.action:<9} {planned.path:<48} {planned.size:>14,d}  {planned.sha256[:12]}")
+        lines.append(f"{len(self.changed)} file(s) to change, {self.upload_bytes:,d} bytes to upload")
+        return "\n".join(lines)
+
+
+def git_blob_sha1(path: Path) -> str:
+    """The id git (and the Hub) gives a regular file's content."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verified_draft_files(draft: Path, verify_report: Path) -> dict[str, Path]:
+    """The draft's files, refusing an unverified folder or one changed since verify."""
+    try:
+        report = json.loads(verify_report.read_text())
+    except FileNotFoundError:
+        raise CheckFailed(f"{verify_report}: missing; the draft was never verified", hint="run the verify stage") from None
+    if not report.get("passed"):
+        raise CheckFailed(f"{verify_report}: verify did not pass; an unverified draft is never uploaded")
+    recorded = report.get("files") or {}
+    present = {p.relative_to(draft).as_posix() for p in draft.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    if present != set(recorded):
+        extra = sorted(present ^ set(recorded))
+        raise CheckFailed(f"{draft}: {extra[0]} was added or removed after verify", hint="run verify again")
+    for name, entry in sorted(recorded.items()):
+        path = draft / name
+        if path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
+            raise CheckFailed(f"{draft / name}: changed after verify", hint="run verify again")
+    return {name: draft / name for name in sorted(recorded)}
+
+
+def _remote_files(api: HfApi, repo_id: str, revision: str) -> dict[str, RepoFile]:
+    entries = call("list destination files", lambda: list(api.list_repo_tree(repo_id, revision=revision, recursive=True)))
+    return {entry.path: entry for entry in entries if isinstance(entry, RepoFile)}
+
+
+def _same(local: Path, sha256: str, remote: RepoFile) -> bool:
+    if remote.lfs is not None:
+        return remote.lfs.sha256 == sha256
+    return remote.blob_id == git_blob_sha1(local)
+
+
+def _action(local: Path, sha256: str, remote: RepoFile | None) -> str:
+    if remote is None:
+        return "add"
+    return "unchanged" if _same(local, sha256, remote) else "change"
+
+
+def plan_upload(
+    api: HfApi, destination: str, files: dict[str, Path], version: str, tag: str | None, message: str, description: str
+) -> UploadPlan:
+    """Compare local files with the destination's head; makes read requests only."""
+    try:
+        info = call("read destination", lambda: api.model_info(destination))
+        parent, repo_exists = info.sha, True
+    except RepositoryNotFoundError:
+        parent, repo_exists = None, False
+    remote = _remote_files(api, destination, parent) if parent else {}
+    tags = {ref.name: ref.target_commit for ref in call("read tags", lambda: api.list_repo_refs(destination).tags)} if repo_exists else {}
+
+    planned = []
+    for path, local in sorted(files.items()):
+        sha256 = sha256_file(local)
+        size = local.stat().st_size
+        planned.append(PlannedFile(path, size, sha256, _action(local, sha256, remote.get(path)), str(local)))
+    for path, entry in sorted(remote.items()):
+        if path not in files and path not in KEEP_REMOTE:
+            planned.append(PlannedFile(path, entry.size, entry.lfs.sha256 if entry.lfs else "", "delete", None))
+
+    tag_state = "none"
+    if tag is not None:
+        tag_state = _tag_state(destination, tag, tags, parent, any(f.action != "unchanged" for f in planned))
+    return UploadPlan(destination, version, tag, repo_exists, parent, tag_state, message, description, tuple(planned))
+
+
+def _tag_state(destination: str, tag: str, tags: dict[str, str], parent: str | None, changes: bool) -> str:
+    if tag in tags:
+        if not changes and tags[tag] == parent:
+            return "present"
+        raise CheckFailed(
+            f"{destination}: tag {tag} already exists at commit {tags[tag][:12]}", hint="a Hub tag is never moved; release a new version"
+        )
+    latest = latest_release(list(tags))
+    version = Version.parse(tag)
+    if latest is not None and version is not None and version <= latest:
+        raise CheckFailed(f"{destination}: version {tag} is not newer than the latest release {latest.tag}")
+    return "new"
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    commit: str | None
+    created_commit: bool
+    created_tag: bool
+    uploaded_bytes: int
+
+
+def apply_plan(api: HfApi, plan: UploadPlan) -> ReleaseResult:
+    """Turn the plan into one commit and one tag; the operations are built only now."""
+    if not plan.repo_exists:
+        call("create destination", lambda: api.create_repo(plan.destination, exist_ok=True))
+    operations: list[CommitOperationAdd | CommitOperationDelete] = [
+        CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=f.local) for f in plan.files if f.action in ("add", "change") and f.local
+    ]
+    operations += [CommitOperationDelete(path_in_repo=f.path) for f in plan.files if f.action == "delete"]
+    commit = plan.parent_commit
+    if operations:
+        parent = plan.parent_commit or _head(api, plan.destination)
+        info = call(
+            "commit the release",
+            lambda: api.create_commit(
+                plan.destination,
+                operations,
+                commit_message=plan.commit_message,
+                commit_description=plan.commit_description,
+                parent_commit=parent,
+            ),
+        )
+        commit = info.oid
+    created_tag = False
+    if plan.tag_state == "new" and plan.tag and commit:
+        call("tag the release", lambda: api.create_tag(plan.destination, tag=plan.tag, revision=commit, tag_message=plan.commit_message))
+        created_tag = True
+    return ReleaseResult(commit, bool(operations), created_tag, plan.upload_bytes if operations else 0)
+
+
+def _head(api: HfApi, destination: str) -> str | None:
+    """A freshly created repo may already hold the Hub's initial commit; plan against it."""
+    try:
+        return call("read destination", lambda: api.model_info(destination)).sha
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        return None
+
+
+def load_plan_files(*groups: dict[str, Path]) -> dict[str, Path]:
+    """Merge file groups, refusing two sources for one path in the repo."""
+    merged: dict[str, Path] = {}
+    for group in groups:
+        for path, local in group.items():
+            if path in merged:
+                raise InputError(f"{path}: would be uploaded twice ({merged[path]} and {local})")
+            merged[path] = local
+    return merged
