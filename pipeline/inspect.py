@@ -429,8 +429,11 @@ def _gaps(report: InspectReport, family: Family, geometry: Geometry) -> tuple[st
             f"{len(report.mtp_misshapen)} MTP tensors have another shape than the config implies, first {first.found_as} {list(first.shape)} (expected {list(first.expected_shape)})"
         )
     if report.truncated_arrays:
-        fields = ", ".join(f"{a.field} ({a.length})" for a in report.truncated_arrays)
-        reasons.append(f"per-layer arrays stop short of the MTP layers: {fields}; layers {layers} need {geometry.total_layers} entries")
+        by_length = {a.length: [b.field for b in report.truncated_arrays if b.length == a.length] for a in report.truncated_arrays}
+        short = "; ".join(
+            f"{', '.join(fields)} {'has' if len(fields) == 1 else 'have'} {length}" for length, fields in sorted(by_length.items())
+        )
+        reasons.append(f"per-layer arrays stop short of the MTP layers: {short}; layers {layers} need {geometry.total_layers} entries")
     return tuple(reasons)
 
 
