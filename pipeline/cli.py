@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline import __version__
@@ -70,6 +71,15 @@ def _status(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.inspect import inspect_recipe
+
+    # The clock is read here, at the edge; inspect itself is a pure reading of two repos.
+    report = inspect_recipe(_context(args, out), today=datetime.now(timezone.utc).date().isoformat())
+    out.result(report.render(), report.to_json())
+    return 0
+
+
 def _synth(args: argparse.Namespace, out: Output) -> int:
     from pipeline.synthetic import TARGET_VARIANTS, SyntheticSpec, write_source, write_target
 
@@ -95,6 +105,11 @@ COMMANDS: dict[str, tuple[str, str, Handler]] = {
         _run_named_stages(BUILD_STAGES),
     ),
     "status": ("show which stages would run and why (reads records only)", "python -m pipeline status --draft demo --json", _status),
+    "inspect": (
+        "say whether the target revision still needs the draft: needed, redundant or incompatible (reads headers only)",
+        "python -m pipeline inspect --draft demo\npython -m pipeline inspect --recipe path/to/draft.yaml --json",
+        _inspect,
+    ),
 }
 
 
