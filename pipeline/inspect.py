@@ -4,7 +4,7 @@ Reads, from the source and the target: `config.json`, the weight index, the head
 target shards that hold MTP-layer keys (two small range reads each, never tensor data), and the
 tokenizer files. Writes nothing; the caller puts the report into the lock and the card. Refuses
 (raises) only on unreadable input: a missing config or index, a source config without geometry,
-or a malformed header.
+a malformed header, or an index entry its shard's header lacks.
 
 The verdict:
 
@@ -22,9 +22,10 @@ The verdict:
     `model.language_model.layers.N.*`): vLLM's Step3p5MTP loader has no name mapper and would
     refuse them as missing parameters.
   - MTP tensors in quantized form (a non-float dtype such as U8, NVFP4's packed weights): the
-    layers were trained and released in BF16, no Step checkpoint is known to ship a working
-    quantized MTP, and vLLM's known failure around Step MTP is exactly a quantization mismatch
-    when it builds the draft. The BF16 draft stays the safe path, so it is still needed.
+    layers were trained and released in BF16, no Step checkpoint is known to ship its MTP
+    quantized, and the known vLLM failure around Step MTP is a quantization mismatch while it
+    builds the draft layers, so a quantized MTP is untested ground. The BF16 draft stays the
+    tested path, so it is still needed; the report lists the quantized tensors.
 
 Expected tensors, shapes and the layer count needed by the arrays come from the *source* geometry:
 the question is whether the target already holds what the draft would ship. When the geometries
