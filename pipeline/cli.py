@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline import __version__
@@ -140,6 +141,15 @@ def _card_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _inspect(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.inspect import inspect_recipe
+
+    # The clock is read here, at the edge; inspect itself is a pure reading of two repos.
+    report = inspect_recipe(_context(args, out), today=datetime.now(timezone.utc).date().isoformat())
+    out.result(report.render(), report.to_json())
+    return 0
+
+
 def _synth(args: argparse.Namespace, out: Output) -> int:
     from pipeline.synthetic import TARGET_VARIANTS, SyntheticSpec, write_source, write_target
 
@@ -189,6 +199,12 @@ COMMANDS: tuple[Command, ...] = (
         "python -m pipeline card --draft demo\npython -m pipeline card --draft demo --check",
         _card,
         _card_options,
+    ),
+    Command(
+        "inspect",
+        "say whether the target revision still needs the draft: needed, redundant or incompatible (reads headers only)",
+        "python -m pipeline inspect --draft demo\npython -m pipeline inspect --recipe path/to/draft.yaml --json",
+        _inspect,
     ),
     Command(
         "synth",
