@@ -123,7 +123,9 @@ def test_restarted_server_keeps_repos(tmp_path: Path, tiny_draft: Path) -> None:
         api = HfApi(endpoint=second.url, token=FAKE_TOKEN)
         assert head_of(api) == commit
         assert [tag.target_commit for tag in api.list_repo_refs(REPO).tags] == [commit]
-        path = hf_hub_download(REPO, "model.safetensors", revision="v1.0.0", endpoint=second.url, cache_dir=tmp_path / "cache")
+        path = hf_hub_download(
+            REPO, "model.safetensors", revision="v1.0.0", endpoint=second.url, token=FAKE_TOKEN, cache_dir=tmp_path / "cache"
+        )
         assert Path(path).read_bytes() == (tiny_draft / "model.safetensors").read_bytes()
 
 
@@ -134,6 +136,36 @@ def test_same_history_gives_same_commit_ids(tmp_path: Path, tiny_draft: Path) ->
             commits.append(publish(HfApi(endpoint=server.url, token=FAKE_TOKEN), tiny_draft, tag=None))
     assert commits[0] == commits[1]
     assert re.fullmatch(r"[0-9a-f]{40}", commits[0])
+
+
+def test_dataset_repos_use_their_own_url_prefix(hub_api: HfApi, hub_server: HubServer, tmp_path: Path) -> None:
+    url = hub_api.create_repo("org/data", repo_type="dataset")
+    assert url == f"{hub_server.url}/datasets/org/data"
+    hub_api.upload_file(path_or_fileobj=b"a,b\n1,2\n", path_in_repo="data/train.csv", repo_id="org/data", repo_type="dataset")
+    path = hf_hub_download("org/data", "data/train.csv", repo_type="dataset", endpoint=hub_server.url, token=FAKE_TOKEN, cache_dir=tmp_path)
+    assert Path(path).read_bytes() == b"a,b\n1,2\n"
+    with pytest.raises(RepositoryNotFoundError):
+        hub_api.model_info("org/data")
+
+
+def test_serve_runs_in_the_foreground(tmp_path: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from pipeline.hub import serve; "
+        "serve(Path(sys.argv[1]), '127.0.0.1', 0, on_ready=lambda url: print(url, flush=True))"
+    )
+    source_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "hub")], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+        HfApi(endpoint=url, token=FAKE_TOKEN).create_repo(REPO)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    with HubServer(tmp_path / "hub") as restarted:
+        assert HfApi(endpoint=restarted.url, token=FAKE_TOKEN).list_repo_files(REPO) == [".gitattributes"]
 
 
 # ---- commits, refs and dedupe -------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import IO, Any
 from urllib.parse import parse_qs
 
@@ -20,24 +21,6 @@ READ_CHUNK = 1024 * 1024
 # JSON bodies are small; anything bigger is a client error, not something to buffer.
 MAX_JSON_BODY = 64 * 1024 * 1024
 
-_REASONS = {
-    200: "OK",
-    206: "Partial Content",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    412: "Precondition Failed",
-    413: "Payload Too Large",
-    416: "Range Not Satisfiable",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
 
 class RangeNotSatisfiable(Exception):
     """The Range header asks for bytes the file does not have."""
@@ -49,14 +32,14 @@ class RequestBody:
     def __init__(self, environ: Mapping[str, Any]) -> None:
         self._stream: IO[bytes] = environ["wsgi.input"]
         chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
-        length = environ.get("CONTENT_LENGTH") or ""
+        length = (environ.get("CONTENT_LENGTH") or "").strip()
         self._chunked = chunked and bool(environ.get(RAW_INPUT_KEY))
-        self._remaining: int | None = None if self._chunked else 0
-        if not self._chunked:
-            if length.strip().isdigit():
-                self._remaining = int(length)
-            elif chunked or environ.get("wsgi.input_terminated"):
-                self._remaining = None  # the server already de-chunked: read to the end
+        # Bytes left to read; None reads to the end of input (chunked, or already de-chunked).
+        self._remaining: int | None
+        if self._chunked or ((chunked or environ.get("wsgi.input_terminated")) and not length.isdigit()):
+            self._remaining = None
+        else:
+            self._remaining = int(length) if length.isdigit() else 0
         self._chunk_left = 0
         self._done = False
 
@@ -181,7 +164,11 @@ class Response:
 
     @property
     def status_line(self) -> str:
-        return f"{self.status} {_REASONS.get(self.status, 'Unknown')}"
+        try:
+            phrase = HTTPStatus(self.status).phrase
+        except ValueError:  # a status with no standard name, such as an injected 599
+            phrase = "Error"
+        return f"{self.status} {phrase}"
 
 
 def json_response(
