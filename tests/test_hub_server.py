@@ -148,6 +148,16 @@ def test_dataset_repos_use_their_own_url_prefix(hub_api: HfApi, hub_server: HubS
         hub_api.model_info("org/data")
 
 
+def test_non_ascii_paths_over_the_socket_and_in_process(hub_api: HfApi, hub_server: HubServer, tmp_path: Path) -> None:
+    hub_api.create_repo(REPO)
+    hub_api.upload_file(path_or_fileobj=b"bonjour", path_in_repo="notes/café au lait.txt", repo_id=REPO)
+    path = hf_hub_download(REPO, "notes/café au lait.txt", endpoint=hub_server.url, token=FAKE_TOKEN, cache_dir=tmp_path)
+    assert Path(path).read_bytes() == b"bonjour"
+    with httpx2.Client(transport=httpx2.WSGITransport(app=hub_server.app), base_url="http://hub.invalid") as client:
+        response = client.get(f"/{REPO}/resolve/main/notes/caf%C3%A9%20au%20lait.txt")
+    assert (response.status_code, response.content) == (200, b"bonjour")
+
+
 def test_serve_runs_in_the_foreground(tmp_path: Path) -> None:
     code = (
         "import sys; from pathlib import Path; from pipeline.hub import serve; "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import re
@@ -460,7 +461,11 @@ def _raw_path(environ: Mapping[str, Any]) -> str:
     raw = environ.get("REQUEST_URI") or environ.get("RAW_URI")
     if raw:
         return str(raw).split("?", 1)[0]
-    return quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/")
+    path = str(environ.get("PATH_INFO", ""))
+    # PEP 3333 hands the bytes over as latin-1; httpx2's WSGITransport passes decoded text.
+    with contextlib.suppress(UnicodeError):
+        path = path.encode("latin-1").decode("utf-8")
+    return quote(path, safe="/")
 
 
 def _close(body: Iterable[bytes]) -> None:

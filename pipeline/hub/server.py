@@ -95,6 +95,11 @@ class HubServer:
         self._app.faults = plan
 
     @property
+    def app(self) -> HubApp:
+        """The WSGI app itself, to serve in-process (e.g. through `httpx2.WSGITransport`)."""
+        return self._app
+
+    @property
     def url(self) -> str:
         """The endpoint to give the client, e.g. `http://127.0.0.1:PORT`."""
         if self._httpd is None:

@@ -94,7 +94,7 @@ class RepoRef:
             raise HubRequestError(f"Unknown repo type {self.type!r}")
         for part in (self.namespace, self.name):
             if not _NAME_RE.fullmatch(part) or ".." in part or "--" in part or part.endswith(".git"):
-                raise HubRequestError(f"Invalid repo id {self.namespace}/{self.name!r}")
+                raise HubRequestError(f"Invalid repo id {self.namespace + '/' + self.name!r}")
 
     @property
     def id(self) -> str:
