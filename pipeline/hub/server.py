@@ -63,6 +63,10 @@ def _bind(app: HubApp, host: str, port: int) -> _ThreadingWSGIServer:
     return httpd
 
 
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 class HubServer:
     """A Hub-compatible server over a storage root, running in a background thread.
 
@@ -104,8 +108,7 @@ class HubServer:
         """The endpoint to give the client, e.g. `http://127.0.0.1:PORT`."""
         if self._httpd is None:
             raise RuntimeError("The server is not running: call start() first")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._httpd.server_port}"
+        return _url(self.host, self._httpd.server_port)
 
     def start(self) -> None:
         """Bind the port and serve in a daemon thread."""
@@ -152,8 +155,7 @@ def serve(
     httpd = _bind(HubApp(HubStorage(Path(root)), ServerStats()), host, port)
     try:
         if on_ready is not None:
-            shown_host = f"[{host}]" if ":" in host else host
-            on_ready(f"http://{shown_host}:{httpd.server_port}")
+            on_ready(_url(host, httpd.server_port))
         httpd.serve_forever()
     finally:
         httpd.server_close()
