@@ -1,0 +1,161 @@
+"""Run the embedded Hub on a threaded wsgiref server: `HubServer` in a thread, `serve` in front.
+
+`HubServer` is for tests and in-process rehearsals; `serve` is what the CLI runs. One server
+process per storage root. Bind to loopback: the Hub API it serves has no authentication.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from pipeline.hub.app import HubApp
+from pipeline.hub.faults import FaultPlan
+from pipeline.hub.stats import ServerStats
+from pipeline.hub.storage import HubStorage
+from pipeline.hub.wsgi import RAW_INPUT_KEY
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+logger = logging.getLogger(__name__)
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """wsgiref's handler, plus the raw request path, and logging instead of stderr noise."""
+
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        environ["REQUEST_URI"] = self.path
+        environ[RAW_INPUT_KEY] = True
+        return environ
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would look the host up in DNS (socket.getfqdn): skip it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+        self.setup_environ()
+
+
+class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+def _bind(app: HubApp, host: str, port: int) -> _ThreadingWSGIServer:
+    server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
+    httpd = server_class((host, port), _RequestHandler)
+    httpd.set_app(app)
+    return httpd
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class HubServer:
+    """A Hub-compatible server over a storage root, running in a background thread.
+
+    Use as a context manager, or call `start()` and `stop()`. `faults` can be replaced at any
+    time; `stats` counts the traffic.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: FaultPlan | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.host = host
+        self.stats = ServerStats()
+        self._app = HubApp(HubStorage(self.root), self.stats, faults)
+        self._requested_port = port
+        self._httpd: _ThreadingWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self._app.faults
+
+    @faults.setter
+    def faults(self, plan: FaultPlan | None) -> None:
+        self._app.faults = plan
+
+    @property
+    def app(self) -> HubApp:
+        """The WSGI app itself, to serve in-process (e.g. through `httpx2.WSGITransport`)."""
+        return self._app
+
+    @property
+    def url(self) -> str:
+        """The endpoint to give the client, e.g. `http://127.0.0.1:PORT`."""
+        if self._httpd is None:
+            raise RuntimeError("The server is not running: call start() first")
+        return _url(self.host, self._httpd.server_port)
+
+    def start(self) -> None:
+        """Bind the port and serve in a daemon thread."""
+        if self._httpd is not None:
+            raise RuntimeError("The server is already running")
+        self._httpd = _bind(self._app, self.host, self._requested_port)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="hub-server", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._httpd, self._thread = None, None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve(
+    root: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the Hub over `root` in the foreground until interrupted.
+
+    `on_ready` receives the URL once the port is bound (useful with port 0).
+    """
+    httpd = _bind(HubApp(HubStorage(Path(root)), ServerStats()), host, port)
+    try:
+        if on_ready is not None:
+            on_ready(_url(host, httpd.server_port))
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()
