@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ["HF_HUB_DISABLE_XET"] = "1"  # the embedded Hub speaks LFS only; set before huggingface_hub is imported
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
@@ -19,6 +19,8 @@ import pytest
 from pipeline.cli import main
 from pipeline.output import Output
 from pipeline.synthetic import SyntheticSpec, write_source, write_target
+
+pytest_plugins = ["tests.hub_fixtures"]
 
 
 @dataclass

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-# First: the fixtures module switches Xet off before huggingface_hub is imported. The fixtures
-# are imported by name so this file also runs before the root conftest registers the plugin.
-from tests.hub_fixtures import FAKE_TOKEN, hub_api, hub_server, tiny_draft
-
-# isort: split
 import hashlib
 import json
 import os
@@ -38,8 +33,7 @@ from huggingface_hub.errors import (
 )
 
 from pipeline.hub import FaultPlan, HubServer
-
-__all__ = ["hub_api", "hub_server", "tiny_draft"]  # fixtures, used by name
+from tests.hub_fixtures import FAKE_TOKEN
 
 REPO = "org/tiny-draft"
 
