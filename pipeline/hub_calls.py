@@ -6,12 +6,14 @@ commit), so retrying a call whose answer was lost is safe: the worst case is a 4
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import httpx2
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
 from pipeline.errors import RemoteError
 
@@ -19,6 +21,11 @@ T = TypeVar("T")
 RETRY_STATUS = (429, 500, 502, 503, 504)
 DEFAULT_ATTEMPTS = 5
 DEFAULT_BACKOFF_SECONDS = 0.5
+
+
+def default_api() -> HfApi:
+    """The client for this command: HF_ENDPOINT is read now, not when the library was imported."""
+    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, library_name="mtp-draft-pipeline")
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -49,7 +56,8 @@ def call(action: str, fn: Callable[[], T], *, attempts: int = DEFAULT_ATTEMPTS, 
             if attempt == attempts:
                 raise RemoteError(f"{action}: HTTP {status} after {attempts} attempts", hint="retry later") from None
             time.sleep(retry_after(exc) or backoff * 2 ** (attempt - 1))
-        except httpx2.TransportError as exc:
+        except (httpx2.TransportError, LocalEntryNotFoundError) as exc:
+            # hf_hub_download reports an unreachable or failing Hub as a missing local entry.
             if attempt == attempts:
                 raise RemoteError(
                     f"{action}: {exc.__class__.__name__} after {attempts} attempts", hint="check HF_ENDPOINT and the network"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 import httpx2
@@ -20,6 +21,7 @@ from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
+    LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -28,6 +30,7 @@ from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_st
 
 from pipeline.errors import InputError, RemoteError
 from pipeline.fsio import sha256_file
+from pipeline.hub_calls import call
 from pipeline.recipe import HubRef
 from pipeline.sources import MAX_SMALL_FILE_BYTES, check_repo_path
 
@@ -35,6 +38,7 @@ DEFAULT_ATTEMPTS = 6  # a dropped body or a 5xx/429 is retried this many times b
 DEFAULT_BACKOFF_SECONDS = 0.5
 STREAM_CHUNK_BYTES = 1 << 20
 TRANSPORT_ERRORS = (httpx2.TransportError,)
+T = TypeVar("T")
 
 
 class HubSource:
@@ -67,7 +71,7 @@ class HubSource:
             return InputError(f"{self.label}: repository not found or not accessible", hint="check the repo id and HF_TOKEN")
         if isinstance(exc, RevisionNotFoundError):
             return InputError(f"{self.label}: revision {self.ref.revision!r} not found")
-        if isinstance(exc, EntryNotFoundError):
+        if isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError):
             return InputError(f"{self.label}: {action}: file not found")
         status = getattr(getattr(exc, "response", None), "status_code", None)
         detail = f"HTTP {status}" if status else exc.__class__.__name__
@@ -75,12 +79,15 @@ class HubSource:
             f"{self.label}: {action} failed after {self.attempts} attempts ({detail})", hint="retry later, or check HF_ENDPOINT"
         )
 
+    def _call(self, action: str, fn: Callable[[], T]) -> T:
+        try:
+            return call(f"{self.label}: {action}", fn, attempts=self.attempts, backoff=self.backoff_seconds)
+        except (HfHubHTTPError, httpx2.HTTPError) as exc:
+            raise self._remote(action, exc) from None
+
     def resolve(self) -> str:
         if self._commit is None:
-            try:
-                info = self.api.model_info(self.ref.repo_id, revision=self.ref.revision)
-            except (HfHubHTTPError, httpx2.HTTPError) as exc:
-                raise self._remote("resolve revision", exc) from None
+            info = self._call("resolve revision", lambda: self.api.model_info(self.ref.repo_id, revision=self.ref.revision))
             if not info.sha:
                 raise RemoteError(f"{self.label}: the Hub returned no commit id")
             self._commit = info.sha
@@ -88,11 +95,9 @@ class HubSource:
 
     def _tree(self) -> dict[str, RepoFile]:
         if self._files is None:
-            try:
-                entries = self.api.list_repo_tree(self.ref.repo_id, revision=self.resolve(), recursive=True)
-                self._files = {entry.path: entry for entry in entries if isinstance(entry, RepoFile)}
-            except (HfHubHTTPError, httpx2.HTTPError) as exc:
-                raise self._remote("list files", exc) from None
+            commit = self.resolve()
+            entries = self._call("list files", lambda: list(self.api.list_repo_tree(self.ref.repo_id, revision=commit, recursive=True)))
+            self._files = {entry.path: entry for entry in entries if isinstance(entry, RepoFile)}
         return self._files
 
     def _entry(self, name: str) -> RepoFile:
@@ -117,20 +122,21 @@ class HubSource:
         return self.resolve()
 
     def _download(self, name: str) -> Path:
-        try:
-            path = hf_hub_download(
-                self.ref.repo_id, name, revision=self.resolve(), endpoint=self.api.endpoint, token=self.api.token, cache_dir=self.cache_dir
-            )
-        except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
-            raise self._remote(f"download {name}", exc) from None
+        commit = self.resolve()
+        path = self._call(
+            f"download {name}",
+            lambda: hf_hub_download(
+                self.ref.repo_id, name, revision=commit, endpoint=self.api.endpoint, token=self.api.token, cache_dir=self.cache_dir
+            ),
+        )
         return Path(path)
 
     def read(self, name: str) -> bytes:
-        if self.size(name) > MAX_SMALL_FILE_BYTES:
+        """A small file by one ranged read, under the same retry policy as tensor reads."""
+        size = self.size(name)
+        if size > MAX_SMALL_FILE_BYTES:
             raise InputError(f"{self.label}: {name} is larger than {MAX_SMALL_FILE_BYTES} bytes")
-        data = self._download(name).read_bytes()
-        self._count(len(data))
-        return data
+        return self.read_range(name, 0, size) if size else b""
 
     def local_path(self, name: str) -> Path:
         """The whole file, checked against the LFS sha256 the Hub records for it."""
@@ -158,6 +164,7 @@ class HubSource:
         headers = build_hf_headers(token=self.api.token, library_name="mtp-draft-pipeline")
         position, failures = start, 0
         while position < end:
+            dropped: Exception | None = None
             try:
                 with http_stream_backoff(
                     "GET",
@@ -170,22 +177,27 @@ class HubSource:
                 ) as response:
                     hf_raise_for_status(response)
                     _check_range_answer(response, position, self.label, name)
-                    for chunk in response.iter_bytes(STREAM_CHUNK_BYTES):
-                        chunk = chunk[: end - position]
-                        if not chunk:
-                            break
-                        position += len(chunk)
-                        self._count(len(chunk))
-                        yield chunk
-                if position < end:
-                    raise httpx2.RemoteProtocolError("body ended early")
+                    # A body error must not escape into the library's backoff context: it would
+                    # retry inside a generator that already yielded. We resume here instead.
+                    try:
+                        for chunk in response.iter_bytes(STREAM_CHUNK_BYTES):
+                            chunk = chunk[: end - position]
+                            if not chunk:
+                                break
+                            position += len(chunk)
+                            self._count(len(chunk))
+                            yield chunk
+                    except TRANSPORT_ERRORS as exc:
+                        dropped = exc
             except TRANSPORT_ERRORS as exc:
-                failures += 1
-                if failures >= self.attempts:
-                    raise self._remote(f"read {name}", exc) from None
-                time.sleep(self.backoff_seconds * 2 ** min(failures - 1, 4))
+                dropped = exc
             except HfHubHTTPError as exc:
                 raise self._remote(f"read {name}", exc) from None
+            if position < end:
+                failures += 1
+                if failures >= self.attempts:
+                    raise self._remote(f"read {name}", dropped or httpx2.RemoteProtocolError("body ended early"))
+                time.sleep(self.backoff_seconds * 2 ** min(failures - 1, 4))
 
 
 def _check_range_answer(response: httpx2.Response, position: int, label: str, name: str) -> None:

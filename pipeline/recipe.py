@@ -65,6 +65,8 @@ ModelRef = HubRef | LocalRef
 class FetchOptions:
     mode: str = "ranges"
     connections: int = 8
+    attempts: int = 6
+    backoff_seconds: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,12 @@ def _positive_int(value: object) -> int:
     return value
 
 
+def _non_negative_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError("must be a non-negative number")
+    return float(value)
+
+
 def _string_list(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
         raise ValueError("must be a list of non-empty strings")
@@ -270,6 +278,8 @@ def _fetch(value: object) -> FetchOptions:
     options = FetchOptions(
         mode=section.convert("mode", _choice(FETCH_MODES), "ranges"),
         connections=section.convert("connections", _positive_int, 8),
+        attempts=section.convert("attempts", _positive_int, 6),
+        backoff_seconds=section.convert("backoff_seconds", _non_negative_number, 0.5),
     )
     section.finish()
     return options

@@ -14,26 +14,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import HfApi
+
 from pipeline.errors import InputError
 from pipeline.families import FAMILIES, Family
 from pipeline.fsio import sha256_file
+from pipeline.hub_calls import default_api
 from pipeline.ledger import Ledger, fingerprint
 from pipeline.output import Output
-from pipeline.recipe import HubRef, LocalRef, ModelRef, Recipe
+from pipeline.recipe import FetchOptions, HubRef, LocalRef, ModelRef, Recipe
 from pipeline.sources import LocalSource, ModelSource
 from pipeline.stages import config_fix, extract, fetch, verify
 from pipeline.workdir import Workdir
 
-SourceOpener = Callable[[ModelRef, str], ModelSource]
+SourceOpener = Callable[[ModelRef, str, HfApi, FetchOptions], ModelSource]
 
 
-def open_local_or_hub(ref: ModelRef, role: str) -> ModelSource:
+def open_local_or_hub(ref: ModelRef, role: str, api: HfApi, options: FetchOptions) -> ModelSource:
     """The default opener: folders directly, Hub repos through the huggingface_hub client."""
     if isinstance(ref, LocalRef):
         return LocalSource(ref.path, f"{role} folder {ref.path.name}")
     from pipeline.hub_source import HubSource
 
-    return HubSource(ref, role)
+    return HubSource(ref, role, api=api, attempts=options.attempts, backoff_seconds=options.backoff_seconds)
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Context:
     recipe: Recipe
     workdir: Workdir
     out: Output
+    api: HfApi = field(default_factory=default_api)
     open_source: SourceOpener = open_local_or_hub
     force: bool = False
     _sources: dict[str, ModelSource] = field(default_factory=dict)
@@ -55,7 +59,7 @@ class Context:
         """The opened source or target, once per run (its resolved commit is reused)."""
         if role not in self._sources:
             ref = self.recipe.source if role == "source" else self.recipe.target
-            self._sources[role] = self.open_source(ref, role)
+            self._sources[role] = self.open_source(ref, role, self.api, self.recipe.fetch)
         return self._sources[role]
 
     @property
@@ -97,7 +101,13 @@ def _fetch_inputs(ctx: Context) -> dict[str, Any]:
 def _fetch(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     result = fetch.run(
         fetch.FetchInputs(
-            ctx.source("source"), ctx.source("target"), ctx.family, ctx.recipe.license, ctx.recipe.fetch.connections, ctx.workdir
+            source=ctx.source("source"),
+            target=ctx.source("target"),
+            family=ctx.family,
+            expected_license=ctx.recipe.license,
+            connections=ctx.recipe.fetch.connections,
+            workdir=ctx.workdir,
+            mode=ctx.recipe.fetch.mode,
         ),
         show_progress=ctx.out.show_progress,
     )

@@ -147,7 +147,7 @@ class WholeShardSource:
     def _local(self, name: str) -> LocalSource:
         with self._lock:
             if name not in self._paths:
-                self._paths[name] = self.inner.local_path(name)
+                self._paths[name] = self.inner.local_path(name).resolve()  # the Hub cache links snapshots to blobs
         path = self._paths[name]
         return LocalSource(path.parent, self.label)
 

@@ -12,6 +12,8 @@ import os
 
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# Nothing in the suite may reach a real Hub: a client left on its defaults hits a closed local port.
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,3 +58,28 @@ def tiny_draft(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "README.md").write_text(README, encoding="utf-8")
     (folder / "config.json").write_text(CONFIG_JSON, encoding="utf-8")
     return folder
+
+
+SOURCE_REPO = "synthetic/Step-3.7-Flash"
+TARGET_REPO = "synthetic/Step-3.7-Flash-NVFP4"
+
+
+@pytest.fixture
+def hub_endpoint(hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    """Point commands at the embedded Hub through HF_ENDPOINT and HF_TOKEN, as a user would.
+
+    Commands read HF_ENDPOINT when they start; the download cache folder is read by the library
+    at import, so that constant is patched to keep each test's downloads apart.
+    """
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return hub_server
+
+
+def seed_repo(api: HfApi, repo_id: str, folder: Path) -> str:
+    """Upload a folder as a new repo and return the commit it made."""
+    api.create_repo(repo_id, exist_ok=True)
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"Add {folder.name}").oid
