@@ -1,0 +1,1 @@
+"""The stages, each a module with one `run` function from named inputs to named outputs."""
