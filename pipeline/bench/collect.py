@@ -6,10 +6,10 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.bench.formats import RawRun, read_result_file
+from pipeline.bench.formats import read_result_file
 from pipeline.bench.normalize import Run, normalize_run, run_order
 from pipeline.bench.prometheus import SpecCounters, delta, read_snapshot
-from pipeline.bench.spec import BenchmarkSpec
+from pipeline.bench.spec import BenchmarkSpec, PrometheusPair
 from pipeline.errors import InputError
 
 PROMETHEUS_TOOL = "prometheus /metrics snapshot"
@@ -30,92 +30,103 @@ class Collected:
     sources: tuple[Source, ...]
 
 
+class _Files:
+    """Reads each input file once, however many groups name it, and refuses paths leaving the folder."""
+
+    def __init__(self, bench_dir: Path) -> None:
+        self.bench_dir = bench_dir
+        self.root = bench_dir.resolve()
+        self.data: dict[str, bytes] = {}
+        self.sources: dict[str, Source] = {}
+
+    def relative(self, path: Path) -> str:
+        if not path.resolve().is_relative_to(self.root):
+            raise InputError(f"{path}: points outside {self.bench_dir}")
+        return path.relative_to(self.bench_dir).as_posix()
+
+    def read(self, rel: str) -> bytes:
+        if rel not in self.data:
+            self.data[rel] = (self.bench_dir / rel).read_bytes()
+        return self.data[rel]
+
+    def sha256(self, rel: str) -> str:
+        return hashlib.sha256(self.read(rel)).hexdigest()
+
+    def add_source(self, rel: str, tool: str) -> None:
+        self.sources.setdefault(rel, Source(rel, self.sha256(rel), tool))
+
+
 def collect(bench_dir: Path, spec: BenchmarkSpec) -> Collected:
-    """Read every file the spec names, once, and normalize its runs (sorted for the document)."""
+    """Read every file the spec names and normalize its runs (sorted for the document)."""
     if not bench_dir.is_dir():
         raise InputError(f"{bench_dir}: not a folder", hint="put the benchmark result files under it")
-    root = bench_dir.resolve()
-    claimed: dict[str, int] = {}
-    sources: dict[str, Source] = {}
+    files = _Files(bench_dir)
     snapshots: dict[str, SpecCounters] = {}
+    claimed: dict[tuple[str, int], int] = {}
     runs: list[Run] = []
     for i, group in enumerate(spec.runs):
-        raws: list[tuple[RawRun, str]] = []
         paths = sorted(p for p in bench_dir.glob(group.files) if p.is_file())
         if not paths:
             raise InputError(f"{bench_dir}: benchmarks.runs[{i}].files: {group.files!r} matches no file")
+        raws = []
         for path in paths:
-            rel = _inside(path, bench_dir, root)
-            if rel in claimed:
-                raise InputError(
-                    f"{path}: matched by benchmarks.runs[{claimed[rel]}].files and benchmarks.runs[{i}].files",
-                    hint="each file belongs to one run group",
-                )
-            claimed[rel] = i
-            data = path.read_bytes()
-            sha = hashlib.sha256(data).hexdigest()
-            file_runs = read_result_file(path, rel, data)
-            if not file_runs:
-                raise InputError(f"{path}: run_number: only warm-up runs (-1), nothing measured")
-            sources[rel] = Source(rel, sha, file_runs[0].tool)
-            raws.extend((raw, sha) for raw in file_runs)
+            rel = files.relative(path)
+            file_runs = read_result_file(path, rel, files.read(rel), group.match)
+            for raw in file_runs:
+                key = (rel, raw.origin.index)
+                if key in claimed:
+                    raise InputError(
+                        f"{raw.origin}: taken by benchmarks.runs[{claimed[key]}] and benchmarks.runs[{i}]",
+                        hint="each run belongs to one run group; narrow files or match",
+                    )
+                claimed[key] = i
+            if file_runs:
+                files.add_source(rel, file_runs[0].tool)
+            raws.extend(file_runs)
+        if not raws:
+            raise InputError(f"{bench_dir}: benchmarks.runs[{i}].match: no measured run in {group.files!r} matches")
         pairs = group.prometheus
         if pairs and len(pairs) != len(raws):
             raise InputError(
                 f"{bench_dir}: benchmarks.runs[{i}].prometheus: {len(pairs)} snapshot pairs for {len(raws)} runs",
                 hint="list one before/after pair per run, in file order",
             )
-        for j, (raw, sha) in enumerate(raws):
+        for j, raw in enumerate(raws):
             pair = pairs[j] if pairs else None
             counters = None
             if pair is not None:
-                where = f"benchmarks.runs[{i}].prometheus[{j}]"
-                before = _snapshot(bench_dir, root, pair.before, f"{where}.before", snapshots, sources)
-                after = _snapshot(bench_dir, root, pair.after, f"{where}.after", snapshots, sources)
-                counters = delta(before, after, str(bench_dir / pair.before), str(bench_dir / pair.after))
+                counters = _delta(files, snapshots, pair, f"benchmarks.runs[{i}].prometheus[{j}]")
             runs.append(
                 normalize_run(
                     raw,
                     group=group,
                     group_index=i,
                     section_labels=spec.labels,
-                    sha256=sha,
+                    sha256=files.sha256(raw.origin.file),
                     counters=counters,
                     pair=pair,
                 )
             )
     _refuse_duplicates(runs)
-    return Collected(tuple(sorted(runs, key=run_order)), tuple(sources[name] for name in sorted(sources)))
+    return Collected(tuple(sorted(runs, key=run_order)), tuple(files.sources[name] for name in sorted(files.sources)))
 
 
-def _inside(path: Path, bench_dir: Path, root: Path) -> str:
-    """The path relative to the benchmarks folder; a symlink pointing out of it is refused."""
-    if not path.resolve().is_relative_to(root):
-        raise InputError(f"{path}: points outside {bench_dir}")
-    return path.relative_to(bench_dir).as_posix()
-
-
-def _snapshot(
-    bench_dir: Path,
-    root: Path,
-    rel: str,
-    field: str,
-    cache: dict[str, SpecCounters],
-    sources: dict[str, Source],
-) -> SpecCounters:
-    if rel not in cache:
-        path = bench_dir / rel
+def _delta(files: _Files, cache: dict[str, SpecCounters], pair: PrometheusPair, where: str) -> SpecCounters:
+    for rel, field in ((pair.before, f"{where}.before"), (pair.after, f"{where}.after")):
+        if rel in cache:
+            continue
+        path = files.bench_dir / rel
         if not path.is_file():
-            raise InputError(f"{bench_dir}: {field}: {rel} not found")
-        _inside(path, bench_dir, root)
-        data = path.read_bytes()
+            raise InputError(f"{files.bench_dir}: {field}: {rel} not found")
+        files.relative(path)
         try:
-            text = data.decode("utf-8")
+            text = files.read(rel).decode("utf-8")
         except UnicodeDecodeError:
             raise InputError(f"{path}: not UTF-8 text") from None
         cache[rel] = read_snapshot(text, str(path))
-        sources[rel] = Source(rel, hashlib.sha256(data).hexdigest(), PROMETHEUS_TOOL)
-    return cache[rel]
+        files.add_source(rel, PROMETHEUS_TOOL)
+    bench_dir = files.bench_dir
+    return delta(cache[pair.before], cache[pair.after], str(bench_dir / pair.before), str(bench_dir / pair.after))
 
 
 def _refuse_duplicates(runs: list[Run]) -> None:

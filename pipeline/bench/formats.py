@@ -148,8 +148,11 @@ class RawRun:
         return None
 
 
-def read_result_file(path: Path, file: str, data: bytes) -> list[RawRun]:
-    """Every measured run in one file; warm-up runs of a sweep (`run_number` -1) are not measured."""
+def read_result_file(path: Path, file: str, data: bytes, match: tuple[tuple[str, object], ...] = ()) -> list[RawRun]:
+    """The measured runs in one file whose keys hold the `match` values.
+
+    Warm-up runs of a sweep (`run_number` -1) are not measured runs and are left out.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -157,6 +160,8 @@ def read_result_file(path: Path, file: str, data: bytes) -> list[RawRun]:
     records = _csv_records(text, path) if path.suffix.lower() == ".csv" else _json_records(text, path)
     runs = []
     for index, (part, record) in enumerate(records):
+        if match and not (isinstance(record, dict) and all(_equal(_lookup(record, key), value) for key, value in match)):
+            continue
         run = _read_record(record, Origin(path, file, part, index))
         if run is not None:
             runs.append(run)
@@ -207,9 +212,11 @@ def _csv_records(text: str, path: Path) -> list[tuple[str, Any]]:
 def _csv_cell(text: str) -> object:
     for convert in (int, float):
         try:
-            return convert(text)
+            value = convert(text)
         except ValueError:
-            pass
+            continue
+        # pandas writes numbers with repr; text that does not round-trip ("0.10", "02") was a string
+        return value if repr(value) == text else text
     if text in ("True", "False"):
         return text == "True"
     if text[:1] in "[{(":
@@ -253,8 +260,11 @@ def _read_record(record: object, origin: Origin) -> RawRun | None:
     elif any(key in record for key in SGLANG_MARKERS):
         engine, tool, acceptance = "sglang", "sglang bench_serving", _sglang_acceptance(fields)
         keys = dict(SGLANG_LABEL_KEYS)
-        if str(record.get("dataset_name", "")).startswith("random"):
+        dataset = str(record.get("dataset_name", ""))
+        if dataset.startswith("random"):
             keys.update(SGLANG_RANDOM_LENGTH_KEYS)
+        elif dataset == "sharegpt":
+            keys["output_len"] = ("output_len", "sharegpt_output_len")
     else:
         raise InputError(f"{origin}: model_id: missing, and no SGLang keys either; cannot tell which tool wrote this record")
     file_labels = []
@@ -290,6 +300,16 @@ def _lookup(record: Mapping[str, Any], key: str) -> object:
         except ValueError:
             return None
     return _lookup(inner, rest) if isinstance(inner, Mapping) else None
+
+
+def _equal(found: object, expected: object) -> bool:
+    """Recipe values against record values: numbers by value, anything else by its text."""
+    if found is None or expected is None:
+        return found is expected
+    numbers = (int, float)
+    if isinstance(found, numbers) and isinstance(expected, numbers) and not isinstance(found, bool):
+        return float(found) == float(expected)
+    return str(found) == str(expected)
 
 
 class _Fields:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.bench.formats import Acceptance, Measured, Origin, RawRun
 from pipeline.bench.prometheus import DRAFTS, PER_POSITION, SpecCounters
@@ -126,9 +127,9 @@ def normalize_run(
     )
 
 
-def _resolve(raw: RawRun, group: RunGroup, group_index: int, section_labels: Labels) -> dict[str, object]:
+def _resolve(raw: RawRun, group: RunGroup, group_index: int, section_labels: Labels) -> dict[str, Any]:
     declared = group.labels.over(section_labels)
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     for name in LABEL_NAMES:
         recipe_value = getattr(declared, name)
         file_value = None

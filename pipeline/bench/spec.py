@@ -56,10 +56,15 @@ class PrometheusPair:
 
 @dataclass(frozen=True)
 class RunGroup:
-    """Result files matched by one glob, with the labels the recipe declares for their runs."""
+    """Result files matched by one glob, with the labels the recipe declares for their runs.
+
+    `match` keeps only the records whose keys hold the given values (None: absent or null), so
+    a file holding both modes (an SGLang JSONL, a sweep summary) can feed two groups.
+    """
 
     files: str
     labels: Labels = Labels()
+    match: tuple[tuple[str, object], ...] = ()
     prometheus: tuple[PrometheusPair, ...] = ()
 
 
@@ -104,8 +109,6 @@ class BenchmarkSpec:
 def coerce_label(name: str, value: object) -> object:
     """Turn a recipe or file value into the label's type; raise ValueError saying what is expected."""
     kind = _LABEL_KINDS[name]
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"must be {kind.__name__ if kind is not str else 'a string'}, not {value!r}")
     if kind is int:
         number = _to_number(value)
         if number is None or number != int(number) or number < 1:
@@ -116,7 +119,7 @@ def coerce_label(name: str, value: object) -> object:
         if number is None or number < 0:
             raise ValueError(f"must be a non-negative number, not {value!r}")
         return number
-    if isinstance(value, (dict, list)):
+    if isinstance(value, (bool, dict, list)) or value is None:
         raise ValueError(f"must be a string, not {type(value).__name__}")
     text = str(value).strip()
     if not text:
@@ -134,6 +137,8 @@ _LABEL_KINDS: dict[str, type] = {
 
 
 def _to_number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
     if isinstance(value, (int, float)):
         number = float(value)
     elif isinstance(value, str):
@@ -149,7 +154,7 @@ def _to_number(value: object) -> float | None:
 def parse_benchmark_spec(data: object) -> BenchmarkSpec:
     """Validate the `benchmarks:` mapping; errors start with the dotted field path inside it."""
     top = _Mapping(data, "")
-    labels = top.convert("labels", lambda v, p: _labels(_Mapping(v, p)), Labels())
+    labels = top.convert("labels", _label_section, Labels())
     runs = top.convert("runs", _runs, None, required=True)
     workloads = top.convert("workloads", _workloads, None)
     matrix = top.convert("matrix", _matrix, None)
@@ -194,6 +199,13 @@ class _Mapping:
                 raise ValueError(f"{self.path(key)}: unknown key{suggestion}")
 
 
+def _label_section(value: Any, path: str) -> Labels:
+    section = _Mapping(value, path)
+    labels = _labels(section)
+    section.finish()
+    return labels
+
+
 def _labels(section: _Mapping) -> Labels:
     values = {}
     for name in LABEL_NAMES:
@@ -203,6 +215,9 @@ def _labels(section: _Mapping) -> Labels:
 
 def _label_converter(name: str) -> Callable[[Any, str], Any]:
     def convert(value: Any, path: str) -> Any:
+        if _LABEL_KINDS[name] is str and isinstance(value, float):
+            # YAML reads 0.10 as the number 0.1; a version or a name must keep its text
+            raise ValueError(f"{path}: must be a string, not the number {value!r}; quote it")
         try:
             return coerce_label(name, value)
         except ValueError as exc:
@@ -236,11 +251,22 @@ def _runs(value: Any, path: str) -> tuple[RunGroup, ...]:
     for i, item in enumerate(_list(value, path)):
         section = _Mapping(item, f"{path}[{i}]")
         files = section.convert("files", _relative_path, None, required=True)
+        match = section.convert("match", _match, ())
         pairs = section.convert("prometheus", _prometheus, ())
         labels = _labels(section)
         section.finish()
-        groups.append(RunGroup(files=files, labels=labels, prometheus=pairs))
+        groups.append(RunGroup(files=files, labels=labels, match=match, prometheus=pairs))
     return tuple(groups)
+
+
+def _match(value: Any, path: str) -> tuple[tuple[str, object], ...]:
+    section = _Mapping(value, path)
+    if not section.data:
+        raise ValueError(f"{path}: must name at least one key")
+    for key, expected in section.data.items():
+        if isinstance(expected, (dict, list)):
+            raise ValueError(f"{path}.{key}: must be a single value or null")
+    return tuple(sorted(section.data.items()))
 
 
 def _prometheus(value: Any, path: str) -> tuple[PrometheusPair, ...]:
