@@ -13,8 +13,8 @@ from typing import Any
 
 from pipeline.bench.aggregate import Comparison, MatrixCell, PooledAcceptance, Report, Side
 from pipeline.bench.collect import Collected
-from pipeline.bench.formats import Acceptance
 from pipeline.bench.normalize import Run
+from pipeline.bench.records import Acceptance
 
 SCHEMA = "mtp-bench/v1"
 FLOAT_DECIMALS = 6  # enough for counts-derived rates; fixed so re-runs write identical bytes

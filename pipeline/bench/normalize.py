@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.bench.formats import Acceptance, Measured, Origin, RawRun
 from pipeline.bench.prometheus import DRAFTS, PER_POSITION, SpecCounters
+from pipeline.bench.records import Acceptance, Measured, Origin, RawRun
 from pipeline.bench.spec import LABEL_NAMES, Labels, PrometheusPair, RunGroup, coerce_label
 from pipeline.errors import InputError
 
