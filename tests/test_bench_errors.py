@@ -281,3 +281,11 @@ def test_wide_spread_is_a_warning(tmp_path: Path) -> None:
     edit_record(bench / BASELINE, 3, setter("median_tpot_ms", 8.1))
     result = import_bench(bench, SERVE_SPEC)
     assert result.warnings == ("code: baseline median TPOT varies by 9.3% across runs, more than 5%",)
+
+
+def test_summary_row_without_usable_runs_of_a_mode_is_refused(tmp_path: Path) -> None:
+    bench = copy_fixture(tmp_path, "vllm-serve")
+    for line in (1, 2, 3):
+        edit_record(bench / SPECULATIVE, line, setter("completed", 20))  # of num_prompts 24
+    message = refused(InputError, bench, SERVE_SPEC)
+    assert message == f"{bench}: workload: no speculative run labeled 'code' (3 left out for failed or missing requests)"

@@ -139,8 +139,10 @@ def build_report(runs: Sequence[Run], spec: BenchmarkSpec, bench_dir: Path) -> R
     for row in rows:
         comparison = compare(row.id, by_workload.get(row.id, []), warnings)
         if isinstance(comparison, str):
+            left_out = sum(1 for run in by_workload.get(row.id, []) if run.mode == comparison and run.excluded)
             raise InputError(
-                f"{bench_dir}: workload: no {comparison} run labeled {row.id!r}",
+                f"{bench_dir}: workload: no {comparison} run labeled {row.id!r}"
+                + (f" ({left_out} left out for failed or missing requests)" if left_out else ""),
                 hint="every summary row needs baseline and speculative runs",
             )
         summary.append(SummaryRow(row, comparison))
