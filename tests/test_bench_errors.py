@@ -289,3 +289,14 @@ def test_summary_row_without_usable_runs_of_a_mode_is_refused(tmp_path: Path) ->
         edit_record(bench / SPECULATIVE, line, setter("completed", 20))  # of num_prompts 24
     message = refused(InputError, bench, SERVE_SPEC)
     assert message == f"{bench}: workload: no speculative run labeled 'code' (3 left out for failed or missing requests)"
+
+
+def test_synthetic_prompts_hide_acceptance_with_a_warning(tmp_path: Path) -> None:
+    bench = copy_fixture(tmp_path, "vllm-serve")
+    for file in (BASELINE, SPECULATIVE):
+        for line in (1, 2, 3):
+            edit_record(bench / file, line, setter("dataset", "random"))
+    result = import_bench(bench, SERVE_SPEC)
+    assert result.warnings == ("code: random (synthetic) prompts overstate speculative gains; acceptance not shown",)
+    row = json.loads(result.benchmarks_json.read_text())["summary"][0]
+    assert (row["synthetic"], row["acceptance"], row["display"]["acceptance_rate"]) == (True, None, None)

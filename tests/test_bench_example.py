@@ -89,6 +89,15 @@ def test_matrix_is_reproduced_with_the_missing_cell(imported: tuple[BenchImportR
         assert speedups == sorted(speedups, reverse=True)  # gains shrink as concurrency grows
 
 
+def test_undeclared_missing_cell_is_a_warning(tmp_path: Path) -> None:
+    section = yaml.safe_load(SECTION.read_text(encoding="utf-8"))
+    del section["matrix"]["missing"]
+    result = run(BenchImportInputs(BENCH_DIR, parse_benchmark_spec(section), tmp_path))
+    assert result.warnings == ("long-context 128K x C=8: no speculative run; the cell is shown as missing",)
+    cell = json.loads(result.benchmarks_json.read_text())["matrix"]["cells"][3][3]
+    assert (cell["speedup"], cell["display"], cell["missing_reason"]) == (None, "missing", None)
+
+
 def test_provenance_lists_hardware_engine_and_dates(imported: tuple[BenchImportResult, dict[str, Any]]) -> None:
     _, doc = imported
     provenance = doc["provenance"]
