@@ -1,0 +1,1 @@
+"""Benchmark import: read vLLM / SGLang result files, normalize, pair, check fairness, plot."""

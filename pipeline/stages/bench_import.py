@@ -1,0 +1,92 @@
+"""bench-import: raw benchmark results in, the card's benchmark figures out.
+
+Reads the files that the recipe's `benchmarks:` section names under `artifacts/<draft>/benchmarks/`:
+`vllm bench serve --save-result` JSON (current and legacy layouts, `--append-result` files),
+`vllm bench sweep serve` trees (`run=N.json`, `summary.json`, `summary.csv`), SGLang `bench_serving`
+JSONL, and Prometheus `/metrics` snapshots taken around a run.
+
+Writes `<out_dir>/benchmarks.json` (schema mtp-bench/v1: summary rows, the context x concurrency
+matrix, provenance, warnings, and every normalized run with its source file's sha256) and
+`<out_dir>/speedup.png`, each atomically.
+
+Refuses with InputError (exit 2) a file it cannot parse, a figure that is missing or not finite,
+a speculative run without acceptance data, and a label that is missing or contradicts the recipe.
+Refuses with CheckFailed (exit 1) to compare runs whose model, input/output lengths, concurrency,
+engine build or other pairing field differ, naming both files and the field. Warns when fewer
+than 3 runs back a figure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.bench.aggregate import build_report
+from pipeline.bench.collect import collect
+from pipeline.bench.document import build_document, dumps
+from pipeline.bench.plot import render_plot
+from pipeline.bench.spec import BenchmarkSpec
+
+BENCHMARKS_JSON = "benchmarks.json"
+SPEEDUP_PNG = "speedup.png"
+PUBLISHED_FILE_MODE = 0o644  # mkstemp makes 0600; outputs are read by the card stage and the Hub
+
+
+@dataclass(frozen=True)
+class BenchImportInputs:
+    bench_dir: Path
+    spec: BenchmarkSpec
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class BenchImportResult:
+    benchmarks_json: Path
+    plot_png: Path | None
+    sha256: dict[str, str]  # output file name -> sha256
+    warnings: tuple[str, ...]
+
+
+def run(inputs: BenchImportInputs) -> BenchImportResult:
+    """Normalize, check and aggregate the results, then write the document and the plot."""
+    collected = collect(inputs.bench_dir, inputs.spec)
+    report = build_report(collected.runs, inputs.spec, inputs.bench_dir)
+    document = dumps(build_document(collected, report))
+    png = render_plot(report)
+
+    sha256 = {}
+    plot_path = inputs.out_dir / SPEEDUP_PNG
+    if png is None:
+        plot_path.unlink(missing_ok=True)  # a stale plot would not match the new document
+    else:
+        sha256[SPEEDUP_PNG] = _atomic_write(plot_path, png)
+    json_path = inputs.out_dir / BENCHMARKS_JSON
+    sha256[BENCHMARKS_JSON] = _atomic_write(json_path, document)
+    return BenchImportResult(
+        benchmarks_json=json_path,
+        plot_png=None if png is None else plot_path,
+        sha256=sha256,
+        warnings=report.warnings,
+    )
+
+
+def _atomic_write(path: Path, data: bytes) -> str:
+    """Write to a temp file in the same folder, then rename it into place; return the sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, PUBLISHED_FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    return hashlib.sha256(data).hexdigest()
