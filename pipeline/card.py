@@ -56,6 +56,7 @@ class CardInputs:
     lock: Mapping[str, Any]
     config: Mapping[str, Any] | None
     benchmarks: Mapping[str, Any] | None
+    plot: str | None = None
     forced_verdict: str | None = None
 
 
@@ -126,50 +127,51 @@ def _files(lock: Mapping[str, Any]) -> list[dict[str, str]]:
     ]
 
 
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:+.1f} %"
-
-
-def _number(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def benchmark_view(doc: Mapping[str, Any] | None, recipe: Recipe) -> dict[str, Any] | None:
-    """Tables for the card, every cell formatted and escaped from the normalized benchmarks file."""
+def benchmark_view(doc: Mapping[str, Any] | None, plot: str | None) -> dict[str, Any] | None:
+    """Tables for the card from the normalized benchmarks file; every cell escaped, nothing recomputed."""
     if not doc:
         return None
-    rows = [
-        [
-            escape_cell(row["display_name"]),
-            _number(row["baseline_tok_s"], 1),
-            _number(row["spec_tok_s"], 1),
-            _percent(row["speedup"]),
-            _number(row["acceptance_rate"], 2),
-            _number(row["acceptance_length"], 2),
-            str(row["runs"]),
-        ]
-        for row in doc["summary"]
-    ]
+    rows = []
+    ks: set[int] = set()
+    for row in doc["summary"]:
+        shown = row["display"]
+        ks.add(row["k"])
+        rows.append(
+            [
+                escape_cell(row["name"]),
+                escape_cell(shown["baseline_decode_tok_s"]),
+                escape_cell(shown["speculative_decode_tok_s"]),
+                escape_cell(shown["speedup"]),
+                escape_cell(shown["acceptance_rate"] or "—"),
+                escape_cell(shown["acceptance_length"] or "—"),
+                f"{row['baseline']['runs']} + {row['speculative']['runs']}",
+            ]
+        )
     matrix = doc.get("matrix")
     matrix_view = None
-    if matrix and matrix.get("cells"):
-        columns = [f"C={escape_cell(c)}" for c in matrix["concurrencies"]]
-        matrix_rows = []
-        for context in matrix["contexts"]:
-            cells = {c["concurrency"]: c.get("speedup") for c in matrix["cells"] if c["context"] == context}
-            matrix_rows.append([escape_cell(context), *(_percent(cells.get(c)) for c in matrix["concurrencies"])])
-        matrix_view = {"columns": columns, "rows": matrix_rows}
-    provenance = doc.get("provenance") or {}
-    provenance_lines = [
-        f"{escape_cell(key)}: {escape_cell(value)}" for key, value in sorted(provenance.items()) if value not in (None, "", [])
+    if matrix:
+        matrix_view = {
+            "name": escape_cell(matrix["name"]),
+            "columns": [f"C={escape_cell(c)}" for c in matrix["concurrencies"]],
+            "rows": [
+                [escape_cell(context), *("—" if cell["speedup"] is None else escape_cell(cell["display"]) for cell in cells)]
+                for context, cells in zip(matrix["contexts"], matrix["cells"], strict=True)
+            ],
+        }
+    provenance = [
+        f"{escape_cell(key.replace('_', ' '))}: {escape_cell(', '.join(str(v) for v in values))}"
+        for key, values in sorted((doc.get("provenance") or {}).items())
+        if isinstance(values, list) and values
     ]
+    dates = (doc.get("provenance") or {}).get("dates")
+    if dates:
+        provenance.append(f"measured: {escape_cell(dates['first'])} to {escape_cell(dates['last'])}")
     return {
-        "caption": escape_cell(doc.get("caption") or "Single-stream decode speed of the target with and without this draft."),
-        "k": escape_cell(doc.get("k", recipe.card.num_speculative_tokens)),
+        "k": ", ".join(str(k) for k in sorted(ks)),
         "rows": rows,
         "matrix": matrix_view,
-        "plot": doc.get("plot"),
-        "provenance": provenance_lines,
+        "plot": plot,
+        "provenance": provenance,
         "warnings": [escape_cell(w) for w in doc.get("warnings", [])],
     }
 
@@ -200,14 +202,16 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
         "vllm_command": speculative_command(recipe),
         "k_note": _k_note(recipe, max(n_predict, 1)),
         "min_vllm": escape_cell(recipe.card.min_vllm) if recipe.card.min_vllm else None,
-        "benchmarks": benchmark_view(inputs.benchmarks, recipe),
+        "benchmarks": benchmark_view(inputs.benchmarks, inputs.plot),
         "notes": list(inputs.family.card_notes),
         "inspect_line": inspect.get("summary"),
         "tool_version": lock.get("tool_version", __version__),
-        "checks": [f"`{c}`" for c in (lock.get("verify") or {}).get("checks", [])] or ["none yet"],
+        "checks": [f"`{c}`" for c in (lock.get("verify") or {}).get("checks", [])],
         "unresolved": list(lock.get("unresolved", [])),
         "files": _files(lock),
         "license": source_lock.get("license") or recipe.license,
+        "license_checked": bool(source_lock.get("license")),
+        "benchmark_note": " ".join(recipe.card.benchmark_note.split()) if recipe.card.benchmark_note else None,
         "license_files": [f"`{name}`" for name in license_files],
         "changelog": [{"version": escape_cell(n.version), "notes": " ".join(n.notes.split())} for n in recipe.card.release_notes],
     }

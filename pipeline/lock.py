@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import CheckFailed, InputError
+from pipeline.families import Family, Geometry
 from pipeline.fsio import atomic_write_bytes, atomic_write_json
 from pipeline.recipe import HubRef, LocalRef, ModelRef, Recipe
 from pipeline.workdir import Workdir
@@ -71,6 +72,33 @@ def build_lock(recipe: Recipe, workdir: Workdir, inspect: Mapping[str, Any] | No
         "files": verify["files"],
         "verify": {"passed": True, "checks": [check["id"] for check in verify["checks"]]},
         "unresolved": [],
+    }
+
+
+def pending_lock(recipe: Recipe, family: Family, geometry: Geometry) -> dict[str, Any]:
+    """A lock for a draft whose source has not been fetched: names, dtypes and shapes from the
+    family and a known geometry; every hash and commit left null and listed as unresolved."""
+    return {
+        "schema": SCHEMA,
+        "draft": recipe.name,
+        "family": recipe.family,
+        "tool_version": __version__,
+        "source": {**_ref(recipe.source, None), "license": None, "files": {}, "shards_read": []},
+        "target": {**_ref(recipe.target, None), "files": {}},
+        "inspect": None,
+        "tensors": [
+            {"name": t.name, "dtype": "BF16", "shape": list(t.shape), "sha256": None, "source_file": None, "shard": None}
+            for t in family.expected_tensors(geometry)
+        ],
+        "files": {},
+        "verify": {"passed": False, "checks": []},
+        "unresolved": [
+            "source.commit and target.commit: the revisions have not been resolved",
+            "tensors[].sha256, source_file and shard: the source has not been fetched",
+            "files: no draft has been built; sizes and sha256 appear after the first build",
+            "inspect: the target has not been inspected",
+            "source.license: the source card has not been read; the recipe expects it",
+        ],
     }
 
 

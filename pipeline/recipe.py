@@ -83,6 +83,7 @@ class CardOptions:
     min_vllm: str | None = None
     tags: tuple[str, ...] = ()
     release_notes: tuple[ReleaseNote, ...] = ()
+    benchmark_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,7 @@ def _card(value: object) -> CardOptions:
         min_vllm=section.typed("min_vllm", str),
         tags=section.convert("tags", _string_list, ()),
         release_notes=section.convert("release_notes", _release_notes, ()),
+        benchmark_note=section.typed("benchmark_note", str),
     )
     section.finish()
     return card
@@ -291,7 +293,8 @@ def _benchmarks(value: object) -> Any:
     try:
         return parse_benchmark_spec(value)
     except ValueError as exc:
-        raise ValueError(f"benchmarks.{exc}") from exc
+        message = str(exc)
+        raise ValueError(message if message.startswith("benchmarks") else f"benchmarks.{message}") from exc
 
 
 def parse_recipe(data: object, path: Path, name: str) -> Recipe:

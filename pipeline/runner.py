@@ -24,7 +24,7 @@ from pipeline.ledger import Ledger, fingerprint
 from pipeline.output import Output
 from pipeline.recipe import FetchOptions, HubRef, LocalRef, ModelRef, Recipe
 from pipeline.sources import LocalSource, ModelSource
-from pipeline.stages import config_fix, extract, fetch, verify
+from pipeline.stages import bench_import, config_fix, extract, fetch, verify
 from pipeline.workdir import Workdir
 
 SourceOpener = Callable[[ModelRef, str, HfApi, FetchOptions], ModelSource]
@@ -163,11 +163,34 @@ def _verify(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
     return [result.report], {"passed": result.passed, "checks": len(result.checks)}
 
 
+def _bench_dir(ctx: Context) -> Path:
+    return ctx.recipe.folder / "benchmarks"
+
+
+def _bench_inputs(ctx: Context) -> dict[str, Any]:
+    folder = _bench_dir(ctx)
+    files = sorted((p.relative_to(folder).as_posix(), sha256_file(p)) for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    return {"spec": repr(ctx.recipe.benchmarks), "files": files}
+
+
+def _bench_import(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
+    if ctx.recipe.benchmarks is None:
+        ctx.out.info("bench-import: the recipe declares no benchmarks")
+        return [], {"declared": False}
+    result = bench_import.run(bench_import.BenchImportInputs(_bench_dir(ctx), ctx.recipe.benchmarks, ctx.workdir.benchmarks))
+    for warning in result.warnings:
+        ctx.out.warn(f"bench-import: {warning}")
+    ctx.out.info(f"bench-import: {result.benchmarks_json.name} written" + (" with the speedup plot" if result.plot_png else ""))
+    outputs = [result.benchmarks_json] + ([result.plot_png] if result.plot_png else [])
+    return outputs, {"declared": True, "files": result.sha256, "warnings": list(result.warnings)}
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("fetch", "resolve source and target, copy only the draft's tensor bytes", _fetch_inputs, _fetch),
     Stage("extract", "write the draft's safetensors shards and index", _extract_inputs, _extract),
     Stage("config-fix", "write the draft config.json and carry licence and auto_map files", _config_fix_inputs, _config_fix),
     Stage("verify", "check the draft folder byte for byte and write verify.json", _verify_inputs, _verify),
+    Stage("bench-import", "normalize the recipe's benchmark results into benchmarks.json and a plot", _bench_inputs, _bench_import),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 

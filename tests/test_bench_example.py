@@ -16,7 +16,7 @@ from pipeline.stages.bench_import import BenchImportInputs, BenchImportResult, r
 
 ROOT = Path(__file__).parent.parent
 BENCH_DIR = ROOT / "artifacts" / "step-3.7-flash-mtp-draft" / "benchmarks"
-SECTION = Path(__file__).parent / "data" / "bench" / "step-3.7-benchmarks.yaml"
+RECIPE = Path(__file__).resolve().parent.parent / "artifacts" / "step-3.7-flash-mtp-draft" / "draft.yaml"
 
 # 2x RTX PRO 6000 Blackwell, TP=2, K=1, single-stream decode tok/s: baseline, speculative, speedup, acceptance
 REFERENCE = {
@@ -35,7 +35,7 @@ MATRIX = [
 
 @pytest.fixture(scope="module")
 def spec() -> BenchmarkSpec:
-    return parse_benchmark_spec(yaml.safe_load(SECTION.read_text(encoding="utf-8")))
+    return parse_benchmark_spec(yaml.safe_load(RECIPE.read_text(encoding="utf-8"))["benchmarks"])
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_matrix_is_reproduced_with_the_missing_cell(imported: tuple[BenchImportR
 
 
 def test_undeclared_missing_cell_is_a_warning(tmp_path: Path) -> None:
-    section = yaml.safe_load(SECTION.read_text(encoding="utf-8"))
+    section = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))["benchmarks"]
     del section["matrix"]["missing"]
     result = run(BenchImportInputs(BENCH_DIR, parse_benchmark_spec(section), tmp_path))
     assert result.warnings == ("long-context 128K x C=8: no speculative run; the cell is shown as missing",)

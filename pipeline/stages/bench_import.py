@@ -18,10 +18,6 @@ than 3 runs back a figure.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +26,10 @@ from pipeline.bench.collect import collect
 from pipeline.bench.document import build_document, dumps
 from pipeline.bench.plot import render_plot
 from pipeline.bench.spec import BenchmarkSpec
+from pipeline.fsio import atomic_write_bytes
 
 BENCHMARKS_JSON = "benchmarks.json"
 SPEEDUP_PNG = "speedup.png"
-PUBLISHED_FILE_MODE = 0o644  # mkstemp makes 0600; outputs are read by the card stage and the Hub
 
 
 @dataclass(frozen=True)
@@ -63,30 +59,12 @@ def run(inputs: BenchImportInputs) -> BenchImportResult:
     if png is None:
         plot_path.unlink(missing_ok=True)  # a stale plot would not match the new document
     else:
-        sha256[SPEEDUP_PNG] = _atomic_write(plot_path, png)
+        sha256[SPEEDUP_PNG] = atomic_write_bytes(plot_path, png)
     json_path = inputs.out_dir / BENCHMARKS_JSON
-    sha256[BENCHMARKS_JSON] = _atomic_write(json_path, document)
+    sha256[BENCHMARKS_JSON] = atomic_write_bytes(json_path, document)
     return BenchImportResult(
         benchmarks_json=json_path,
         plot_png=None if png is None else plot_path,
         sha256=sha256,
         warnings=report.warnings,
     )
-
-
-def _atomic_write(path: Path, data: bytes) -> str:
-    """Write to a temp file in the same folder, then rename it into place; return the sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, PUBLISHED_FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    return hashlib.sha256(data).hexdigest()

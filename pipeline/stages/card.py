@@ -25,6 +25,7 @@ from pipeline.recipe import Recipe
 
 CARD_FILE = "README.md"
 BENCHMARKS_FILE = "benchmarks.json"
+PLOT_FILE = "speedup.png"
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,14 @@ def render_card(inputs: CardStageInputs) -> str:
         raise InputError(f"{recipe.folder / LOCK_FILE}: missing", hint="run the build to write the lock")
     config_path = recipe.folder / REVIEWED_CONFIG
     config = _json(config_path) if config_path.exists() else None
-    benchmarks = None
+    benchmarks, plot = None, None
     if recipe.benchmarks is not None:
         path = inputs.benchmarks_dir / BENCHMARKS_FILE
         if not path.exists():
             raise InputError(f"{path}: missing", hint="run the bench-import stage first")
         benchmarks = _json(path)
-    text = render(CardInputs(recipe, inputs.family, lock, config, benchmarks, inputs.forced_verdict))
+        plot = f"benchmarks/{PLOT_FILE}" if (inputs.benchmarks_dir / PLOT_FILE).exists() else None
+    text = render(CardInputs(recipe, inputs.family, lock, config, benchmarks, plot, inputs.forced_verdict))
     try:
         ModelCard(text)
     except Exception as exc:  # the library raises several types for invalid metadata

@@ -1,0 +1,132 @@
+"""The model card: strict rendering, metadata that parses, tables equal to benchmarks.json, and a
+committed card that `card --check` keeps honest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+
+from pipeline.card import CardInputs, escape_cell, render
+from pipeline.errors import InputError
+from pipeline.families import FAMILIES
+from pipeline.recipe import load_recipe
+from tests.conftest import RecipeMaker, run_cli
+from tests.hub_fixtures import FAKE_TOKEN
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = ROOT / "artifacts" / "step-3.7-flash-mtp-draft"
+
+
+def _copy_real(tmp_path: Path) -> Path:
+    folder = tmp_path / "step-3.7-flash-mtp-draft"
+    shutil.copytree(REAL, folder)
+    return folder / "draft.yaml"
+
+
+def _card(recipe: Path, workdir: Path, *extra: str) -> tuple[int, str]:
+    imported = run_cli("bench-import", "--recipe", str(recipe), "--workdir", str(workdir))
+    assert imported.code == 0, imported.stderr
+    result = run_cli("card", "--recipe", str(recipe), "--workdir", str(workdir), *extra)
+    return result.code, result.stdout + result.stderr
+
+
+def test_committed_real_card_matches_a_fresh_render(tmp_path: Path) -> None:
+    code, output = _card(REAL / "draft.yaml", tmp_path / "w", "--check")
+    assert code == 0, output
+
+
+def test_real_card_metadata_and_tables_follow_the_data(tmp_path: Path) -> None:
+    recipe = _copy_real(tmp_path)
+    assert _card(recipe, tmp_path / "w")[0] == 0
+    text = (recipe.parent / "README.md").read_text()
+    card = ModelCard(text)
+    assert card.data.base_model == "stepfun-ai/Step-3.7-Flash"
+    assert card.data.license == "apache-2.0"
+    assert card.data.library_name == "vllm"
+    assert card.data.to_dict()["base_model_relation"] == "adapter"
+    assert {"speculative-decoding", "mtp"} <= set(card.data.tags)
+
+    document = json.loads((tmp_path / "w" / "benchmarks" / "benchmarks.json").read_text())
+    for row in document["summary"]:
+        shown = row["display"]
+        line = f"| {row['name']} | {shown['baseline_decode_tok_s']} | {shown['speculative_decode_tok_s']} | {shown['speedup']} | {shown['acceptance_rate']} | {shown['acceptance_length']} |"
+        assert line in text
+    assert "| 128K | +28% | +24% | +19% | — |" in text
+    assert (
+        '--speculative-config \'{"method":"mtp","model":"mtp-draft-pipeline/Step-3.7-Flash-MTP-draft","num_speculative_tokens":1}\'' in text
+    )
+
+
+def test_changing_one_benchmark_number_changes_only_the_line_that_shows_it(tmp_path: Path) -> None:
+    recipe = _copy_real(tmp_path)
+    assert _card(recipe, tmp_path / "before")[0] == 0
+    before = (recipe.parent / "README.md").read_text().splitlines()
+    spec_runs = recipe.parent / "benchmarks" / "single-stream" / "code-mtp-k1.json"
+    runs = [json.loads(line) for line in spec_runs.read_text().splitlines() if line.strip()]
+    for run in runs:
+        run["median_tpot_ms"] *= 0.95
+    spec_runs.write_text("\n".join(json.dumps(run) for run in runs) + "\n")
+
+    assert _card(recipe, tmp_path / "after")[0] == 0
+    after = (recipe.parent / "README.md").read_text().splitlines()
+
+    changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
+    assert len(changed) == 1
+    assert changed[0][0].startswith("| Code |") and changed[0][1].startswith("| Code |")
+
+
+def test_benchmark_labels_render_literally_and_keep_the_table_whole(tmp_path: Path) -> None:
+    recipe = _copy_real(tmp_path)
+    data = yaml.safe_load(recipe.read_text())
+    data["benchmarks"]["workloads"][0]["name"] = "{{ 7*7 }} a | b <img src=x>"
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    assert _card(recipe, tmp_path / "w")[0] == 0
+    text = (recipe.parent / "README.md").read_text()
+
+    row = next(line for line in text.splitlines() if line.startswith("| {{ 7*7 }}"))
+    assert "49" not in row and "<img" not in row
+    assert row.count(" | ") == 6  # seven columns: the escaped bar did not split a cell
+    assert escape_cell("a | b") in row
+
+
+def test_an_undefined_template_variable_stops_the_render(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "mtp-draft.md.j2").write_text("# {{ title }}\n{{ no_such_value }}\n")
+    recipe = load_recipe(REAL / "draft.yaml")
+    lock = json.loads((REAL / "draft.lock.json").read_text())
+    with pytest.raises(InputError, match="undefined template variable"):
+        render(CardInputs(recipe, FAMILIES["step3p7"], lock, None, None), templates)
+
+
+def test_card_of_a_local_build_has_no_token_and_no_local_path(
+    make_recipe: RecipeMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    recipe = make_recipe()
+    assert run_cli("build", "--recipe", str(recipe), "--workdir", str(tmp_path / "w")).code == 0
+
+    result = run_cli("card", "--recipe", str(recipe), "--workdir", str(tmp_path / "w"))
+
+    assert result.code == 0, result.stderr
+    text = (recipe.parent / "README.md").read_text()
+    assert FAKE_TOKEN not in text
+    assert str(tmp_path) not in text and "/tmp" not in text
+    assert "{{" not in text and "None" not in text
+
+
+def test_card_check_fails_with_a_diff_when_the_committed_card_is_stale(tmp_path: Path) -> None:
+    recipe = _copy_real(tmp_path)
+    readme = recipe.parent / "README.md"
+    readme.write_text(readme.read_text().replace("Free-form", "Freeform", 1))
+
+    code, output = _card(recipe, tmp_path / "w", "--check")
+
+    assert code == 1
+    assert "-" in output and "+" in output and "differs from a fresh render" in output
