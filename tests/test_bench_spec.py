@@ -9,11 +9,11 @@ import yaml
 
 from pipeline.bench.spec import Labels, MissingCell, PrometheusPair, parse_benchmark_spec
 
-EXAMPLE = Path(__file__).parent / "data" / "bench" / "step-3.7-benchmarks.yaml"
+EXAMPLE = Path(__file__).resolve().parent.parent / "artifacts" / "step-3.7-flash-mtp-draft" / "draft.yaml"
 
 
 def test_example_section_parses_into_typed_labels() -> None:
-    spec = parse_benchmark_spec(yaml.safe_load(EXAMPLE.read_text()))
+    spec = parse_benchmark_spec(yaml.safe_load(EXAMPLE.read_text())["benchmarks"])
     assert spec.labels.gpu_count == 2
     assert spec.labels.temperature == 0.0
     assert spec.labels.engine_version == "0.15.1"
