@@ -115,7 +115,8 @@ def _why(lock: Mapping[str, Any]) -> list[str]:
     inspect = lock.get("inspect") or {}
     lines = []
     if inspect.get("summary"):
-        lines.append(f"Why: {inspect['summary']}.")
+        checked = f" (on {inspect['checked_at']})" if inspect.get("checked_at") else ""
+        lines.append(f"Why: {inspect['summary']}{checked}.")
     lines.append("vLLM routes this config to its MTP drafter and loads these tensors by their original names and layer indices.")
     return lines
 

@@ -9,13 +9,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline import __version__
 from pipeline.errors import CheckFailed, InputError, PipelineError
 from pipeline.lock import LOCK_FILE, load_lock, pinned, write_or_check
 from pipeline.output import Output
 from pipeline.recipe import load_recipe, recipe_path
+from pipeline.releases import ReleaseVersion, release_version
 from pipeline.runner import STAGE_NAMES, STAGES, Context, run_stages, status
+
+if TYPE_CHECKING:
+    from pipeline.publish import ReleaseReport
 from pipeline.workdir import Workdir
 
 DEBUG_ENV = "PIPELINE_DEBUG"  # set to 1 to see tracebacks of our own errors
@@ -52,7 +57,7 @@ def _draft_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--draft", metavar="NAME", help="draft under artifacts/NAME/draft.yaml")
     group.add_argument("--recipe", metavar="PATH", help="a recipe file anywhere (instead of --draft)")
     group.add_argument("--workdir", metavar="DIR", help="heavy outputs and stage records (default: build/<draft>/)")
-    group.add_argument("--force", action="store_true", help="run even if the stage's inputs are unchanged")
+    group.add_argument("--rerun", action="store_true", help="run stages even if their inputs and outputs are unchanged")
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +75,7 @@ def _context(args: argparse.Namespace, out: Output) -> Context:
         if committed is not None:
             recipe = replace(recipe, source=pinned(recipe.source, committed["source"]), target=pinned(recipe.target, committed["target"]))
     workdir = Path(args.workdir) if args.workdir else Path("build") / recipe.name
-    return Context(recipe=recipe, workdir=Workdir(workdir), out=out, force=args.force)
+    return Context(recipe=recipe, workdir=Workdir(workdir), out=out, force=args.rerun)
 
 
 def _stage_lines(results: list[dict]) -> str:
@@ -87,13 +92,29 @@ def _run_named_stages(names: tuple[str, ...]) -> Handler:
     return handler
 
 
+def _today() -> str:
+    """The clock is read here, at the edge; stages receive the date as data."""
+    return datetime.now(timezone.utc).date().isoformat()
+
+
 def _build(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.inspect import inspect_recipe
+    from pipeline.publish import inspect_summary
+
     ctx = _context(args, out)
     results = run_stages(ctx, BUILD_STAGES)
-    lock_path, changed = write_or_check(ctx.recipe, ctx.workdir, locked=args.locked)
+    finding = inspect_summary(inspect_recipe(ctx, _today()))
+    lock_path, changed = write_or_check(ctx.recipe, ctx.workdir, locked=args.locked, inspect=finding)
     state = "reproduced" if args.locked else ("updated" if changed else "unchanged")
+    out.info(f"inspect: {finding['verdict']}: {finding['summary']}")
     out.info(f"lock: {lock_path} {state}")
-    data = {"draft": ctx.recipe.name, "workdir": str(ctx.workdir.root), "stages": results, "lock": {"path": str(lock_path), "state": state}}
+    data = {
+        "draft": ctx.recipe.name,
+        "workdir": str(ctx.workdir.root),
+        "stages": results,
+        "inspect": finding,
+        "lock": {"path": str(lock_path), "state": state},
+    }
     out.result(_stage_lines(results) + f"\nlock: {state}", data)
     return 0
 
@@ -144,10 +165,88 @@ def _card_options(parser: argparse.ArgumentParser) -> None:
 def _inspect(args: argparse.Namespace, out: Output) -> int:
     from pipeline.inspect import inspect_recipe
 
-    # The clock is read here, at the edge; inspect itself is a pure reading of two repos.
-    report = inspect_recipe(_context(args, out), today=datetime.now(timezone.utc).date().isoformat())
+    report = inspect_recipe(_context(args, out), today=_today())
     out.result(report.render(), report.to_json())
     return 0
+
+
+def _release_version(ctx: Context) -> ReleaseVersion:
+    drafts = [p for p in ctx.recipe.folder.parent.glob("*/draft.yaml")]
+    return release_version(ctx.recipe.folder, ctx.recipe.name, single_draft=len(drafts) == 1)
+
+
+def _release_result(out: Output, report: ReleaseReport, dry_run: bool) -> int:
+    from pipeline.publish import describe
+
+    out.result(describe(report, dry_run), {"dry_run": dry_run, **report.to_json()})
+    return 0
+
+
+def _upload(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.publish import ReleaseOptions, release
+
+    ctx = _context(args, out)
+    options = ReleaseOptions(_release_version(ctx), dry_run=args.dry_run, force=args.force)
+    return _release_result(out, release(ctx, options), args.dry_run)
+
+
+def _publish(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.publish import ReleaseOptions, publish
+
+    ctx = _context(args, out)
+    options = ReleaseOptions(_release_version(ctx), dry_run=args.dry_run, force=args.force)
+    return _release_result(out, publish(ctx, options, _today()), args.dry_run)
+
+
+def _release_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run", action="store_true", help="plan only: compare with the destination and print the plan, write nothing to the Hub"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="publish even if inspection found the draft redundant or incompatible (the card says so)"
+    )
+
+
+def _demo(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(Path(args.root), out, refresh=args.refresh_artifacts)
+
+
+def _demo_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        default="build/demo",
+        metavar="DIR",
+        help="where the demo keeps its Hub, synthetic weights and workdir (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--refresh-artifacts", action="store_true", help="rewrite artifacts/demo's lock, config and card from this run before publishing"
+    )
+
+
+def _hub(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.hub import serve
+
+    if args.hub_command != "serve":
+        raise InputError("hub: the only action is 'serve'")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.public:
+        raise InputError(f"--host {args.host}: the embedded Hub listens on loopback unless --public is given")
+
+    def ready(url: str) -> None:
+        out.info(f"embedded Hub serving {Path(args.root).resolve()} at {url}")
+        out.info(f"use it with: HF_ENDPOINT={url} HF_HUB_DISABLE_XET=1 hf upload ... (Ctrl-C stops it)")
+
+    serve(Path(args.root), args.host, args.port, on_ready=ready)
+    return 0
+
+
+def _hub_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("hub_command", metavar="serve", choices=["serve"], help="run the embedded Hub until interrupted")
+    parser.add_argument("--root", required=True, metavar="DIR", help="folder holding the repos (created if missing; kept between runs)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one, printed on start)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--public", action="store_true", help="allow a non-loopback --host")
 
 
 def _synth(args: argparse.Namespace, out: Output) -> int:
@@ -199,6 +298,36 @@ COMMANDS: tuple[Command, ...] = (
         "python -m pipeline card --draft demo\npython -m pipeline card --draft demo --check",
         _card,
         _card_options,
+    ),
+    Command(
+        "upload",
+        "release the built, verified draft: one Hub commit and one tag (no stage is rerun)",
+        "python -m pipeline upload --draft demo --dry-run --json\npython -m pipeline upload --draft demo",
+        _upload,
+        _release_options,
+    ),
+    Command(
+        "publish",
+        "run every stage in order, then release: one commit and tag v<version> from the git tag",
+        "python -m pipeline publish --draft demo --dry-run\ngit tag demo/v1.0.0 && python -m pipeline publish --draft demo",
+        _publish,
+        _release_options,
+    ),
+    Command(
+        "demo",
+        "rehearse a whole release offline: embedded Hub, synthetic weights, publish, then a no-op second run",
+        "python -m pipeline demo",
+        _demo,
+        _demo_options,
+        uses_recipe=False,
+    ),
+    Command(
+        "hub",
+        "serve the embedded Hub-compatible server, to rehearse releases with HF_ENDPOINT and the hf CLI",
+        "python -m pipeline hub serve --root build/hub --port 8765",
+        _hub,
+        _hub_options,
+        uses_recipe=False,
     ),
     Command(
         "inspect",

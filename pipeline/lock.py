@@ -23,6 +23,7 @@ from pipeline.workdir import Workdir
 SCHEMA = "mtp-draft-lock/v1"
 LOCK_FILE = "draft.lock.json"
 REVIEWED_CONFIG = "config.json"
+UNLOCKED_KEYS = ("tool_version", "inspect")
 DIFF_ORDER = ("source", "target", "tensors", "files", "verify", "inspect")
 
 
@@ -123,14 +124,18 @@ def load_lock(path: Path) -> dict[str, Any] | None:
 
 
 def differences(expected: Mapping[str, Any], actual: Mapping[str, Any], path: str = "") -> list[str]:
-    """Dotted paths where two lock documents differ (tool_version excepted: rebuilding with a newer tool is fine)."""
+    """Dotted paths where two lock documents differ.
+
+    The tool version may differ (a newer tool may rebuild the same bytes), and so may `inspect`:
+    it describes the target on the day it was checked, and publish checks it again.
+    """
     found: list[str] = []
     if isinstance(expected, Mapping) and isinstance(actual, Mapping):
         keys = sorted(set(expected) | set(actual))
         if not path:  # report causes before their effects: a changed tensor before the file holding it
             keys.sort(key=lambda k: DIFF_ORDER.index(k) if k in DIFF_ORDER else len(DIFF_ORDER))
         for key in keys:
-            if key == "tool_version" and not path:
+            if key in UNLOCKED_KEYS and not path:
                 continue
             found += differences(expected.get(key), actual.get(key), f"{path}.{key}" if path else key)  # type: ignore[arg-type]
     elif isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
@@ -140,6 +145,12 @@ def differences(expected: Mapping[str, Any], actual: Mapping[str, Any], path: st
     elif expected != actual:
         found.append(path)
     return found
+
+
+def _same_finding(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    if not old:
+        return False
+    return {k: v for k, v in old.items() if k != "checked_at"} == {k: v for k, v in new.items() if k != "checked_at"}
 
 
 def pinned(ref: ModelRef, locked: Mapping[str, Any] | None) -> ModelRef:
@@ -155,8 +166,10 @@ def write_or_check(recipe: Recipe, workdir: Workdir, *, locked: bool, inspect: M
     Returns (lock path, whether the committed files changed).
     """
     lock_path = recipe.folder / LOCK_FILE
-    fresh = build_lock(recipe, workdir, inspect)
     committed = load_lock(lock_path)
+    if committed and inspect and _same_finding(committed.get("inspect"), inspect):
+        inspect = committed["inspect"]  # an unchanged finding keeps its date, so the lock does not churn daily
+    fresh = build_lock(recipe, workdir, inspect)
     config_path = recipe.folder / REVIEWED_CONFIG
     built_config = (workdir.draft / REVIEWED_CONFIG).read_bytes()
     if locked:

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import git
 
-from pipeline.errors import InputError
-
 SEMVER = re.compile(r"^v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
 
@@ -53,17 +51,19 @@ class ReleaseVersion:
         return self.version.tag if self.version else None
 
 
-def _repo(start: Path) -> git.Repo:
-    try:
-        return git.Repo(start, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise InputError(f"{start}: not inside a git repository", hint="releases are versioned by git tags") from None
+DEV_OUTSIDE_GIT = ReleaseVersion(None, "0.0.0.dev0", "unknown", True)
 
 
 def release_version(start: Path, draft: str, single_draft: bool) -> ReleaseVersion:
-    """The version tagged on HEAD for this draft, or a dev version when HEAD carries no such tag."""
-    repo = _repo(start)
-    head = repo.head.commit.hexsha
+    """The version tagged on HEAD for this draft, or a dev version when HEAD carries no such tag.
+
+    A recipe outside any git repository can only ever be a dev version: releases are git tags.
+    """
+    try:
+        repo = git.Repo(start, search_parent_directories=True)
+        head = repo.head.commit.hexsha
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
+        return DEV_OUTSIDE_GIT
     versions = []
     for tag in repo.tags:
         if tag.commit.hexsha != head:

@@ -1,0 +1,249 @@
+"""publish: every stage in order, then one verified, versioned release on the Hub.
+
+`publish` rebuilds (unchanged stages are skipped), reproduces the committed lock, re-inspects the
+target, imports benchmarks, checks the card and hands over to `release`, which refuses what must
+not be published, plans the upload against the destination's head and (unless dry-run) applies
+it: one commit, one tag. A stale head (HTTP 412) is re-planned once; a second one stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+from pipeline import __version__
+from pipeline.errors import CheckFailed, InputError
+from pipeline.fsio import atomic_write_bytes
+from pipeline.hub_calls import call, status_of
+from pipeline.lock import LOCK_FILE, build_lock, differences, load_lock
+from pipeline.releases import ReleaseVersion
+from pipeline.runner import Context, run_stages
+from pipeline.stages import card
+from pipeline.stages.upload import ReleaseResult, UploadPlan, apply_plan, load_plan_files, plan_upload, verified_draft_files
+
+BUILD_STAGES = ("fetch", "extract", "config-fix", "verify")
+REPUBLISHABLE_VERDICTS = ("needed",)
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    version: ReleaseVersion
+    dry_run: bool
+    force: bool = False
+    allow_dirty: bool = False  # rehearsals against a throwaway Hub (the demo) may publish a dirty tree
+
+
+@dataclass(frozen=True)
+class ReleaseReport:
+    plan: UploadPlan
+    card_diff: str
+    result: ReleaseResult | None
+    replanned: bool
+
+    def to_json(self) -> dict[str, Any]:
+        document = {"plan": self.plan.to_json(), "card_diff": self.card_diff, "replanned": self.replanned}
+        if self.result is not None:
+            document["result"] = {
+                "commit": self.result.commit,
+                "created_commit": self.result.created_commit,
+                "created_tag": self.result.created_tag,
+                "uploaded_bytes": self.result.uploaded_bytes,
+            }
+        return document
+
+
+def inspect_summary(report: Any) -> dict[str, Any]:
+    """The part of an inspect report that the lock and the card keep."""
+    return {
+        "verdict": report.verdict,
+        "summary": report.summary_line(),
+        "reasons": list(report.reasons),
+        "checked_at": report.checked_at,
+        "target_commit": report.target_commit,
+    }
+
+
+def _destination(ctx: Context) -> str:
+    if ctx.recipe.destination is None:
+        raise InputError(f"{ctx.recipe.path}: destination: is required to upload", hint="add destination: {repo: org/name}")
+    return ctx.recipe.destination.repo_id
+
+
+def _check_lock(ctx: Context) -> dict[str, Any]:
+    """The committed lock must be what this build produces (inspect aside: it is re-checked at publish)."""
+    lock_path = ctx.recipe.folder / LOCK_FILE
+    committed = load_lock(lock_path)
+    if committed is None:
+        raise CheckFailed(
+            f"{lock_path}: missing; a release needs a committed lock", hint=f"run: python -m pipeline build --draft {ctx.recipe.name}"
+        )
+    diff = differences(committed, build_lock(ctx.recipe, ctx.workdir, committed.get("inspect")))
+    if diff:
+        more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
+        raise CheckFailed(f"{lock_path}: the build does not reproduce the lock at {diff[0]}{more}")
+    return committed
+
+
+def _verdict_gate(ctx: Context, lock: dict[str, Any], force: bool) -> str | None:
+    """Refuse a draft inspection found redundant or incompatible; return the verdict when forced past it."""
+    inspect = lock.get("inspect") or {}
+    verdict = inspect.get("verdict")
+    if verdict is None or verdict in REPUBLISHABLE_VERDICTS:
+        return None
+    if not force:
+        raise CheckFailed(
+            f"inspect: the draft is {verdict}: {inspect.get('summary', '')}",
+            hint="publish --force releases it anyway, and the card says so",
+        )
+    ctx.out.warn(f"publishing although inspection found the draft {verdict}")
+    return str(verdict)
+
+
+def _card_text(ctx: Context, forced_verdict: str | None, dry_run: bool) -> Path:
+    """The README.md to upload: the committed card, which must equal a fresh render."""
+    inputs = card.CardStageInputs(ctx.recipe, ctx.family, ctx.workdir.benchmarks, forced_verdict)
+    fresh = card.render_card(inputs)
+    committed = inputs.readme.read_text(encoding="utf-8") if inputs.readme.exists() else ""
+    if fresh == committed:
+        return inputs.readme
+    if not (dry_run or forced_verdict):
+        raise CheckFailed(
+            f"{inputs.readme}: differs from a fresh render",
+            hint=f"run: python -m pipeline card --draft {ctx.recipe.name}, review and commit",
+        )
+    if not forced_verdict:
+        ctx.out.warn(f"{inputs.readme} differs from a fresh render; the plan uses the fresh render")
+    rendered = ctx.workdir.root / "card" / card.CARD_FILE
+    atomic_write_bytes(rendered, fresh.encode("utf-8"))
+    return rendered
+
+
+def _benchmark_files(ctx: Context) -> dict[str, Path]:
+    if ctx.recipe.benchmarks is None:
+        return {}
+    files = {f"benchmarks/{p.name}": p for p in sorted(ctx.workdir.benchmarks.glob("*")) if p.is_file() and not p.name.startswith(".")}
+    raw = ctx.recipe.folder / "benchmarks"
+    files.update({f"benchmarks/raw/{p.relative_to(raw).as_posix()}": p for p in sorted(raw.rglob("*")) if p.is_file()})
+    return files
+
+
+def release_files(ctx: Context, readme: Path) -> dict[str, Path]:
+    """Everything one release uploads: the verified draft, its card, lock, verify report and benchmarks."""
+    return load_plan_files(
+        verified_draft_files(ctx.workdir.draft, ctx.workdir.verify_report),
+        {card.CARD_FILE: readme, LOCK_FILE: ctx.recipe.folder / LOCK_FILE, "verify.json": ctx.workdir.verify_report},
+        _benchmark_files(ctx),
+    )
+
+
+def _messages(ctx: Context, lock: dict[str, Any], version: ReleaseVersion) -> tuple[str, str]:
+    source = lock.get("source") or {}
+    origin = f"{source.get('repo', 'a local folder')}@{(source.get('commit') or 'unresolved')[:12]}"
+    summary = f"Release {version.label} of {ctx.recipe.name}: MTP draft from {origin}"
+    description = "\n".join(
+        [
+            f"draft: {ctx.recipe.name}",
+            f"version: {version.label}",
+            f"source: {source.get('repo', 'local')}@{source.get('commit')}",
+            f"target: {(lock.get('target') or {}).get('repo', 'local')}@{(lock.get('target') or {}).get('commit')}",
+            f"tool: mtp-draft-pipeline {__version__} (git {version.git_commit})",
+        ]
+    )
+    return summary, description
+
+
+def _remote_card_diff(ctx: Context, plan: UploadPlan, readme: Path) -> str:
+    entry = next((f for f in plan.files if f.path == card.CARD_FILE), None)
+    if entry is None or entry.action == "unchanged":
+        return ""
+    old = ""
+    if entry.action == "change" and plan.parent_commit:
+        try:
+            path = call(
+                "read the published card",
+                lambda: hf_hub_download(
+                    plan.destination, card.CARD_FILE, revision=plan.parent_commit, endpoint=ctx.api.endpoint, token=ctx.api.token
+                ),
+            )
+            old = Path(path).read_text(encoding="utf-8")
+        except EntryNotFoundError:
+            old = ""
+    return card.unified_diff(old, readme.read_text(encoding="utf-8"), f"hub/{card.CARD_FILE}", f"release/{card.CARD_FILE}")
+
+
+def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None = None, forced_verdict: str | None = None) -> ReleaseReport:
+    """Refuse what must not be published, plan the upload, and apply it unless dry-run."""
+    destination = _destination(ctx)
+    lock = lock if lock is not None else _check_lock(ctx)
+    if forced_verdict is None:
+        forced_verdict = _verdict_gate(ctx, lock, options.force)
+    version = options.version
+    if not options.dry_run:
+        if not version.is_release:
+            raise CheckFailed(
+                f"untagged checkout ({version.label}): a dev version can only --dry-run",
+                hint=f"tag the release: git tag {ctx.recipe.name}/v1.0.0",
+            )
+        if version.dirty and not options.allow_dirty:
+            raise CheckFailed("the git tree has uncommitted changes; a release publishes only committed, reviewed files")
+    readme = _card_text(ctx, forced_verdict, options.dry_run)
+    files = release_files(ctx, readme)
+    message, description = _messages(ctx, lock, version)
+
+    def plan() -> UploadPlan:
+        return plan_upload(ctx.api, destination, files, version.label, version.hub_tag, message, description)
+
+    current = plan()
+    card_diff = _remote_card_diff(ctx, current, readme)
+    if options.dry_run:
+        return ReleaseReport(current, card_diff, None, False)
+    try:
+        return ReleaseReport(current, card_diff, apply_plan(ctx.api, current), False)
+    except HfHubHTTPError as exc:
+        if status_of(exc) != 412:
+            raise
+    ctx.out.warn(f"{destination} moved while publishing; planning again against its new head")
+    current = plan()
+    try:
+        return ReleaseReport(current, card_diff, apply_plan(ctx.api, current), True)
+    except HfHubHTTPError as exc:
+        if status_of(exc) == 412:
+            raise CheckFailed(
+                f"{destination}: the branch moved twice while publishing; nothing was overwritten", hint="run publish again"
+            ) from None
+        raise
+
+
+def publish(ctx: Context, options: ReleaseOptions, today: str) -> ReleaseReport:
+    """All stages in order, then the release."""
+    from pipeline.inspect import inspect_recipe
+
+    run_stages(ctx, BUILD_STAGES)
+    lock = _check_lock(ctx)
+    report = inspect_recipe(ctx, today)
+    locked_inspect = lock.get("inspect") or {}
+    if locked_inspect.get("target_commit") not in (None, report.target_commit):
+        ctx.out.warn(f"the target moved since the lock was written ({locked_inspect.get('target_commit')} -> {report.target_commit})")
+    lock = {**lock, "inspect": {**locked_inspect, "verdict": report.verdict, "summary": report.summary_line()}}
+    forced_verdict = _verdict_gate(ctx, lock, options.force)
+    run_stages(ctx, ("bench-import",))
+    return release(ctx, options, lock, forced_verdict)
+
+
+def describe(report: ReleaseReport, dry_run: bool) -> str:
+    """The plan and outcome for people."""
+    lines = [report.plan.human()]
+    if report.card_diff:
+        lines += ["", "card diff against the Hub:", report.card_diff.rstrip("\n")]
+    if dry_run:
+        lines.append("dry run: nothing was written to the Hub")
+    elif report.result is not None:
+        result = report.result
+        commit = "no new commit (nothing changed)" if not result.created_commit else f"commit {result.commit}"
+        tag = f"tag {report.plan.tag} created" if result.created_tag else f"tag {report.plan.tag or '(none)'} unchanged"
+        lines.append(f"published: {commit}; {tag}; {result.uploaded_bytes:,d} bytes uploaded")
+    return "\n".join(lines)
