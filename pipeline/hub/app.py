@@ -54,6 +54,7 @@ from pipeline.hub.wsgi import (
     parse_range,
 )
 
+CONCURRENT_FILE = "CONCURRENT_WRITER.md"  # what the race fault's other writer commits
 logger = logging.getLogger(__name__)
 
 _API_REPO = r"/api/(?P<plural>models|datasets|spaces)/(?P<namespace>[^/]+)/(?P<name>[^/]+)"
@@ -121,6 +122,8 @@ class HubApp:
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         request = Request(environ["REQUEST_METHOD"].upper(), params, query, body, environ)
         try:
+            if route.name == "commit" and injector.race_due():
+                self._concurrent_writer(request)
             response = route.handler(self, request)
         except HubRequestError as exc:
             return error_response(exc.status, exc.message, exc.code)
@@ -253,6 +256,14 @@ class HubApp:
         )
         commit_url = f"{request.base_url}/{repo.url_path}/commit/{commit.id}"
         return json_response(200, {"commitUrl": commit_url, "commitOid": commit.id, "pullRequestUrl": None})
+
+    def _concurrent_writer(self, request: Request) -> None:
+        """Another writer's commit landing first: it moves the branch the request planned against."""
+        repo = request.repo()
+        entry = self.storage.store_regular(CONCURRENT_FILE, b"written by another client\n")
+        self.storage.apply_commit(
+            repo, request.params["rev"], [AddFile(entry)], summary="A concurrent commit", description="", parent_commit=None
+        )
 
     def _operation(self, key: str, value: Mapping[str, Any]) -> Operation:
         path = value.get("path")

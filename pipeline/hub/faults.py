@@ -7,7 +7,9 @@ times each fault has fired. Replacing the server's plan starts the counts again.
   `error_times` requests whose route name is `error_route` (`"*"` matches every route);
 - drop: close the connection after `drop_after_bytes` bytes of a resolve response body, for
   the first `drop_times` responses long enough to be cut;
-- throttle: pace every response body at no more than `bytes_per_second`.
+- throttle: pace every response body at no more than `bytes_per_second`;
+- race: just before each of the first `concurrent_commits` commit requests, another writer
+  commits to the same branch, so the request's `parentCommit` is genuinely stale (HTTP 412).
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ class FaultPlan:
     drop_after_bytes: int | None = None
     drop_times: int = 1
     bytes_per_second: int | None = None
+    concurrent_commits: int = 0
 
     def __post_init__(self) -> None:
         if self.error_status is not None and not (self.error_status == 429 or 500 <= self.error_status <= 599):
             raise ValueError(f"error_status must be 429 or a 5xx, not {self.error_status}")
-        if self.error_times < 0 or self.drop_times < 0:
-            raise ValueError("error_times and drop_times must be >= 0")
+        if self.error_times < 0 or self.drop_times < 0 or self.concurrent_commits < 0:
+            raise ValueError("error_times, drop_times and concurrent_commits must be >= 0")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError("retry_after must be >= 0 seconds")
         if self.drop_after_bytes is not None and self.drop_after_bytes < 0:
@@ -66,6 +69,16 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._errors_left = plan.error_times if plan.error_status is not None else 0
         self._drops_left = plan.drop_times if plan.drop_after_bytes is not None else 0
+        self._races_left = plan.concurrent_commits
+
+    def race_due(self) -> bool:
+        """Whether another writer should commit before this commit request is handled."""
+        with self._lock:
+            if self._races_left <= 0:
+                return False
+            self._races_left -= 1
+        self._stats.record_fault("race")
+        return True
 
     def error_for(self, route: str) -> InjectedError | None:
         """The error to answer instead of handling this request, if one is due."""

@@ -13,6 +13,7 @@ than the latest release.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -28,7 +29,9 @@ from pipeline.fsio import HASH_CHUNK_BYTES, sha256_file
 from pipeline.hub_calls import call
 from pipeline.releases import Version, latest_release
 
-KEEP_REMOTE = (".gitattributes",)  # created by the Hub itself; never ours to delete
+# Remote files a release replaces wholesale: an old shard layout or old benchmark files must not
+# linger. Anything else someone put in the repo (a notebook, the Hub's .gitattributes) is kept.
+MANAGED_PATTERNS = ("model-*-of-*.safetensors", "model.safetensors.index.json", "benchmarks/*")
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class PlannedFile:
     path: str
     size: int
     sha256: str
-    action: str  # add | change | unchanged | delete
+    action: str  # add | change | unchanged | delete | keep (someone else's file, left alone)
     local: str | None
 
 
@@ -56,7 +59,7 @@ class UploadPlan:
 
     @property
     def changed(self) -> tuple[PlannedFile, ...]:
-        return tuple(f for f in self.files if f.action != "unchanged")
+        return tuple(f for f in self.files if f.action in ("add", "change", "delete"))
 
     @property
     def upload_bytes(self) -> int:
@@ -78,6 +81,10 @@ class UploadPlan:
             lines.append(f"  {planned.action:<9} {planned.path:<48} {planned.size:>14,d}  {planned.sha256[:12]}")
         lines.append(f"{len(self.changed)} file(s) to change, {self.upload_bytes:,d} bytes to upload")
         return "\n".join(lines)
+
+
+def _managed(path: str) -> bool:
+    return any(fnmatch.fnmatchcase(path, pattern) for pattern in MANAGED_PATTERNS)
 
 
 def git_blob_sha1(path: Path) -> str:
@@ -144,12 +151,13 @@ def plan_upload(
         size = local.stat().st_size
         planned.append(PlannedFile(path, size, sha256, _action(local, sha256, remote.get(path)), str(local)))
     for path, entry in sorted(remote.items()):
-        if path not in files and path not in KEEP_REMOTE:
-            planned.append(PlannedFile(path, entry.size, entry.lfs.sha256 if entry.lfs else "", "delete", None))
+        if path not in files:
+            action = "delete" if _managed(path) else "keep"
+            planned.append(PlannedFile(path, entry.size, entry.lfs.sha256 if entry.lfs else "", action, None))
 
     tag_state = "none"
     if tag is not None:
-        tag_state = _tag_state(destination, tag, tags, parent, any(f.action != "unchanged" for f in planned))
+        tag_state = _tag_state(destination, tag, tags, parent, any(f.action in ("add", "change", "delete") for f in planned))
     return UploadPlan(destination, version, tag, repo_exists, parent, tag_state, message, description, tuple(planned))
 
 

@@ -1,0 +1,278 @@
+"""Publishing against the embedded Hub: one commit and one tag per release, idempotent reruns,
+card-only releases without weights, refusals, and a token that never leaks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import git
+import pytest
+from huggingface_hub import HfApi
+
+from pipeline.hub import FaultPlan, HubServer
+from pipeline.synthetic import SyntheticSpec, write_source, write_target
+from tests.conftest import CliResult, run_cli
+from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
+
+DRAFT = "tiny-draft"
+DESTINATION = "release-test/Tiny-MTP-draft"
+RECIPE = f"""family: step3p7
+source: {SOURCE_REPO}
+target: {TARGET_REPO}
+destination: {{repo: {DESTINATION}}}
+license: apache-2.0
+max_shard_size: 200KB
+card:
+  title: Tiny draft
+  release_notes:
+    - {{version: v1.0.0, notes: First release.}}
+"""
+
+
+@pytest.fixture(scope="module")
+def synthetic_pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("publish-synthetic")
+    return {
+        "source": write_source(root / "source", SyntheticSpec()),
+        "target": write_target(root / "target", SyntheticSpec()),
+        "redundant-target": write_target(root / "redundant", SyntheticSpec(), "mtp-shard"),
+    }
+
+
+class Release:
+    """A project checkout with one draft, a seeded embedded Hub, and helpers to tag and publish."""
+
+    def __init__(self, root: Path, server: HubServer) -> None:
+        self.root = root
+        self.server = server
+        self.api = HfApi(endpoint=server.url, token=FAKE_TOKEN)
+        self.folder = root / "artifacts" / DRAFT
+        self.recipe = self.folder / "draft.yaml"
+        self.workdir = root / "build"
+        self.repo = git.Repo.init(root)
+        self.repo.config_writer().set_value("user", "name", "Release Bot").release()
+        self.repo.config_writer().set_value("user", "email", "release@example.invalid").release()
+
+    def cli(self, *argv: str) -> CliResult:
+        return run_cli(*argv, "--recipe", str(self.recipe), "--workdir", str(self.workdir))
+
+    def commit_and_tag(self, tag: str | None) -> None:
+        self.repo.git.add(A=True)
+        self.repo.index.commit(f"release {tag}")
+        if tag:
+            self.repo.create_tag(f"{DRAFT}/{tag}")
+
+    def prepare(self, tag: str | None = "v1.0.0") -> None:
+        """Build (writes lock and config), render the card, commit, tag."""
+        assert self.cli("build").code == 0
+        assert self.cli("card").code == 0
+        self.commit_and_tag(tag)
+
+    def tags(self) -> dict[str, str]:
+        return {t.name: t.target_commit for t in self.api.list_repo_refs(DESTINATION).tags}
+
+    def commits(self) -> list[str]:
+        return [c.commit_id for c in self.api.list_repo_commits(DESTINATION)]
+
+
+@pytest.fixture
+def release(tmp_path: Path, hub_endpoint: HubServer, synthetic_pairs: dict[str, Path]) -> Release:
+    api = HfApi(endpoint=hub_endpoint.url, token=FAKE_TOKEN)
+    seed_repo(api, SOURCE_REPO, synthetic_pairs["source"])
+    seed_repo(api, TARGET_REPO, synthetic_pairs["target"])
+    checkout = Release(tmp_path / "project", hub_endpoint)
+    checkout.folder.mkdir(parents=True)
+    checkout.recipe.write_text(RECIPE)
+    (checkout.root / ".gitignore").write_text("build/\n")
+    return checkout
+
+
+def test_first_publish_makes_one_commit_and_one_tag_and_a_rerun_makes_none(release: Release) -> None:
+    release.prepare()
+
+    first = release.cli("publish")
+
+    assert first.code == 0, first.stderr
+    commits = release.commits()
+    assert len(commits) == 2  # the Hub's initial commit, then the release
+    assert release.tags() == {"v1.0.0": commits[0]}
+    uploaded = {f.path for f in release.api.list_repo_tree(DESTINATION, recursive=True)}
+    assert {"README.md", "config.json", "draft.lock.json", "verify.json", "model.safetensors.index.json", "LICENSE"} <= uploaded
+    message = release.api.list_repo_commits(DESTINATION)[0]
+    assert "v1.0.0" in message.title and SOURCE_REPO in message.title
+    release.server.stats.reset()
+
+    second = release.cli("publish", "--json")
+
+    assert second.code == 0, second.stderr
+    assert release.server.stats.writes == 0
+    assert release.commits() == commits
+    result = json.loads(second.stdout)["result"]
+    assert result == {"commit": commits[0], "created_commit": False, "created_tag": False, "uploaded_bytes": 0}
+
+
+def test_card_only_release_uploads_no_weights(release: Release) -> None:
+    release.prepare()
+    assert release.cli("publish").code == 0
+    text = release.recipe.read_text().replace("First release.", "First release.}\n    - {version: v1.1.0, notes: Clearer card.")
+    release.recipe.write_text(text.replace("- {version: v1.0.0", "- {version: v1.0.0", 1))
+    assert release.cli("card").code == 0
+    release.commit_and_tag("v1.1.0")
+    release.server.stats.reset()
+    before = release.commits()
+
+    result = release.cli("publish", "--json")
+
+    assert result.code == 0, result.stderr
+    plan = json.loads(result.stdout)["plan"]
+    assert [f["path"] for f in plan["files"] if f["action"] not in ("unchanged", "keep")] == ["README.md"]
+    assert release.server.stats.lfs_bytes_received == 0
+    assert len(release.commits()) == len(before) + 1
+    assert set(release.tags()) == {"v1.0.0", "v1.1.0"}
+
+
+def test_dry_run_writes_nothing_and_prints_the_plan(release: Release) -> None:
+    release.prepare(tag=None)
+    release.server.stats.reset()
+
+    result = release.cli("publish", "--dry-run", "--json")
+
+    assert result.code == 0, result.stderr
+    assert release.server.stats.writes == 0
+    plan = json.loads(result.stdout)["plan"]
+    assert plan["tag"] is None and plan["version"].startswith("0.0.0.dev0+g")
+    assert {f["action"] for f in plan["files"]} == {"add"}
+    assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in plan["files"])
+    assert "+++ release/README.md" in json.loads(result.stdout)["card_diff"]
+
+
+def test_an_untagged_checkout_may_only_dry_run(release: Release) -> None:
+    release.prepare(tag=None)
+    result = release.cli("publish")
+    assert result.code == 1
+    assert "dev version can only --dry-run" in result.stderr
+
+
+def test_a_dirty_tree_is_refused(release: Release) -> None:
+    release.prepare()
+    (release.folder / "notes.txt").write_text("uncommitted")
+    result = release.cli("publish")
+    assert result.code == 1
+    assert "uncommitted changes" in result.stderr
+
+
+def test_an_existing_tag_at_another_commit_is_refused(release: Release) -> None:
+    release.prepare()
+    release.api.create_repo(DESTINATION, exist_ok=True)
+    head = release.api.model_info(DESTINATION).sha
+    release.api.create_tag(DESTINATION, tag="v1.0.0", revision=head)
+
+    result = release.cli("publish")
+
+    assert result.code == 1
+    assert "tag v1.0.0 already exists" in result.stderr
+    assert release.tags() == {"v1.0.0": head}
+
+
+def test_a_version_not_newer_than_the_latest_release_is_refused(release: Release) -> None:
+    release.prepare(tag="v0.9.0")
+    release.api.create_repo(DESTINATION, exist_ok=True)
+    release.api.create_tag(DESTINATION, tag="v1.0.0", revision=release.api.model_info(DESTINATION).sha)
+
+    result = release.cli("publish")
+
+    assert result.code == 1
+    assert "not newer than the latest release v1.0.0" in result.stderr
+
+
+def test_a_stale_parent_is_replanned_once(release: Release) -> None:
+    release.prepare()
+    release.server.faults = FaultPlan(concurrent_commits=1)
+
+    result = release.cli("publish", "--json")
+
+    assert result.code == 0, result.stderr
+    assert "planning again" in result.stderr and json.loads(result.stdout)["replanned"] is True
+    commits = release.commits()
+    assert len(commits) == 3  # initial, the other writer's, ours on top: nothing overwritten blindly
+    assert release.tags() == {"v1.0.0": commits[0]}
+    assert release.api.file_exists(DESTINATION, "CONCURRENT_WRITER.md")  # their file is kept
+
+
+def test_a_branch_that_keeps_moving_stops_the_release(release: Release) -> None:
+    release.prepare()
+    release.server.faults = FaultPlan(concurrent_commits=5)
+
+    result = release.cli("publish")
+
+    assert result.code == 1
+    assert "moved twice" in result.stderr
+    assert release.tags() == {}
+
+
+def test_a_concurrent_commit_makes_the_planned_commit_fail_instead_of_overwriting(release: Release) -> None:
+    from pipeline.stages.upload import apply_plan, plan_upload
+
+    release.api.create_repo(DESTINATION, exist_ok=True)
+    local = release.root / "notes.md"
+    local.write_text("ours\n")
+    plan = plan_upload(release.api, DESTINATION, {"notes.md": local}, "v1.0.0", "v1.0.0", "release", "")
+    release.api.upload_file(path_or_fileobj=b"theirs\n", path_in_repo="notes.md", repo_id=DESTINATION)
+
+    with pytest.raises(Exception) as caught:
+        apply_plan(release.api, plan)
+
+    assert getattr(caught.value.response, "status_code", None) == 412  # type: ignore[attr-defined]
+    assert release.api.hf_hub_download(DESTINATION, "notes.md") and release.tags() == {}
+
+
+def test_a_redundant_draft_is_refused_unless_forced_and_then_the_card_says_so(release: Release, synthetic_pairs: dict[str, Path]) -> None:
+    seed_repo(release.api, TARGET_REPO, synthetic_pairs["redundant-target"])
+    release.prepare(tag=None)
+
+    refused = release.cli("publish", "--dry-run")
+    forced = release.cli("publish", "--dry-run", "--force")
+
+    assert refused.code == 1 and "the draft is redundant" in refused.stderr
+    assert forced.code == 0, forced.stderr
+    card = (release.workdir / "card" / "README.md").read_text()
+    assert "Published with --force although inspection found this draft redundant" in card
+
+
+def test_the_token_appears_in_no_output_or_file(release: Release) -> None:
+    release.prepare()
+    outputs = [release.cli("publish", "--dry-run", "--json"), release.cli("publish", "-v"), release.cli("status")]
+    release.server.faults = FaultPlan(error_status=500, error_route="*", error_times=1000)
+    outputs.append(release.cli("publish", "--dry-run"))
+
+    for result in outputs:
+        assert FAKE_TOKEN not in result.stdout + result.stderr
+    for path in [*release.root.rglob("*")]:
+        if path.is_file() and ".git" not in path.parts:
+            assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+    for path in release.server.root.rglob("*"):
+        if path.is_file():
+            assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_upload_refuses_a_draft_changed_after_verify(release: Release) -> None:
+    release.prepare()
+    assert release.cli("publish", "--dry-run").code == 0
+    shard = next((release.workdir / "draft").glob("model-*.safetensors"))
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+
+    result = release.cli("upload")
+
+    assert result.code == 1
+    assert "changed after verify" in result.stderr
+    assert not release.api.repo_exists(DESTINATION)
+
+
+def test_the_demo_publishes_and_its_second_run_is_a_no_op(tmp_path: Path) -> None:
+    result = run_cli("demo", "--root", str(tmp_path / "demo"))
+    assert result.code == 0, result.stderr
+    assert "released demo/Step-3.7-Flash-MTP-draft v1.0.0" in result.stdout
+    assert "second run: no commit, no tag, no write request" in result.stdout
