@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import InputError
+from pipeline.fsio import DuplicateKeyError, loads_strict
 from pipeline.safetensors_io import Header, HeaderError, read_header
 from pipeline.sources import ModelSource, check_repo_path
 
@@ -19,7 +20,9 @@ SINGLE_FILE = "model.safetensors"
 def read_json(source: ModelSource, name: str) -> Any:
     """A small JSON file from a source; InputError names the file when it does not parse."""
     try:
-        return json.loads(source.read(name).decode("utf-8"))
+        return loads_strict(source.read(name).decode("utf-8"))
+    except DuplicateKeyError as exc:
+        raise InputError(f"{source.label}: {name}: {exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{source.label}: {name}: not valid JSON ({exc.__class__.__name__})") from None
 

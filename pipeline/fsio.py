@@ -45,6 +45,24 @@ def dump_json(document: Any) -> bytes:
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object that names one key twice: which value a reader keeps is up to the reader."""
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise DuplicateKeyError(f"duplicate key {key[:80]!r}")
+        document[key] = value
+    return document
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """Parse untrusted JSON, refusing duplicate keys (two readers could otherwise disagree)."""
+    return json.loads(text, object_pairs_hook=_reject_duplicates)
+
+
 def atomic_write_json(path: Path, document: Any) -> str:
     """Write `document` as JSON atomically and return the file's sha256."""
     return atomic_write_bytes(path, dump_json(document))

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
+from pipeline.fsio import DuplicateKeyError, loads_strict
+
 HEADER_LENGTH_BYTES = 8
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library refuses larger headers too
 MAX_TENSOR_NAME = 512
@@ -102,7 +104,9 @@ def header_length(prefix: bytes, file_size: int) -> int:
 def parse_header(raw: bytes, file_size: int) -> Header:
     """Parse and validate a header; `raw` is the JSON bytes, `file_size` the whole file's size."""
     try:
-        document = json.loads(raw.decode("utf-8"))
+        document = loads_strict(raw.decode("utf-8"))
+    except DuplicateKeyError as exc:
+        raise HeaderError(f"header names a tensor twice ({exc})") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise HeaderError("header is not valid UTF-8 JSON") from None
     if not isinstance(document, dict):

@@ -23,7 +23,7 @@ from huggingface_hub.utils import tqdm
 
 from pipeline.checkpoint import CONFIG_FILE, INDEX_FILE, WeightIndex, read_config, read_shard_header, read_weight_index
 from pipeline.errors import CheckFailed, InputError
-from pipeline.families import ExpectedTensor, Family
+from pipeline.families import ExpectedTensor, Family, Geometry
 from pipeline.fsio import atomic_write_bytes, atomic_write_json, remove_stale_temp_files
 from pipeline.safetensors_io import Header
 from pipeline.sources import ModelSource, WholeShardSource, check_repo_path
@@ -86,6 +86,7 @@ def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
         geometry = family.read_geometry(config)
     except ValueError as exc:
         raise InputError(f"{source.label}: {CONFIG_FILE}: {exc}") from None
+    _refuse_short_arrays(source.label, config, family, geometry)
     bytes_before = source.bytes_transferred
     index = read_weight_index(source)
     expected = family.expected_tensors(geometry)
@@ -110,6 +111,19 @@ def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
     }
     atomic_write_json(workdir.fetch_manifest, manifest)
     return FetchResult(workdir.fetch_manifest, source_commit, target_commit, len(records), needed, manifest["bytes_fetched"])
+
+
+def _refuse_short_arrays(label: str, config: dict[str, Any], family: Family, geometry: Geometry) -> None:
+    """config-fix would refuse these arrays; say so before moving gigabytes."""
+    from pipeline.stages.config_fix import short_arrays
+
+    short = short_arrays(config, family, geometry)
+    if short:
+        field, length = short[0]
+        raise CheckFailed(
+            f"{label}: {CONFIG_FILE}: {field} has {length} entries, MTP layers up to {geometry.total_layers - 1} need {geometry.total_layers}",
+            hint="array tails are copied only from the source release, never invented; use the BF16 source",
+        )
 
 
 def _refuse_unknown_mtp_tensors(label: str, family: Family, mtp_layers: range, index: WeightIndex, expected: list[ExpectedTensor]) -> None:
