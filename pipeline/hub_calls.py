@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx2
@@ -18,9 +19,19 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, Repo
 from pipeline.errors import RemoteError
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try a Hub call before reporting the remote as failed (exit 3)."""
+
+    attempts: int = 6
+    backoff_seconds: float = 0.5
+
+
+DEFAULT_RETRIES = RetryPolicy()
+
 RETRY_STATUS = (429, 500, 502, 503, 504)
-DEFAULT_ATTEMPTS = 5
-DEFAULT_BACKOFF_SECONDS = 0.5
 
 
 def default_api() -> HfApi:
@@ -42,25 +53,36 @@ def retry_after(exc: BaseException) -> float | None:
         return None
 
 
-def call(action: str, fn: Callable[[], T], *, attempts: int = DEFAULT_ATTEMPTS, backoff: float = DEFAULT_BACKOFF_SECONDS) -> T:
+def _failure(exc: BaseException) -> str | None:
+    """A short description when `exc` is a failure worth retrying, else None.
+
+    The client wraps upload failures in RuntimeError; the HTTP error is its cause.
+    """
+    if isinstance(exc, RuntimeError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError)):
+        return None
+    if isinstance(exc, HfHubHTTPError):
+        status = status_of(exc)
+        return f"HTTP {status}" if status in RETRY_STATUS else None
+    if isinstance(exc, (httpx2.TransportError, LocalEntryNotFoundError)):
+        # hf_hub_download reports an unreachable or failing Hub as a missing local entry.
+        return exc.__class__.__name__
+    return None
+
+
+def call(action: str, fn: Callable[[], T], policy: RetryPolicy = DEFAULT_RETRIES) -> T:
     """Run `fn`, retrying 429/5xx and dropped connections; then fail with RemoteError (exit 3)."""
-    for attempt in range(1, attempts + 1):
+    for attempt in range(1, policy.attempts + 1):
         try:
             return fn()
-        except (RepositoryNotFoundError, RevisionNotFoundError):
-            raise
-        except HfHubHTTPError as exc:
-            status = status_of(exc)
-            if status not in RETRY_STATUS:
+        except (HfHubHTTPError, httpx2.TransportError, LocalEntryNotFoundError, RuntimeError) as exc:
+            detail = _failure(exc)
+            if detail is None:
                 raise
-            if attempt == attempts:
-                raise RemoteError(f"{action}: HTTP {status} after {attempts} attempts", hint="retry later") from None
-            time.sleep(retry_after(exc) or backoff * 2 ** (attempt - 1))
-        except (httpx2.TransportError, LocalEntryNotFoundError) as exc:
-            # hf_hub_download reports an unreachable or failing Hub as a missing local entry.
-            if attempt == attempts:
-                raise RemoteError(
-                    f"{action}: {exc.__class__.__name__} after {attempts} attempts", hint="check HF_ENDPOINT and the network"
-                ) from None
-            time.sleep(backoff * 2 ** (attempt - 1))
+            # An upload error arrives wrapped after the client's own retries: retrying again would
+            # multiply the wait without changing the odds.
+            if attempt == policy.attempts or isinstance(exc, RuntimeError):
+                raise RemoteError(f"{action}: {detail} after {policy.attempts} attempts", hint="retry later, or check HF_ENDPOINT") from None
+            time.sleep(retry_after(exc.__cause__ or exc) or policy.backoff_seconds * 2 ** (attempt - 1))
     raise AssertionError("unreachable")

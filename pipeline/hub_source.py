@@ -30,7 +30,7 @@ from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_st
 
 from pipeline.errors import InputError, RemoteError
 from pipeline.fsio import sha256_file
-from pipeline.hub_calls import call
+from pipeline.hub_calls import RetryPolicy, call
 from pipeline.recipe import HubRef
 from pipeline.sources import MAX_SMALL_FILE_BYTES, check_repo_path
 
@@ -81,7 +81,7 @@ class HubSource:
 
     def _call(self, action: str, fn: Callable[[], T]) -> T:
         try:
-            return call(f"{self.label}: {action}", fn, attempts=self.attempts, backoff=self.backoff_seconds)
+            return call(f"{self.label}: {action}", fn, RetryPolicy(self.attempts, self.backoff_seconds))
         except (HfHubHTTPError, httpx2.HTTPError) as exc:
             raise self._remote(action, exc) from None
 

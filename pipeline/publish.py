@@ -168,6 +168,7 @@ def _remote_card_diff(ctx: Context, plan: UploadPlan, readme: Path) -> str:
                 lambda: hf_hub_download(
                     plan.destination, card.CARD_FILE, revision=plan.parent_commit, endpoint=ctx.api.endpoint, token=ctx.api.token
                 ),
+                ctx.recipe.retries,
             )
             old = Path(path).read_text(encoding="utf-8")
         except EntryNotFoundError:
@@ -195,21 +196,21 @@ def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None =
     message, description = _messages(ctx, lock, version)
 
     def plan() -> UploadPlan:
-        return plan_upload(ctx.api, destination, files, version.label, version.hub_tag, message, description)
+        return plan_upload(ctx.api, destination, files, version.label, version.hub_tag, message, description, ctx.recipe.retries)
 
     current = plan()
     card_diff = _remote_card_diff(ctx, current, readme)
     if options.dry_run:
         return ReleaseReport(current, card_diff, None, False)
     try:
-        return ReleaseReport(current, card_diff, apply_plan(ctx.api, current), False)
+        return ReleaseReport(current, card_diff, apply_plan(ctx.api, current, ctx.recipe.retries), False)
     except HfHubHTTPError as exc:
         if status_of(exc) != 412:
             raise
     ctx.out.warn(f"{destination} moved while publishing; planning again against its new head")
     current = plan()
     try:
-        return ReleaseReport(current, card_diff, apply_plan(ctx.api, current), True)
+        return ReleaseReport(current, card_diff, apply_plan(ctx.api, current, ctx.recipe.retries), True)
     except HfHubHTTPError as exc:
         if status_of(exc) == 412:
             raise CheckFailed(

@@ -17,6 +17,7 @@ import yaml
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from pipeline.errors import InputError
+from pipeline.hub_calls import RetryPolicy
 
 RECIPE_FILE = "draft.yaml"
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -65,8 +66,6 @@ ModelRef = HubRef | LocalRef
 class FetchOptions:
     mode: str = "ranges"
     connections: int = 8
-    attempts: int = 6
-    backoff_seconds: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -98,6 +97,7 @@ class Recipe:
     destination: HubRef | None
     license: str
     fetch: FetchOptions = field(default_factory=FetchOptions)
+    retries: RetryPolicy = field(default_factory=RetryPolicy)
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     card: CardOptions = field(default_factory=CardOptions)
     benchmarks: Any = None
@@ -260,6 +260,16 @@ def _release_notes(value: object) -> tuple[ReleaseNote, ...]:
     return tuple(notes)
 
 
+def _retries(value: object) -> RetryPolicy:
+    section = _Section(value, "retries")
+    policy = RetryPolicy(
+        attempts=section.convert("attempts", _positive_int, RetryPolicy.attempts),
+        backoff_seconds=section.convert("backoff_seconds", _non_negative_number, RetryPolicy.backoff_seconds),
+    )
+    section.finish()
+    return policy
+
+
 def _card(value: object) -> CardOptions:
     section = _Section(value, "card")
     card = CardOptions(
@@ -280,8 +290,6 @@ def _fetch(value: object) -> FetchOptions:
     options = FetchOptions(
         mode=section.convert("mode", _choice(FETCH_MODES), "ranges"),
         connections=section.convert("connections", _positive_int, 8),
-        attempts=section.convert("attempts", _positive_int, 6),
-        backoff_seconds=section.convert("backoff_seconds", _non_negative_number, 0.5),
     )
     section.finish()
     return options
@@ -315,6 +323,7 @@ def parse_recipe(data: object, path: Path, name: str) -> Recipe:
         ),
         license=top.typed("license", str, required=True),
         fetch=top.convert("fetch", _fetch, FetchOptions()),
+        retries=top.convert("retries", _retries, RetryPolicy()),
         max_shard_bytes=top.convert("max_shard_size", parse_size, DEFAULT_MAX_SHARD_BYTES),
         card=top.convert("card", _card, CardOptions()),
         benchmarks=top.convert("benchmarks", _benchmarks, None),

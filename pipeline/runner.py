@@ -19,24 +19,24 @@ from huggingface_hub import HfApi
 from pipeline.errors import InputError
 from pipeline.families import FAMILIES, Family
 from pipeline.fsio import sha256_file
-from pipeline.hub_calls import default_api
+from pipeline.hub_calls import RetryPolicy, default_api
 from pipeline.ledger import Ledger, fingerprint
 from pipeline.output import Output
-from pipeline.recipe import FetchOptions, HubRef, LocalRef, ModelRef, Recipe
+from pipeline.recipe import HubRef, LocalRef, ModelRef, Recipe
 from pipeline.sources import LocalSource, ModelSource
 from pipeline.stages import bench_import, config_fix, extract, fetch, verify
 from pipeline.workdir import Workdir
 
-SourceOpener = Callable[[ModelRef, str, HfApi, FetchOptions], ModelSource]
+SourceOpener = Callable[[ModelRef, str, HfApi, RetryPolicy], ModelSource]
 
 
-def open_local_or_hub(ref: ModelRef, role: str, api: HfApi, options: FetchOptions) -> ModelSource:
+def open_local_or_hub(ref: ModelRef, role: str, api: HfApi, retries: RetryPolicy) -> ModelSource:
     """The default opener: folders directly, Hub repos through the huggingface_hub client."""
     if isinstance(ref, LocalRef):
         return LocalSource(ref.path, f"{role} folder {ref.path.name}")
     from pipeline.hub_source import HubSource
 
-    return HubSource(ref, role, api=api, attempts=options.attempts, backoff_seconds=options.backoff_seconds)
+    return HubSource(ref, role, api=api, attempts=retries.attempts, backoff_seconds=retries.backoff_seconds)
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Context:
         """The opened source or target, once per run (its resolved commit is reused)."""
         if role not in self._sources:
             ref = self.recipe.source if role == "source" else self.recipe.target
-            self._sources[role] = self.open_source(ref, role, self.api, self.recipe.fetch)
+            self._sources[role] = self.open_source(ref, role, self.api, self.recipe.retries)
         return self._sources[role]
 
     @property

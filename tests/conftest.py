@@ -20,7 +20,7 @@ from pipeline.cli import main
 from pipeline.output import Output
 from pipeline.synthetic import SyntheticSpec, write_source, write_target
 
-pytest_plugins = ["tests.hub_fixtures"]
+pytest_plugins = ["tests.hub_fixtures", "tests.release_fixtures"]
 
 
 @dataclass

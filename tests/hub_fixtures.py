@@ -24,6 +24,7 @@ from huggingface_hub import HfApi
 from safetensors.numpy import save_file
 
 from pipeline.hub import HubServer
+from pipeline.synthetic import SyntheticSpec, write_source, write_target
 
 FAKE_TOKEN = "hf_fake_token_for_tests"
 README = "---\nlicense: apache-2.0\nlibrary_name: vllm\ntags:\n- mtp\n---\n# Tiny draft\n"
@@ -83,3 +84,38 @@ def seed_repo(api: HfApi, repo_id: str, folder: Path) -> str:
     """Upload a folder as a new repo and return the commit it made."""
     api.create_repo(repo_id, exist_ok=True)
     return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"Add {folder.name}").oid
+
+
+MEDIUM = SyntheticSpec(
+    hidden_size=256, vocab_size=8192, intermediate_size=512, full_heads=4, sliding_heads=8, kv_groups=2, head_dim=32, shards=3
+)
+FAST_RETRIES = "retries: {attempts: 4, backoff_seconds: 0.05}\n"
+
+
+@pytest.fixture(scope="session")
+def medium_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("medium")
+    return write_source(root / "source", MEDIUM), write_target(root / "target", MEDIUM)
+
+
+def seed_pair(server: HubServer, source: Path, target: Path) -> HfApi:
+    """Seed the synthetic source and target repos and return a client for the server."""
+    api = HfApi(endpoint=server.url, token=FAKE_TOKEN)
+    seed_repo(api, SOURCE_REPO, source)
+    seed_repo(api, TARGET_REPO, target)
+    return api
+
+
+def recipe_file(folder: Path, text: str) -> Path:
+    path = folder / "draft.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def hub_recipe(folder: Path, extra: str = "", revision: str = "main") -> Path:
+    return recipe_file(folder, f"family: step3p7\nsource: {SOURCE_REPO}@{revision}\ntarget: {TARGET_REPO}\nlicense: apache-2.0\n{extra}")
+
+
+def files_of(draft: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(draft.iterdir())}

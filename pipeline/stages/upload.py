@@ -26,7 +26,7 @@ from huggingface_hub.hf_api import RepoFile
 
 from pipeline.errors import CheckFailed, InputError
 from pipeline.fsio import HASH_CHUNK_BYTES, sha256_file
-from pipeline.hub_calls import call
+from pipeline.hub_calls import DEFAULT_RETRIES, RetryPolicy, call
 from pipeline.releases import Version, latest_release
 
 # Remote files a release replaces wholesale: an old shard layout or old benchmark files must not
@@ -116,8 +116,8 @@ def verified_draft_files(draft: Path, verify_report: Path) -> dict[str, Path]:
     return {name: draft / name for name in sorted(recorded)}
 
 
-def _remote_files(api: HfApi, repo_id: str, revision: str) -> dict[str, RepoFile]:
-    entries = call("list destination files", lambda: list(api.list_repo_tree(repo_id, revision=revision, recursive=True)))
+def _remote_files(api: HfApi, repo_id: str, revision: str, policy: RetryPolicy) -> dict[str, RepoFile]:
+    entries = call("list destination files", lambda: list(api.list_repo_tree(repo_id, revision=revision, recursive=True)), policy)
     return {entry.path: entry for entry in entries if isinstance(entry, RepoFile)}
 
 
@@ -134,16 +134,24 @@ def _action(local: Path, sha256: str, remote: RepoFile | None) -> str:
 
 
 def plan_upload(
-    api: HfApi, destination: str, files: dict[str, Path], version: str, tag: str | None, message: str, description: str
+    api: HfApi,
+    destination: str,
+    files: dict[str, Path],
+    version: str,
+    tag: str | None,
+    message: str,
+    description: str,
+    policy: RetryPolicy = DEFAULT_RETRIES,
 ) -> UploadPlan:
     """Compare local files with the destination's head; makes read requests only."""
     try:
-        info = call("read destination", lambda: api.model_info(destination))
+        info = call("read destination", lambda: api.model_info(destination), policy)
         parent, repo_exists = info.sha, True
     except RepositoryNotFoundError:
         parent, repo_exists = None, False
-    remote = _remote_files(api, destination, parent) if parent else {}
-    tags = {ref.name: ref.target_commit for ref in call("read tags", lambda: api.list_repo_refs(destination).tags)} if repo_exists else {}
+    remote = _remote_files(api, destination, parent, policy) if parent else {}
+    refs = call("read tags", lambda: api.list_repo_refs(destination), policy) if repo_exists else None
+    tags = {ref.name: ref.target_commit for ref in refs.tags} if refs else {}
 
     planned = []
     for path, local in sorted(files.items()):
@@ -183,39 +191,46 @@ class ReleaseResult:
     uploaded_bytes: int
 
 
-def apply_plan(api: HfApi, plan: UploadPlan) -> ReleaseResult:
-    """Turn the plan into one commit and one tag; the operations are built only now."""
-    if not plan.repo_exists:
-        call("create destination", lambda: api.create_repo(plan.destination, exist_ok=True))
+def _operations(plan: UploadPlan) -> list[CommitOperationAdd | CommitOperationDelete]:
+    """Commit operations, built fresh for every attempt: the client marks them used once committed."""
     operations: list[CommitOperationAdd | CommitOperationDelete] = [
         CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=f.local) for f in plan.files if f.action in ("add", "change") and f.local
     ]
-    operations += [CommitOperationDelete(path_in_repo=f.path) for f in plan.files if f.action == "delete"]
+    return operations + [CommitOperationDelete(path_in_repo=f.path) for f in plan.files if f.action == "delete"]
+
+
+def apply_plan(api: HfApi, plan: UploadPlan, policy: RetryPolicy = DEFAULT_RETRIES) -> ReleaseResult:
+    """Turn the plan into one commit and one tag; the operations are built only now."""
+    if not plan.repo_exists:
+        call("create destination", lambda: api.create_repo(plan.destination, exist_ok=True), policy)
+    changes = bool(plan.changed)
     commit = plan.parent_commit
-    if operations:
-        parent = plan.parent_commit or _head(api, plan.destination)
+    if changes:
+        parent = plan.parent_commit or _head(api, plan.destination, policy)
         info = call(
             "commit the release",
             lambda: api.create_commit(
                 plan.destination,
-                operations,
+                _operations(plan),
                 commit_message=plan.commit_message,
                 commit_description=plan.commit_description,
                 parent_commit=parent,
             ),
+            policy,
         )
         commit = info.oid
     created_tag = False
     if plan.tag_state == "new" and plan.tag and commit:
-        call("tag the release", lambda: api.create_tag(plan.destination, tag=plan.tag, revision=commit, tag_message=plan.commit_message))
+        tag = plan.tag
+        call("tag the release", lambda: api.create_tag(plan.destination, tag=tag, revision=commit, tag_message=plan.commit_message), policy)
         created_tag = True
-    return ReleaseResult(commit, bool(operations), created_tag, plan.upload_bytes if operations else 0)
+    return ReleaseResult(commit, changes, created_tag, plan.upload_bytes if changes else 0)
 
 
-def _head(api: HfApi, destination: str) -> str | None:
+def _head(api: HfApi, destination: str, policy: RetryPolicy) -> str | None:
     """A freshly created repo may already hold the Hub's initial commit; plan against it."""
     try:
-        return call("read destination", lambda: api.model_info(destination)).sha
+        return call("read destination", lambda: api.model_info(destination), policy).sha
     except (RepositoryNotFoundError, RevisionNotFoundError):
         return None
 

@@ -1,0 +1,138 @@
+"""Fault campaigns and crash points: a release is all or nothing, and a rerun finishes it.
+
+Faults come from the embedded Hub (dropped bodies, 5xx/429 storms, failures mid-upload); crashes
+are SIGKILLs of a real `python -m pipeline` process at seeded random moments.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.hub import FaultPlan, HubServer
+from tests.conftest import run_cli
+from tests.hub_fixtures import FAKE_TOKEN, FAST_RETRIES, files_of, hub_recipe, seed_pair
+from tests.release_fixtures import DESTINATION, Release
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DROP_CAMPAIGNS = 5
+PUBLISH_CRASH_POINTS = 4
+
+
+def test_connections_dropped_at_random_offsets_never_change_the_output(
+    tmp_path: Path, hub_endpoint: HubServer, medium_pair: tuple[Path, Path]
+) -> None:
+    seed_pair(hub_endpoint, *medium_pair)
+    recipe = hub_recipe(tmp_path / "r", "retries: {attempts: 8, backoff_seconds: 0.01}\n")
+    assert run_cli("build", "--recipe", str(recipe), "--workdir", str(tmp_path / "clean")).code == 0
+    clean = files_of(tmp_path / "clean" / "draft")
+    rng = random.Random(20261127)
+    fired = 0
+    for campaign in range(DROP_CAMPAIGNS):
+        hub_endpoint.faults = FaultPlan(drop_after_bytes=rng.randint(1, 2_000_000), drop_times=rng.randint(1, 4))
+        workdir = tmp_path / f"campaign-{campaign}"
+
+        result = run_cli("build", "--recipe", str(recipe), "--workdir", str(workdir))
+
+        assert result.code == 0, result.stderr
+        assert files_of(workdir / "draft") == clean
+        fired += hub_endpoint.stats.faults_fired.get("drop", 0)
+    assert fired >= DROP_CAMPAIGNS
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+def test_a_storm_within_the_retry_budget_is_absorbed(
+    status: int, tmp_path: Path, hub_endpoint: HubServer, medium_pair: tuple[Path, Path]
+) -> None:
+    seed_pair(hub_endpoint, *medium_pair)
+    recipe = hub_recipe(tmp_path / "r", FAST_RETRIES)
+    hub_endpoint.faults = FaultPlan(error_status=status, error_route="resolve", error_times=3, retry_after=0 if status == 429 else None)
+
+    result = run_cli("build", "--recipe", str(recipe), "--workdir", str(tmp_path / "w"))
+
+    assert result.code == 0, result.stderr
+    assert hub_endpoint.stats.faults_fired["error"] == 3
+
+
+def test_a_storm_beyond_the_budget_publishes_nothing(release: Release) -> None:
+    release.prepare()
+    release.server.faults = FaultPlan(error_status=503, error_route="commit", error_times=1000)
+
+    result = release.cli("publish")
+
+    assert result.code == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert release.tags() == {}
+    assert len(release.commits()) <= 1  # at most the Hub's own initial commit
+
+
+@pytest.mark.parametrize("route", ["lfs_upload", "commit", "tag_create"])
+def test_a_failure_mid_release_is_finished_by_a_rerun(route: str, release: Release) -> None:
+    release.prepare()
+    release.server.faults = FaultPlan(error_status=500, error_route=route, error_times=1000)
+
+    failed = release.cli("publish")
+
+    assert failed.code == 3, failed.stderr
+    assert release.tags() == {}, "a tag must never exist without its commit"
+    release.server.faults = FaultPlan()
+
+    finished = release.cli("publish")
+
+    assert finished.code == 0, finished.stderr
+    commits = release.commits()
+    assert len(commits) == 2, "one release makes one commit, however often it is retried"
+    assert release.tags() == {"v1.0.0": commits[0]}
+
+
+def _publish_process(release: Release) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "HF_ENDPOINT": release.server.url,
+        "HF_TOKEN": FAKE_TOKEN,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_HOME": str(release.root.parent / "hf-home"),
+    }
+    argv = [sys.executable, "-m", "pipeline", "publish", "--recipe", str(release.recipe), "--workdir", str(release.workdir)]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_publish_killed_at_random_moments_ends_in_exactly_one_release(release: Release) -> None:
+    release.prepare()
+    release.server.faults = FaultPlan(bytes_per_second=200_000)  # slow reads, so kills land mid-work
+    start = time.monotonic()
+    clean = _publish_process(release)
+    assert clean.wait(timeout=120) == 0, _stderr(clean)
+    duration = time.monotonic() - start
+    assert len(release.commits()) == 2 and set(release.tags()) == {"v1.0.0"}
+    rng = random.Random(7)
+
+    for point in range(PUBLISH_CRASH_POINTS):
+        previous = DESTINATION if point == 0 else f"{DESTINATION}-{point - 1}"
+        destination = f"{DESTINATION}-{point}"
+        release.recipe.write_text(release.recipe.read_text().replace(f"repo: {previous}}}", f"repo: {destination}}}"))
+        assert release.cli("card").code == 0
+        release.commit_and_tag(f"v1.0.{point + 1}")
+        process = _publish_process(release)
+        time.sleep(rng.uniform(0.1, duration))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+        rerun = _publish_process(release)
+        assert rerun.wait(timeout=120) == 0, _stderr(rerun)
+        commits = [c.commit_id for c in release.api.list_repo_commits(destination)]
+        tags = {t.name: t.target_commit for t in release.api.list_repo_refs(destination).tags}
+        assert len(commits) == 2 and tags == {f"v1.0.{point + 1}": commits[0]}, "one release, one commit, one tag"
+
+
+def _stderr(process: subprocess.Popen[bytes]) -> str:
+    return process.stderr.read().decode() if process.stderr else ""
