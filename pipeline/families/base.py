@@ -68,7 +68,8 @@ class LayerTensor:
 
 @dataclass(frozen=True)
 class ExtraTensor:
-    """A tensor outside the MTP layers that the draft must still ship (e.g. the embedding)."""
+    """A tensor outside the MTP layers: a copy the draft must still ship (the embedding), or a
+    tensor of the MTP block itself (Qwen3-Next's `mtp.fc`, listed in `Family.block_tensors`)."""
 
     name: str
     shape: Callable[[Geometry], Shape]
@@ -149,7 +150,7 @@ class Family:
         return geometry.attention.get(kind, geometry.attention[self.mtp_layer_type])
 
     def expected_tensors(self, geometry: Geometry) -> list[ExpectedTensor]:
-        """The draft's tensors in their fixed output order: extras first, then layer by layer."""
+        """The draft's tensors in their fixed output order: extras, block tensors, then layer by layer."""
         expected = [
             ExpectedTensor(extra.name, extra.shape(geometry), extra.source_names, extra.param)
             for extra in (*self.extra_tensors, *self.block_tensors)
