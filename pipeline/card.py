@@ -183,8 +183,8 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
     source_lock, target_lock = lock.get("source") or {}, lock.get("target") or {}
     n_predict = 0
     if inputs.config is not None:
-        text = inputs.config.get("text_config") or {}
-        n_predict = text.get("num_nextn_predict_layers", inputs.config.get("num_nextn_predict_layers", 0))
+        # The family's count key, text_config first; Qwen3-Next's config may lack it and vLLM then assumes 1.
+        n_predict = inputs.family.declared_mtp_count(inputs.config) or 0
     else:
         n_predict = len({t["name"].split(".")[2] for t in lock.get("tensors", []) if t["name"].startswith("model.layers.")})
     inspect = lock.get("inspect") or {}

@@ -9,8 +9,9 @@ a malformed header, or an index entry its shard's header lacks.
 The verdict:
 
 - `incompatible` when draft and target disagree on `hidden_size`, `vocab_size`,
-  `num_hidden_layers` or `num_nextn_predict_layers` (or the target does not declare one), or when a
-  vocabulary file (`tokenizer.json`, `tokenizer.model`) present on both sides differs in content.
+  `num_hidden_layers` or the family's MTP layer count (or the target does not declare one; an
+  absent count takes the family's default, 1 for Qwen3-Next as in vLLM), or when a vocabulary
+  file (`tokenizer.json`, `tokenizer.model`) present on both sides differs in content.
   Settings files (`tokenizer_config.json`, `special_tokens_map.json`) are compared and noted but
   do not decide: quantizing exports re-save them (chat templates, field order) without touching
   the token ids a draft depends on.
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 SCHEMA = "mtp-inspect/v1"
 Verdict = Literal["needed", "redundant", "incompatible"]
-GEOMETRY_KEYS = ("hidden_size", "vocab_size", "num_hidden_layers", "num_nextn_predict_layers")
+GEOMETRY_KEYS = ("hidden_size", "vocab_size", "num_hidden_layers")  # then the family's count_key
 # Unquantized weight dtypes; anything else on an MTP weight (U8, F8_*, I8) is a quantized form.
 FLOAT_DTYPES = frozenset({"BF16", "F16", "F32", "F64"})
 # Files that fix token ids: a difference makes the draft's embedding and heads meaningless.
@@ -101,15 +102,24 @@ class ArrayCoverage:
 
 @dataclass(frozen=True)
 class GeometryRow:
-    """One geometry field as the source (the draft) and the target declare it."""
+    """One geometry field as the source (the draft) and the target declare it (None: absent)."""
 
     key: str
     source: Any
     target: Any
+    default: Any = None  # what vLLM assumes when a config lacks the field
+
+    @property
+    def source_value(self) -> Any:
+        return self.default if self.source is None else self.source
+
+    @property
+    def target_value(self) -> Any:
+        return self.default if self.target is None else self.target
 
     @property
     def agrees(self) -> bool:
-        return self.source is not None and self.source == self.target
+        return self.source_value is not None and self.source_value == self.target_value
 
 
 @dataclass(frozen=True)
@@ -170,7 +180,7 @@ class InspectReport:
     def summary_line(self) -> str:
         """The card's one line, e.g. "checked against org/name@<commit>: ships no MTP tensors; arrays truncated to 45"."""
         parts = [_mtp_phrase(self), _arrays_phrase(self)]
-        parts += [f"{row.key} differs (draft {row.source}, target {row.target})" for row in self.geometry if not row.agrees]
+        parts += [f"{row.key} differs (draft {row.source_value}, target {row.target_value})" for row in self.geometry if not row.agrees]
         parts += [f"{file.name} differs" for file in self.tokenizer if file.conflicts]
         return f"checked against {self.checked_against}: " + "; ".join(parts)
 
@@ -262,7 +272,12 @@ def inspect(
         mtp_namespaces=tuple(dict.fromkeys(_namespace(family, geometry, t.found_as) for t in found)),
         mtp_unexpected=_unexpected(family, geometry, index, expected),
         arrays=_array_coverage(target_config, family, geometry.total_layers),
-        geometry=tuple(GeometryRow(key, _declared(source_config, key), _declared(target_config, key)) for key in GEOMETRY_KEYS),
+        geometry=tuple(
+            GeometryRow(
+                key, _declared(source_config, key), _declared(target_config, key), family.count_default if key == family.count_key else None
+            )
+            for key in (*GEOMETRY_KEYS, family.count_key)
+        ),
         tokenizer=_tokenizer_files(source, target),
     )
     verdict, reasons = _verdict(evidence, family, geometry)
@@ -314,21 +329,16 @@ def _locate(
     return tuple(found), tuple(missing)
 
 
-def _mtp_prefixes(family: Family, geometry: Geometry) -> list[tuple[str, str]]:
-    """(concrete prefix, template) for every MTP layer under every namespace the family knows."""
-    return [(family.layer_prefix(template, layer), template) for template in family.source_prefixes for layer in geometry.mtp_layers]
-
-
 def _namespace(family: Family, geometry: Geometry, name: str) -> str:
     """The naming scheme a tensor was found under, written `model.layers.N.*`."""
-    template = next(template for prefix, template in _mtp_prefixes(family, geometry) if name.startswith(prefix))
+    template = next(template for prefix, template in family.mtp_prefixes(geometry.mtp_layers) if name.startswith(prefix))
     return template.replace("{layer}", "N") + "*"
 
 
 def _unexpected(family: Family, geometry: Geometry, index: WeightIndex, expected: list[ExpectedTensor]) -> tuple[str, ...]:
     """Index keys under an MTP layer that the family does not list (e.g. NVFP4 `weight_scale`s)."""
     known = {name for tensor in expected for name in tensor.source_names}
-    prefixes = tuple(prefix for prefix, _ in _mtp_prefixes(family, geometry))
+    prefixes = tuple(prefix for prefix, _ in family.mtp_prefixes(geometry.mtp_layers))
     return tuple(sorted(name for name in index.weight_map if name.startswith(prefixes) and name not in known))
 
 
@@ -387,19 +397,18 @@ def _verdict(report: InspectReport, family: Family, geometry: Geometry) -> tuple
     gaps = _gaps(report, family, geometry)
     if gaps:
         return "needed", gaps
-    return "redundant", (
-        f"the target ships all {report.mtp_expected} MTP tensors of layers {_layers(geometry)} unquantized under {', '.join(report.mtp_namespaces)}",
-        f"the target's per-layer arrays cover all {geometry.total_layers} layers",
-    )
+    arrays = f"the target's per-layer arrays cover all {geometry.total_layers} layers" if family.per_layer_arrays else None
+    shipped = f"the target ships all {report.mtp_expected} MTP tensors of layers {_layers(geometry)} unquantized under {', '.join(report.mtp_namespaces)}"
+    return "redundant", (shipped, *([arrays] if arrays else []))
 
 
 def _incompatibilities(report: InspectReport) -> tuple[str, ...]:
     reasons = []
     for row in report.geometry:
-        if row.target is None:
+        if row.target_value is None:
             reasons.append(f"the target config does not declare {row.key}")
         elif not row.agrees:
-            reasons.append(f"{row.key} differs: draft {row.source}, target {row.target}")
+            reasons.append(f"{row.key} differs: draft {row.source_value}, target {row.target_value}")
     reasons += [f"{f.name} differs between source and target, so token ids may not match" for f in report.tokenizer if f.conflicts]
     return tuple(reasons)
 
@@ -409,8 +418,8 @@ def _gaps(report: InspectReport, family: Family, geometry: Geometry) -> tuple[st
     reasons = []
     found, layers = report.mtp_found, _layers(geometry)
     if not found:
-        declared = next((row.target for row in report.geometry if row.key == "num_nextn_predict_layers"), None)
-        also = f", although its config declares num_nextn_predict_layers: {declared}" if declared else ""
+        declared = next((row.target for row in report.geometry if row.key == family.count_key), None)
+        also = f", although its config declares {family.count_key}: {declared}" if declared else ""
         reasons.append(f"the target ships none of the {report.mtp_expected} MTP tensors of layers {layers}{also}")
     elif report.mtp_missing:
         reasons.append(f"the target ships {len(found)} of {report.mtp_expected} MTP tensors; missing: {_listed(report.mtp_missing)}")
@@ -503,4 +512,4 @@ def _tokenizer_state(file: TokenizerFile) -> str:
 
 
 def _geometry_state(row: GeometryRow) -> str:
-    return f"{row.key} {row.source}" if row.agrees else f"{row.key} draft {row.source} target {row.target}"
+    return f"{row.key} {row.source_value}" if row.agrees else f"{row.key} draft {row.source_value} target {row.target_value}"

@@ -128,14 +128,16 @@ def step_config(spec: SyntheticSpec, *, arrays: int | None = None, quantized: bo
 
 
 @dataclass(frozen=True)
-class _Tensor:
+class SyntheticTensor:
+    """One tensor to generate: seeded random bytes of its dtype and shape."""
+
     name: str
     dtype: str
     shape: tuple[int, ...]
     seed: int
 
 
-def _mtp_tensors(spec: SyntheticSpec, seed_base: int) -> list[_Tensor]:
+def _mtp_tensors(spec: SyntheticSpec, seed_base: int) -> list[SyntheticTensor]:
     geometry = read_geometry(step_config(spec))
     from pipeline.families.step3p7 import STEP3P7
 
@@ -144,33 +146,35 @@ def _mtp_tensors(spec: SyntheticSpec, seed_base: int) -> list[_Tensor]:
         attention = STEP3P7.attention_for(geometry, layer)
         prefix = spec.namespace.format(layer=layer)
         for index, tensor in enumerate(LAYER_TENSORS):
-            tensors.append(_Tensor(prefix + tensor.suffix, "BF16", tensor.shape(geometry, attention), seed_base + layer * 100 + index))
+            tensors.append(
+                SyntheticTensor(prefix + tensor.suffix, "BF16", tensor.shape(geometry, attention), seed_base + layer * 100 + index)
+            )
     return tensors
 
 
-def _backbone_tensors(spec: SyntheticSpec, *, quantized: bool, prefix: str) -> list[_Tensor]:
+def _backbone_tensors(spec: SyntheticSpec, *, quantized: bool, prefix: str) -> list[SyntheticTensor]:
     h, q = spec.hidden_size, spec.full_heads * spec.head_dim
     tensors = [
-        _Tensor(spec.embed_name, "BF16", (spec.vocab_size, h), 1),
-        _Tensor("model.norm.weight" if not quantized else "model.language_model.norm.weight", "BF16", (h,), 2),
-        _Tensor("lm_head.weight", "BF16", (spec.vocab_size, h), 3),
-        _Tensor("model.vision_model.patch_embed.weight", "BF16", (32, 48), 4),
+        SyntheticTensor(spec.embed_name, "BF16", (spec.vocab_size, h), 1),
+        SyntheticTensor("model.norm.weight" if not quantized else "model.language_model.norm.weight", "BF16", (h,), 2),
+        SyntheticTensor("lm_head.weight", "BF16", (spec.vocab_size, h), 3),
+        SyntheticTensor("model.vision_model.patch_embed.weight", "BF16", (32, 48), 4),
     ]
     for layer in range(spec.num_hidden_layers):
         base = prefix.format(layer=layer)
         seed = 1000 + layer * 10
-        tensors.append(_Tensor(base + "input_layernorm.weight", "BF16", (h,), seed))
-        tensors.append(_Tensor(base + "post_attention_layernorm.weight", "BF16", (h,), seed + 1))
+        tensors.append(SyntheticTensor(base + "input_layernorm.weight", "BF16", (h,), seed))
+        tensors.append(SyntheticTensor(base + "post_attention_layernorm.weight", "BF16", (h,), seed + 1))
         if quantized:
-            tensors.append(_Tensor(base + "self_attn.o_proj.weight", "U8", (h, q // 2), seed + 2))
-            tensors.append(_Tensor(base + "self_attn.o_proj.weight_scale", "F8_E4M3", (h, q // 16), seed + 3))
-            tensors.append(_Tensor(base + "self_attn.o_proj.weight_scale_2", "F32", (), seed + 4))
+            tensors.append(SyntheticTensor(base + "self_attn.o_proj.weight", "U8", (h, q // 2), seed + 2))
+            tensors.append(SyntheticTensor(base + "self_attn.o_proj.weight_scale", "F8_E4M3", (h, q // 16), seed + 3))
+            tensors.append(SyntheticTensor(base + "self_attn.o_proj.weight_scale_2", "F32", (), seed + 4))
         else:
-            tensors.append(_Tensor(base + "self_attn.o_proj.weight", "BF16", (h, q), seed + 2))
+            tensors.append(SyntheticTensor(base + "self_attn.o_proj.weight", "BF16", (h, q), seed + 2))
     return tensors
 
 
-def _chunks(tensor: _Tensor, base_seed: int) -> Iterator[bytes]:
+def _chunks(tensor: SyntheticTensor, base_seed: int) -> Iterator[bytes]:
     """Seeded random bytes; BF16 values are small finite numbers so no NaN/Inf appears by chance."""
     count = int(np.prod(tensor.shape)) if tensor.shape else 1
     rng = np.random.default_rng([base_seed, tensor.seed])
@@ -187,12 +191,13 @@ def _chunks(tensor: _Tensor, base_seed: int) -> Iterator[bytes]:
         done += n
 
 
-def _planned(tensor: _Tensor, base_seed: int) -> PlannedTensor:
+def _planned(tensor: SyntheticTensor, base_seed: int) -> PlannedTensor:
     count = int(np.prod(tensor.shape)) if tensor.shape else 1
     return PlannedTensor(tensor.name, tensor.dtype, tensor.shape, count * DTYPE_BYTES[tensor.dtype], lambda: _chunks(tensor, base_seed))
 
 
-def _write_shards(folder: Path, groups: list[list[_Tensor]], seed: int, names: list[str]) -> dict[str, str]:
+def write_shards(folder: Path, groups: list[list[SyntheticTensor]], seed: int, names: list[str]) -> dict[str, str]:
+    """Write one shard per group under `names` and the index over all of them; returns the weight map."""
     weight_map: dict[str, str] = {}
     total = 0
     for name, group in zip(names, groups, strict=False):
@@ -206,14 +211,15 @@ def _write_shards(folder: Path, groups: list[list[_Tensor]], seed: int, names: l
     return weight_map
 
 
-def _scatter(tensors: list[_Tensor], shards: int, seed: int) -> list[list[_Tensor]]:
+def scatter(tensors: list[SyntheticTensor], shards: int, seed: int) -> list[list[SyntheticTensor]]:
     """Spread tensors over shards in a seeded order, so MTP tensors interleave with the backbone."""
     order = list(tensors)
     random.Random(seed).shuffle(order)
     return [order[i::shards] for i in range(shards)]
 
 
-def _shard_names(count: int) -> list[str]:
+def shard_names(count: int) -> list[str]:
+    """The Hub's usual shard names, `model-0000i-of-0000n.safetensors`."""
     return [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
 
 
@@ -231,7 +237,7 @@ def write_source(folder: Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     """A BF16 Step-3.7-shaped source: 45 backbone layers, 3 MTP layers, 48-entry arrays, several shards."""
     _write_common(folder, spec, step_config(spec), None)
     tensors = _backbone_tensors(spec, quantized=False, prefix=spec.namespace) + _mtp_tensors(spec, 50_000)
-    _write_shards(folder, _scatter(tensors, spec.shards, spec.seed), spec.seed, _shard_names(spec.shards))
+    write_shards(folder, scatter(tensors, spec.shards, spec.seed), spec.seed, shard_names(spec.shards))
     return folder
 
 
@@ -260,7 +266,7 @@ def write_target(
         replace(spec, embed_name="model.language_model.embed_tokens.weight"), quantized=True, prefix="model.language_model.layers.{layer}."
     )
     shards = max(2, spec.shards - 1)
-    names = _shard_names(shards)
+    names = shard_names(shards)
     groups = [backbone[i::shards] for i in range(shards)]
     if with_mtp:
         mtp = _mtp_tensors(replace(spec, namespace="model.layers.{layer}."), 50_000)
@@ -268,7 +274,7 @@ def write_target(
             mtp = [t for t in mtp if not t.name.endswith("shared_head.output.weight")]
         groups.append(mtp)
         names.append("model-mtp-bf16.safetensors")
-    _write_shards(folder, groups, spec.seed + 7, names)
+    write_shards(folder, groups, spec.seed + 7, names)
     return folder
 
 

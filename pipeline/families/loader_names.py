@@ -12,7 +12,8 @@ def vllm_param_name(rules: LoaderRules, name: str, mtp_layers: range) -> str | N
     if any(marker in name for marker in rules.skip_substrings):
         return None
     layer_prefix = _matching_layer_prefix(rules, name, mtp_layers)
-    if layer_prefix is None and not any(marker in name for marker in rules.keep_substrings):
+    kept = layer_prefix is not None or name.startswith(rules.keep_prefixes) or any(marker in name for marker in rules.keep_substrings)
+    if not kept:
         return None
     if rules.embed_marker in name:
         return rules.embed_param
@@ -24,10 +25,13 @@ def vllm_param_name(rules: LoaderRules, name: str, mtp_layers: range) -> str | N
             if f".{part}." in mapped:
                 mapped = mapped.replace(f".{part}.", f".{fused}.")
                 break
+    for pattern, replacement in rules.pattern_renames:
+        mapped = re.sub(pattern, replacement, mapped)
     for old, new in rules.renames:
         mapped = mapped.replace(old, new)
-    if not mapped.startswith("model."):
-        mapped = "model." + mapped
+    for old, new in rules.prefix_renames:
+        if mapped.startswith(old):
+            return new + mapped[len(old) :]
     return mapped
 
 

@@ -140,6 +140,8 @@ STEP3P7 = Family(
         renames=((".transformer.", "."), ("shared_head.output", "shared_head.head")),
         embed_marker="embed_tokens",
         embed_param="model.embed_tokens.weight",
+        # The loader also accepts bare `layers.{45..47}.` and fills `model.layers.*` from it (facts §6 step 2).
+        prefix_renames=(("layers.", "model.layers."),),
     ),
     read_geometry=read_geometry,
     facts=(

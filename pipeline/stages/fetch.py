@@ -128,7 +128,7 @@ def _refuse_short_arrays(label: str, config: dict[str, Any], family: Family, geo
 
 def _refuse_unknown_mtp_tensors(label: str, family: Family, mtp_layers: range, index: WeightIndex, expected: list[ExpectedTensor]) -> None:
     known = {name for tensor in expected for name in tensor.source_names}
-    prefixes = tuple(family.layer_prefix(p, layer) for p in family.source_prefixes for layer in mtp_layers)
+    prefixes = tuple(prefix for prefix, _ in family.mtp_prefixes(mtp_layers))
     unknown = sorted(name for name in index.weight_map if name.startswith(prefixes) and name not in known)
     if unknown:
         raise CheckFailed(

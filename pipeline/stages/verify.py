@@ -275,17 +275,17 @@ def _check_no_quantization(config: Mapping[str, Any]) -> Check:
 def _check_route(config: Mapping[str, Any], family: Family) -> Check:
     architectures = config.get("architectures") or [None]
     routed = config.get("model_type") in family.route_model_types or architectures[0] in family.route_architectures
-    try:
-        _, count = config_value(config, "num_nextn_predict_layers")
-    except KeyError:
-        count = 0
-    if not routed or not isinstance(count, int) or count < 1:
+    count = family.declared_mtp_count(config)
+    if not routed or isinstance(count, bool) or not isinstance(count, int) or count < 1:
         return Check(
             "config.mtp-route",
             False,
-            f"model_type {config.get('model_type')!r} with num_nextn_predict_layers {count!r} does not route to {family.vllm_class}",
+            f"model_type {config.get('model_type')!r} (architecture {architectures[0]!r}) with {family.count_key} {count!r} "
+            f"does not route to {family.vllm_class}",
         )
-    return Check("config.mtp-route", True, f"model_type {config.get('model_type')} routes to {family.vllm_class}")
+    return Check(
+        "config.mtp-route", True, f"model_type {config.get('model_type')} (architecture {architectures[0]}) routes to {family.vllm_class}"
+    )
 
 
 def _check_loader_names(family: Family, mtp_layers: range, located: Mapping[str, str], expected: Mapping[str, Any]) -> Check:

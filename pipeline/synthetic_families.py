@@ -1,0 +1,265 @@
+"""Synthetic checkpoints for every family at tiny geometry: a BF16 source and an NVFP4-like target.
+
+The source holds backbone and MTP tensors spread over several shards, a config with the family's
+own keys, a LICENSE, a card with `license:` and tokenizer files. The target is a quantized export
+of the same model; its variant (`TARGET_VARIANTS`) chooses the verdict inspect should give. MTP
+tensor names and shapes come from the family's table, the backbone is a few tensors per layer.
+Step-3.7 is delegated to `pipeline.synthetic`, which models its nested VLM config and arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.families import FAMILIES, Family
+from pipeline.fsio import dump_json
+from pipeline.synthetic import (
+    LICENSE_TEXT,
+    TARGET_VARIANTS,
+    TOKENIZER_FILES,
+    SyntheticSpec,
+    SyntheticTensor,
+    scatter,
+    shard_names,
+    write_shards,
+    write_source,
+    write_target,
+)
+
+MTP_SHARD = "model-mtp-bf16.safetensors"  # where a re-export puts restored BF16 MTP layers (facts §7)
+MTP_SEED_BASE = 50_000
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Tiny geometry shared by every family; each config builder adds its family's own widths.
+
+    For `step3p7` only hidden_size, vocab_size, shards, seed and license apply: the Step generator
+    keeps its 45 backbone and 3 MTP layers so indices match the release.
+    """
+
+    hidden_size: int = 64
+    vocab_size: int = 256
+    num_hidden_layers: int = 4
+    num_mtp_layers: int = 1
+    experts: int = 4
+    shards: int = 4
+    seed: int = 0
+    license: str = "apache-2.0"
+
+
+def _text(spec: FamilySpec) -> dict[str, Any]:
+    return {
+        "hidden_size": spec.hidden_size,
+        "vocab_size": spec.vocab_size,
+        "num_hidden_layers": spec.num_hidden_layers,
+        "rms_norm_eps": 1e-06,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": False,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "torch_dtype": "bfloat16",
+    }
+
+
+def _deepseek_v3(spec: FamilySpec) -> dict[str, Any]:
+    return {
+        "architectures": ["DeepseekV3ForCausalLM"],
+        "model_type": "deepseek_v3",
+        "auto_map": {
+            "AutoConfig": "configuration_deepseek.DeepseekV3Config",
+            "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM",
+        },
+        **_text(spec),
+        "num_nextn_predict_layers": spec.num_mtp_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "q_lora_rank": 32,
+        "kv_lora_rank": 16,
+        "qk_nope_head_dim": 8,
+        "qk_rope_head_dim": 4,
+        "v_head_dim": 8,
+        "intermediate_size": 96,
+        "moe_intermediate_size": 24,
+        "n_routed_experts": spec.experts,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 2,
+        "first_k_dense_replace": 1,
+        "topk_method": "noaux_tc",
+        "scoring_func": "sigmoid",
+    }
+
+
+def _glm4_moe(spec: FamilySpec) -> dict[str, Any]:
+    return {
+        "architectures": ["Glm4MoeForCausalLM"],
+        "model_type": "glm4_moe",
+        **_text(spec),
+        "num_nextn_predict_layers": spec.num_mtp_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "attention_bias": True,
+        "use_qk_norm": True,
+        "partial_rotary_factor": 0.5,
+        "intermediate_size": 96,
+        "moe_intermediate_size": 24,
+        "n_routed_experts": spec.experts,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 2,
+        "first_k_dense_replace": 1,
+    }
+
+
+def _qwen3_next(spec: FamilySpec) -> dict[str, Any]:
+    config = {
+        "architectures": ["Qwen3NextForCausalLM"],
+        "model_type": "qwen3_next",
+        **_text(spec),
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "full_attention_interval": 4,
+        "intermediate_size": 96,
+        "moe_intermediate_size": 24,
+        "shared_expert_intermediate_size": 24,
+        "num_experts": spec.experts,
+        "num_experts_per_tok": 2,
+    }
+    # The released config appears to lack the count (facts §9), so the default case leaves it out too.
+    if spec.num_mtp_layers != FAMILIES["qwen3_next"].count_default:
+        config["num_nextn_predict_layers"] = spec.num_mtp_layers
+    return config
+
+
+def _mimo(spec: FamilySpec) -> dict[str, Any]:
+    return {
+        "architectures": ["MiMoForCausalLM"],
+        "model_type": "mimo",
+        **_text(spec),
+        "num_nextn_predict_layers": spec.num_mtp_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 96,
+    }
+
+
+CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
+    "deepseek_v3": _deepseek_v3,
+    "glm4_moe": _glm4_moe,
+    "qwen3_next": _qwen3_next,
+    "mimo": _mimo,
+}
+NVFP4_CONFIG = {
+    "quant_method": "modelopt",
+    "quant_algo": "NVFP4",
+    "group_size": 16,
+    "kv_cache_quant_algo": "FP8",
+    "ignore": ["lm_head"],
+}
+
+
+def family_config(family_name: str, spec: FamilySpec = FamilySpec(), *, quantized: bool = False) -> dict[str, Any]:
+    """The tiny config.json of a non-Step family's source (or, quantized, its target)."""
+    if family_name not in CONFIGS:
+        raise ValueError(f"family must be one of {', '.join(CONFIGS)}")
+    config = CONFIGS[family_name](spec)
+    if quantized:
+        config["quantization_config"] = dict(NVFP4_CONFIG)
+    return config
+
+
+def mtp_tensors(family: Family, config: dict[str, Any]) -> list[SyntheticTensor]:
+    """The family's MTP tensors under their first source name, BF16; the extras are backbone tensors."""
+    extras = {extra.name for extra in family.extra_tensors}
+    expected = [t for t in family.expected_tensors(family.read_geometry(config)) if t.name not in extras]
+    return [SyntheticTensor(t.source_names[0], "BF16", t.shape, MTP_SEED_BASE + i) for i, t in enumerate(expected)]
+
+
+def _backbone(spec: FamilySpec, *, quantized: bool) -> list[SyntheticTensor]:
+    """Embedding, final norm, lm_head and two tensors per layer; the projection NVFP4-packed when quantized."""
+    h = spec.hidden_size
+    tensors = [
+        SyntheticTensor("model.embed_tokens.weight", "BF16", (spec.vocab_size, h), 1),
+        SyntheticTensor("model.norm.weight", "BF16", (h,), 2),
+        SyntheticTensor("lm_head.weight", "BF16", (spec.vocab_size, h), 3),
+    ]
+    for layer in range(spec.num_hidden_layers):
+        base, seed = f"model.layers.{layer}.", 1000 + layer * 10
+        tensors.append(SyntheticTensor(base + "input_layernorm.weight", "BF16", (h,), seed))
+        if quantized:
+            tensors.append(SyntheticTensor(base + "self_attn.o_proj.weight", "U8", (h, h // 2), seed + 1))
+            tensors.append(SyntheticTensor(base + "self_attn.o_proj.weight_scale", "F8_E4M3", (h, h // 16), seed + 2))
+            tensors.append(SyntheticTensor(base + "self_attn.o_proj.weight_scale_2", "F32", (), seed + 3))
+        else:
+            tensors.append(SyntheticTensor(base + "self_attn.o_proj.weight", "BF16", (h, h), seed + 1))
+    return tensors
+
+
+def _write_files(folder: Path, family_name: str, config: dict[str, Any], spec: FamilySpec, base_model: str | None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_bytes(dump_json(config))
+    (folder / "LICENSE").write_text(LICENSE_TEXT)
+    front = f"license: {spec.license}\nlibrary_name: transformers\n" + (f"base_model: {base_model}\n" if base_model else "")
+    (folder / "README.md").write_text(f"---\n{front}---\n\n# Synthetic {family_name} model\n\nGenerated for tests.\n")
+    for name, text in TOKENIZER_FILES.items():
+        (folder / name).write_text(text)
+    for reference in (config.get("auto_map") or {}).values():
+        module = reference.rsplit(".", 1)[0]
+        (folder / f"{module}.py").write_text(f"# {reference} of the synthetic {family_name} model.\n")
+
+
+def _step_spec(spec: FamilySpec) -> SyntheticSpec:
+    return SyntheticSpec(hidden_size=spec.hidden_size, vocab_size=spec.vocab_size, shards=spec.shards, seed=spec.seed, license=spec.license)
+
+
+def write_family_source(folder: Path, family_name: str, spec: FamilySpec = FamilySpec()) -> Path:
+    """A BF16 source of `family_name`: backbone and MTP tensors scattered over `spec.shards` shards."""
+    if family_name == "step3p7":
+        return write_source(folder, _step_spec(spec))
+    config = family_config(family_name, spec)
+    _write_files(folder, family_name, config, spec, None)
+    tensors = _backbone(spec, quantized=False) + mtp_tensors(FAMILIES[family_name], config)
+    write_shards(folder, scatter(tensors, spec.shards, spec.seed), spec.seed, shard_names(spec.shards))
+    return folder
+
+
+def write_family_target(
+    folder: Path, family_name: str, spec: FamilySpec = FamilySpec(), variant: str = "no-mtp", source_repo: str | None = None
+) -> Path:
+    """An NVFP4-like target of `family_name`; `variant` chooses which inspect verdict it should get.
+
+    `no-mtp` ships no MTP tensors (its config still declares them), `mtp-shard` adds the complete
+    BF16 MTP in its own shard, `incomplete-mtp` the same minus one tensor, and `other-vocab` /
+    `other-hidden` double the vocabulary or the hidden size.
+    """
+    if variant not in TARGET_VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(TARGET_VARIANTS)}")
+    if family_name == "step3p7":
+        return write_target(folder, _step_spec(spec), variant, *([source_repo] if source_repo else []))
+    if variant == "other-vocab":
+        spec = replace(spec, vocab_size=spec.vocab_size * 2)
+    if variant == "other-hidden":
+        spec = replace(spec, hidden_size=spec.hidden_size * 2)
+    config = family_config(family_name, spec, quantized=True)
+    _write_files(folder, family_name, config, spec, source_repo)
+    (folder / "hf_quant_config.json").write_bytes(
+        dump_json(
+            {"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8", "group_size": 16}}
+        )
+    )
+    backbone = _backbone(spec, quantized=True)
+    count = max(2, spec.shards - 1)
+    groups, names = [backbone[i::count] for i in range(count)], shard_names(count)
+    if variant in ("mtp-shard", "incomplete-mtp"):
+        mtp = mtp_tensors(FAMILIES[family_name], config)
+        groups.append(mtp[:-1] if variant == "incomplete-mtp" else mtp)
+        names.append(MTP_SHARD)
+    write_shards(folder, groups, spec.seed + 7, names)
+    return folder
+
+
+__all__ = ["CONFIGS", "TARGET_VARIANTS", "FamilySpec", "family_config", "write_family_source", "write_family_target"]

@@ -1,0 +1,303 @@
+"""Every family end to end on its synthetic source: build, verify, refusals and inspect verdicts.
+
+Expected tensor names, counts and shapes are written out here from the facts sheet (§9), not
+read from the family tables, so a wrong table fails these tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from pipeline.families import FAMILIES
+from pipeline.families.loader_names import vllm_param_name
+from pipeline.recipe import HubRef, load_recipe
+from pipeline.synthetic_families import write_family_source, write_family_target
+from tests.conftest import run_cli
+from tests.safetensors_reader import drop_tensor, folder_tensor_hashes
+
+ROOT = Path(__file__).resolve().parent.parent
+NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo")
+VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
+
+NEXTN_HEAD = ["embed_tokens.weight", "enorm.weight", "hnorm.weight", "eh_proj.weight", "shared_head.norm.weight", "shared_head.head.weight"]
+NORMS = ["input_layernorm.weight", "post_attention_layernorm.weight"]
+QKV = [f"self_attn.{p}_proj.weight" for p in "qkv"]
+QKV_BIAS = [f"self_attn.{p}_proj.bias" for p in "qkv"]
+QK_NORM = ["self_attn.q_norm.weight", "self_attn.k_norm.weight"]
+EXPERTS = [f"mlp.experts.{e}.{p}_proj.weight" for e in range(4) for p in ("gate", "up", "down")]
+MLA = [
+    f"self_attn.{p}.weight"
+    for p in ("q_a_proj", "q_a_layernorm", "q_b_proj", "kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "o_proj")
+]
+ROUTER = ["mlp.gate.weight", "mlp.gate.e_score_correction_bias"]
+
+
+def _shared(name: str) -> list[str]:
+    return [f"mlp.{name}.{p}_proj.weight" for p in ("gate", "up", "down")]
+
+
+def _under(prefix: str, suffixes: list[str]) -> set[str]:
+    return {prefix + suffix for suffix in suffixes}
+
+
+# The draft of each tiny source (4 backbone layers, 4 routed experts, 1 MTP layer).
+DRAFT_TENSORS = {
+    "deepseek_v3": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + ROUTER + EXPERTS + _shared("shared_experts")),
+    "glm4_moe": _under(
+        "model.layers.4.",
+        NEXTN_HEAD + NORMS + QKV + QKV_BIAS + ["self_attn.o_proj.weight"] + QK_NORM + ROUTER + EXPERTS + _shared("shared_experts"),
+    ),
+    "qwen3_next": {"model.embed_tokens.weight", "lm_head.weight"}
+    | _under("mtp.", ["fc.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight", "norm.weight"])
+    | _under(
+        "mtp.layers.0.",
+        NORMS
+        + QKV
+        + ["self_attn.o_proj.weight"]
+        + QK_NORM
+        + ["mlp.gate.weight"]
+        + EXPERTS
+        + _shared("shared_expert")
+        + ["mlp.shared_expert_gate.weight"],
+    ),
+    "mimo": {"model.embed_tokens.weight", "lm_head.weight"}
+    | _under(
+        "model.mtp_layers.0.",
+        ["token_layernorm.weight", "hidden_layernorm.weight", "input_proj.weight", "final_layernorm.weight"]
+        + NORMS
+        + QKV
+        + QKV_BIAS
+        + ["self_attn.o_proj.weight"]
+        + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")],
+    ),
+}
+DRAFT_COUNTS = {"deepseek_v3": 32, "glm4_moe": 34, "qwen3_next": 31, "mimo": 18}
+# Shapes that follow from the tiny configs: hidden 64, vocab 256, 4 heads; see synthetic_families.
+SHAPES = {
+    "deepseek_v3": {
+        "model.layers.4.self_attn.q_b_proj.weight": (4 * (8 + 4), 32),
+        "model.layers.4.self_attn.kv_a_proj_with_mqa.weight": (16 + 4, 64),
+        "model.layers.4.shared_head.head.weight": (256, 64),
+        "model.layers.4.mlp.experts.3.down_proj.weight": (64, 24),
+    },
+    "glm4_moe": {
+        "model.layers.4.self_attn.k_proj.bias": (2 * 16,),
+        "model.layers.4.self_attn.q_norm.weight": (16,),
+        "model.layers.4.eh_proj.weight": (64, 128),
+    },
+    "qwen3_next": {
+        "mtp.layers.0.self_attn.q_proj.weight": (2 * 4 * 16, 64),
+        "mtp.fc.weight": (64, 128),
+        "mtp.layers.0.mlp.shared_expert_gate.weight": (1, 64),
+    },
+    "mimo": {
+        "model.mtp_layers.0.input_proj.weight": (64, 128),
+        "model.mtp_layers.0.self_attn.q_proj.bias": (64,),
+        "model.mtp_layers.0.mlp.down_proj.weight": (64, 96),
+    },
+}
+# One MTP tensor per family whose absence the build must refuse; GLM's is what GLM-4.6 lacks.
+MISSING = {
+    "deepseek_v3": "model.layers.4.shared_head.head.weight",
+    "glm4_moe": "model.layers.4.embed_tokens.weight",
+    "qwen3_next": "mtp.fc.weight",
+    "mimo": "model.mtp_layers.0.input_proj.weight",
+}
+MTP_LAYERS = {"step3p7": range(45, 48), "deepseek_v3": range(4, 5), "glm4_moe": range(4, 5), "qwen3_next": range(0, 1), "mimo": range(0, 1)}
+# (family, checkpoint name, the vLLM parameter it fills or None when the loader ignores it), facts §6 and §9.
+LOADER_NAMES = [
+    ("deepseek_v3", "model.layers.4.embed_tokens.weight", "model.embed_tokens.weight"),
+    ("deepseek_v3", "model.layers.4.shared_head.head.weight", "model.layers.4.shared_head.head.weight"),
+    ("deepseek_v3", "model.layers.4.self_attn.kv_b_proj.weight", "model.layers.4.mtp_block.self_attn.kv_b_proj.weight"),
+    ("deepseek_v3", "model.layers.4.mlp.experts.2.up_proj.weight", "model.layers.4.mtp_block.mlp.experts.w13_weight"),
+    ("deepseek_v3", "model.layers.4.mlp.shared_experts.up_proj.weight", "model.layers.4.mtp_block.mlp.shared_experts.gate_up_proj.weight"),
+    ("deepseek_v3", "model.layers.3.self_attn.o_proj.weight", None),
+    ("deepseek_v3", "model.embed_tokens.weight", None),
+    ("deepseek_v3", "layers.4.enorm.weight", None),
+    ("glm4_moe", "model.layers.4.self_attn.k_proj.bias", "model.layers.4.mtp_block.self_attn.qkv_proj.bias"),
+    ("glm4_moe", "model.layers.4.mlp.experts.0.down_proj.weight", "model.layers.4.mtp_block.mlp.experts.w2_weight"),
+    ("glm4_moe", "model.layers.5.enorm.weight", None),
+    ("qwen3_next", "mtp.fc.weight", "model.fc.weight"),
+    ("qwen3_next", "mtp.layers.0.self_attn.v_proj.weight", "model.layers.0.self_attn.qkv_proj.weight"),
+    ("qwen3_next", "mtp.layers.0.mlp.shared_expert.gate_proj.weight", "model.layers.0.mlp.shared_expert.gate_up_proj.weight"),
+    ("qwen3_next", "mtp.layers.0.mlp.experts.1.gate_proj.weight", "model.layers.0.mlp.experts.w13_weight"),
+    ("qwen3_next", "lm_head.weight", "lm_head.weight"),
+    ("qwen3_next", "model.layers.0.self_attn.o_proj.weight", None),
+    ("mimo", "model.mtp_layers.0.input_proj.weight", "model.mtp_layers.0.input_proj.weight"),
+    ("mimo", "model.mtp_layers.0.self_attn.q_proj.bias", "model.mtp_layers.0.self_attn.qkv_proj.bias"),
+    ("mimo", "model.embed_tokens.weight", "model.embed_tokens.weight"),
+    ("mimo", "model.layers.0.self_attn.o_proj.weight", None),
+    ("step3p7", "layers.45.transformer.shared_head.output.weight", "model.layers.45.shared_head.head.weight"),
+    ("step3p7", "model.layers.46.self_attn.k_proj.weight", "model.layers.46.mtp_block.self_attn.qkv_proj.weight"),
+]
+
+
+@pytest.fixture(scope="module")
+def family_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Per family: a pristine source and one target per verdict; tests copy before changing anything."""
+    root = tmp_path_factory.mktemp("families")
+    for name in FAMILIES:
+        write_family_source(root / name / "source", name)
+        for variant in VERDICTS:
+            write_family_target(root / name / variant, name, variant=variant)
+    return root
+
+
+def _recipe(folder: Path, family: str, source: Path, target: Path) -> Path:
+    recipe = folder / "recipe" / "draft.yaml"
+    recipe.parent.mkdir(parents=True, exist_ok=True)
+    recipe.write_text(
+        f"family: {family}\nsource: {{path: {source}}}\ntarget: {{path: {target}}}\nlicense: apache-2.0\nmax_shard_size: 100KB\n"
+    )
+    return recipe
+
+
+def _build(tmp_path: Path, family: str, source: Path, target: Path) -> tuple[Path, Path]:
+    recipe, workdir = _recipe(tmp_path, family, source, target), tmp_path / "work"
+    result = run_cli("build", "--recipe", str(recipe), "--workdir", str(workdir))
+    assert result.code == 0, result.stderr
+    return recipe, workdir
+
+
+def _drop(folder: Path, name: str) -> None:
+    """Remove one tensor from a folder's shard and index."""
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    drop_tensor(folder / index["weight_map"].pop(name), name)
+    index_path.write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_a_build_of_the_synthetic_source_passes_verify_with_exactly_the_mtp_tensors(family: str, family_root: Path, tmp_path: Path) -> None:
+    source = family_root / family / "source"
+    _, workdir = _build(tmp_path, family, source, family_root / family / "no-mtp")
+
+    report = json.loads((workdir / "verify.json").read_text())
+    assert report["passed"] and all(check["passed"] for check in report["checks"])
+    route = next(check for check in report["checks"] if check["id"] == "config.mtp-route")
+    assert FAMILIES[family].vllm_class in route["evidence"]
+    draft = workdir / "draft"
+    produced = folder_tensor_hashes(draft)
+    assert set(produced) == DRAFT_TENSORS[family]
+    assert len(produced) == DRAFT_COUNTS[family]
+    source_hashes = folder_tensor_hashes(source)
+    assert all(source_hashes[name] == sha for name, sha in produced.items())
+    index = json.loads((draft / "model.safetensors.index.json").read_text())
+    for name, shape in SHAPES[family].items():
+        with safe_open(str(draft / index["weight_map"][name]), framework="numpy") as handle:
+            assert tuple(handle.get_slice(name).get_shape()) == shape, name
+
+
+def test_a_qwen3_next_draft_without_a_count_routes_with_vllms_default(family_root: Path, tmp_path: Path) -> None:
+    _, workdir = _build(tmp_path, "qwen3_next", family_root / "qwen3_next" / "source", family_root / "qwen3_next" / "no-mtp")
+
+    assert "num_nextn_predict_layers" not in json.loads((workdir / "draft" / "config.json").read_text())
+    assert json.loads((workdir / "verify.json").read_text())["passed"] is True
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_the_build_refuses_a_source_missing_an_mtp_tensor(family: str, family_root: Path, tmp_path: Path) -> None:
+    source = Path(shutil.copytree(family_root / family / "source", tmp_path / "source"))
+    _drop(source, MISSING[family])
+
+    result = run_cli(
+        "build", "--recipe", str(_recipe(tmp_path, family, source, family_root / family / "no-mtp")), "--workdir", str(tmp_path / "work")
+    )
+
+    assert result.code == 1
+    assert f"tensor {MISSING[family]} is missing" in result.stderr
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_verify_refuses_a_draft_missing_an_mtp_tensor(family: str, family_root: Path, tmp_path: Path) -> None:
+    recipe, workdir = _build(tmp_path, family, family_root / family / "source", family_root / family / "no-mtp")
+    _drop(workdir / "draft", MISSING[family])
+
+    result = run_cli("verify", "--recipe", str(recipe), "--workdir", str(workdir))
+
+    assert result.code == 1
+    error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert "tensors.expected-set" in error and MISSING[family] in error
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_verify_refuses_a_draft_config_that_does_not_route_to_the_family(family: str, family_root: Path, tmp_path: Path) -> None:
+    recipe, workdir = _build(tmp_path, family, family_root / family / "source", family_root / family / "no-mtp")
+    config_path = workdir / "draft" / "config.json"
+    config = json.loads(config_path.read_text())
+    config.update(model_type="llama", architectures=["LlamaForCausalLM"])
+    config_path.write_text(json.dumps(config))
+
+    result = run_cli("verify", "--recipe", str(recipe), "--workdir", str(workdir))
+
+    assert result.code == 1
+    assert "config.mtp-route" in result.stderr and FAMILIES[family].vllm_class in result.stderr
+
+
+@pytest.mark.parametrize("variant", sorted(VERDICTS))
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_inspect_gives_each_family_the_right_verdict(family: str, variant: str, family_root: Path, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, family, family_root / family / "source", family_root / family / variant)
+
+    result = run_cli("inspect", "--recipe", str(recipe), "--json")
+
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verdict"] == VERDICTS[variant], report["reasons"]
+    if variant == "other-vocab":
+        assert report["reasons"] == ["vocab_size differs: draft 256, target 512"]
+    if variant == "no-mtp":
+        assert report["mtp"]["found"] == [] and report["mtp"]["layers"] == list(MTP_LAYERS[family])
+
+
+def test_inspect_says_a_config_declares_the_count_only_when_it_does(family_root: Path, tmp_path: Path) -> None:
+    """Qwen3-Next's config lacks the count (vLLM assumes 1); the others declare it."""
+    reasons = {}
+    for family in ("qwen3_next", "deepseek_v3"):
+        recipe = _recipe(tmp_path / family, family, family_root / family / "source", family_root / family / "no-mtp")
+        reasons[family] = json.loads(run_cli("inspect", "--recipe", str(recipe), "--json").stdout)["reasons"][0]
+
+    assert reasons["qwen3_next"] == "the target ships none of the 29 MTP tensors of layers 0"
+    assert (
+        reasons["deepseek_v3"]
+        == "the target ships none of the 32 MTP tensors of layers 4, although its config declares num_nextn_predict_layers: 1"
+    )
+
+
+@pytest.mark.parametrize(("family", "name", "param"), LOADER_NAMES)
+def test_loader_names_follow_each_familys_vllm_rules(family: str, name: str, param: str | None) -> None:
+    assert vllm_param_name(FAMILIES[family].loader, name, MTP_LAYERS[family]) == param
+
+
+def test_every_family_states_its_loader_and_the_facts_it_rests_on() -> None:
+    for family in FAMILIES.values():
+        assert family.vllm_class and family.facts and family.summary, family.name
+        assert family.route_model_types or family.route_architectures, family.name
+
+
+def _example_recipes() -> list[Path]:
+    return sorted((ROOT / "artifacts").rglob("draft.yaml"))
+
+
+@pytest.mark.parametrize("path", _example_recipes(), ids=lambda path: path.parent.name)
+def test_every_recipe_under_artifacts_loads(path: Path) -> None:
+    recipe = load_recipe(path)
+
+    assert recipe.family in FAMILIES
+    if path.parent.parent.name == "examples":
+        assert recipe.family == path.parent.name
+        assert isinstance(recipe.source, HubRef) and isinstance(recipe.target, HubRef)
+
+
+def test_every_family_has_an_example_recipe_and_a_readme_row() -> None:
+    examples = {path.parent.name for path in (ROOT / "artifacts" / "examples").glob("*/draft.yaml")}
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Supported families") :]
+    for name, family in FAMILIES.items():
+        assert name == "step3p7" or name in examples, name
+        assert f"| `{name}` |" in table and family.vllm_class in table, name
