@@ -250,24 +250,34 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _synth(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.families import FAMILIES
     from pipeline.synthetic import TARGET_VARIANTS, SyntheticSpec, write_source, write_target
+    from pipeline.synthetic_families import FamilySpec, write_family_source, write_family_target
 
+    if args.family not in FAMILIES:
+        raise InputError(f"--family: must be one of {', '.join(FAMILIES)}")
     if args.target_variant not in TARGET_VARIANTS:
         raise InputError(f"--target-variant: must be one of {', '.join(TARGET_VARIANTS)}")
-    spec = (
-        SyntheticSpec.real_shapes(seed=args.seed, shards=args.shards)
-        if args.real_shapes
-        else SyntheticSpec(seed=args.seed, shards=args.shards)
-    )
     root = Path(args.out)
-    write_source(root / "source", spec)
-    write_target(root / "target", spec, args.target_variant)
+    if args.family == "step3p7":
+        spec = SyntheticSpec.real_shapes if args.real_shapes else SyntheticSpec
+        write_source(root / "source", spec(seed=args.seed, shards=args.shards))
+        write_target(root / "target", spec(seed=args.seed, shards=args.shards), args.target_variant)
+    else:
+        if args.real_shapes:
+            raise InputError("--real-shapes: only the step3p7 generator knows real tensor sizes")
+        family_spec = FamilySpec(seed=args.seed, shards=args.shards)
+        write_family_source(root / "source", args.family, family_spec)
+        write_family_target(root / "target", args.family, family_spec, args.target_variant)
     out.result(f"wrote {root / 'source'} and {root / 'target'}", {"source": str(root / "source"), "target": str(root / "target")})
     return 0
 
 
 def _synth_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write source/ and target/ into")
+    parser.add_argument(
+        "--family", default="step3p7", metavar="NAME", help="model family of the synthetic checkpoint (default: %(default)s)"
+    )
     parser.add_argument(
         "--target-variant",
         default="no-mtp",
@@ -337,7 +347,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "synth",
-        "write a synthetic Step-3.7-shaped BF16 source (with MTP layers) and an NVFP4-like target",
+        "write a synthetic BF16 source (with MTP layers) and a quantized-like target for any family",
         "python -m pipeline synth --out /tmp/synthetic --target-variant mtp-shard",
         _synth,
         _synth_options,

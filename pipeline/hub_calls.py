@@ -83,6 +83,7 @@ def call(action: str, fn: Callable[[], T], policy: RetryPolicy = DEFAULT_RETRIES
             # An upload error arrives wrapped after the client's own retries: retrying again would
             # multiply the wait without changing the odds.
             if attempt == policy.attempts or isinstance(exc, RuntimeError):
-                raise RemoteError(f"{action}: {detail} after {policy.attempts} attempts", hint="retry later, or check HF_ENDPOINT") from None
+                tries = f" after {attempt} attempts" if attempt > 1 else " (after the client's own retries)"
+                raise RemoteError(f"{action}: {detail}{tries}", hint="retry later, or check HF_ENDPOINT") from None
             time.sleep(retry_after(exc.__cause__ or exc) or policy.backoff_seconds * 2 ** (attempt - 1))
     raise AssertionError("unreachable")
