@@ -51,3 +51,17 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci in readme
+
+
+def test_guarantees_table_counts_match_the_suite() -> None:
+    from tests.test_corpus import CORPUS
+    from tests.test_fault_campaigns import DROP_CAMPAIGNS, PUBLISH_CRASH_POINTS
+    from tests.test_malformed_inputs import RECIPES, SOURCE_DAMAGE
+    from tests.test_verify_failures import DRAFT_DAMAGE
+
+    readme = (ROOT / "README.md").read_text()
+    assert f"| {len(CORPUS) + len(RECIPES) + len(SOURCE_DAMAGE)} inputs |" in readme
+    assert f"| {len(DRAFT_DAMAGE) + 3} damages |" in readme  # + NaN in a source tensor, two target geometries
+    assert f"| {PUBLISH_CRASH_POINTS + 1} crash points |" in readme  # + the SIGKILLed extract
+    # drop campaigns + 4 storm statuses + 4 fault kinds in the Hub build tests
+    assert f"| {DROP_CAMPAIGNS + 4 + 4} fault scenarios |" in readme
