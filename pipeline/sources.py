@@ -32,7 +32,10 @@ class ModelSource(Protocol):
     """Read access to one model repo at one revision."""
 
     label: str
-    bytes_transferred: int
+
+    @property
+    def bytes_transferred(self) -> int:
+        """Bytes received so far: what the fetch report compares with the bytes needed."""
 
     def resolve(self) -> str | None:
         """The commit id the revision points at (None for a local folder)."""
@@ -151,8 +154,26 @@ class WholeShardSource:
         path = self._paths[name]
         return LocalSource(path.parent, self.label)
 
-    def __getattr__(self, attribute: str) -> object:
-        return getattr(self.inner, attribute)
+    def resolve(self) -> str | None:
+        return self.inner.resolve()
+
+    def exists(self, name: str) -> bool:
+        return self.inner.exists(name)
+
+    def size(self, name: str) -> int:
+        return self.inner.size(name)
+
+    def read(self, name: str) -> bytes:
+        return self.inner.read(name)
+
+    def lfs_sha256(self, name: str) -> str | None:
+        return self.inner.lfs_sha256(name)
+
+    def local_path(self, name: str) -> Path:
+        return self._paths.get(name) or self.inner.local_path(name)
+
+    def fingerprint(self, name: str) -> str:
+        return self.inner.fingerprint(name)
 
     def read_range(self, name: str, start: int, end: int) -> bytes:
         return b"".join(self.stream_range(name, start, end))

@@ -65,3 +65,11 @@ def test_guarantees_table_counts_match_the_suite() -> None:
     assert f"| {PUBLISH_CRASH_POINTS + 1} crash points |" in readme  # + the SIGKILLed extract
     # drop campaigns + 4 storm statuses + 4 fault kinds in the Hub build tests
     assert f"| {DROP_CAMPAIGNS + 4 + 4} fault scenarios |" in readme
+
+
+def test_types_check() -> None:
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent))
+    if mypy is None:
+        pytest.fail("mypy is not installed; install the test extra: pip install -e '.[test]'")
+    result = subprocess.run([mypy], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

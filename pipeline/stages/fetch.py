@@ -100,6 +100,7 @@ def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
 
     records = _fetch_tensors(source, selected, workdir.blobs, inputs.connections, show_progress)
     needed = sum(item.nbytes for item in selected)
+    fetched = source.bytes_transferred - bytes_before
     manifest = {
         "schema": SCHEMA,
         "family": family.name,
@@ -107,10 +108,10 @@ def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
         "target": {"label": target.label, "commit": target_commit, "files": target_files},
         "tensors": records,
         "bytes_needed": needed,
-        "bytes_fetched": source.bytes_transferred - bytes_before,
+        "bytes_fetched": fetched,
     }
     atomic_write_json(workdir.fetch_manifest, manifest)
-    return FetchResult(workdir.fetch_manifest, source_commit, target_commit, len(records), needed, manifest["bytes_fetched"])
+    return FetchResult(workdir.fetch_manifest, source_commit, target_commit, len(records), needed, fetched)
 
 
 def _refuse_short_arrays(label: str, config: dict[str, Any], family: Family, geometry: Geometry) -> None:
