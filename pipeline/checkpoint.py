@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from huggingface_hub import ModelCard
 
 from pipeline.errors import InputError
 from pipeline.fsio import DuplicateKeyError, loads_strict
@@ -15,6 +18,8 @@ from pipeline.sources import ModelSource, check_repo_path
 CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
+CARD_FILE = "README.md"
+LICENSE_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "NOTICE", "NOTICE.md", "NOTICE.txt")
 
 
 def read_json(source: ModelSource, name: str) -> Any:
@@ -84,3 +89,34 @@ def read_shard_header(source: ModelSource, shard: str) -> Header:
         return read_header(lambda start, end: source.read_range(shard, start, end), size)
     except HeaderError as exc:
         raise InputError(f"{source.label}: {shard}: {exc}") from None
+
+
+def auto_map_files(config: dict[str, Any]) -> list[str]:
+    """Python files named by `auto_map` (entries pointing at another repo, `repo--module.Class`, excluded)."""
+    auto_map = config.get("auto_map") or {}
+    if not isinstance(auto_map, dict):
+        raise InputError(f"{CONFIG_FILE}: auto_map: must be an object")
+    files = []
+    for key, value in auto_map.items():
+        for reference in value if isinstance(value, list) else [value]:
+            if reference is None:
+                continue
+            if not isinstance(reference, str) or "." not in reference:
+                raise InputError(f"{CONFIG_FILE}: auto_map.{key}: {reference!r} is not module.Class")
+            if "--" in reference:
+                continue
+            module = reference.rsplit(".", 1)[0]
+            files.append(check_repo_path(module.replace(".", "/") + ".py", f"{CONFIG_FILE}: auto_map.{key}"))
+    return sorted(set(files))
+
+
+def read_card_license(card_path: Path, where: str) -> str | None:
+    """The `license` in a model card's front matter, or None when there is none."""
+    try:
+        card = ModelCard(card_path.read_text(encoding="utf-8"), ignore_metadata_errors=True)
+    except Exception as exc:  # a remote card is untrusted text; any parse failure is bad input
+        raise InputError(f"{where}: front matter does not parse ({exc.__class__.__name__})") from None
+    license_id = card.data.get("license")
+    if license_id is not None and not isinstance(license_id, str):
+        raise InputError(f"{where}: license: must be a string")
+    return license_id

@@ -164,11 +164,11 @@ class _Section:
 
     def typed(self, key: str, kind: type | tuple[type, ...], default: Any = None, *, required: bool = False) -> Any:
         value = self.get(key, default, required=required)
-        if value is default and key not in self.data:
+        if key not in self.data:
             return value
-        if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise ValueError(f"{self.path(key)}: must be {_kind_name(kind)}, not a boolean")
-        if not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int subclass in Python; YAML's `true` is never a valid count or name here.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise ValueError(f"{self.path(key)}: must be {_kind_name(kind)}")
         return value
 

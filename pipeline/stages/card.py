@@ -17,13 +17,13 @@ from typing import Any
 from huggingface_hub import ModelCard
 
 from pipeline.card import CardInputs, render
+from pipeline.checkpoint import CARD_FILE
 from pipeline.errors import InputError
 from pipeline.families import Family
 from pipeline.fsio import atomic_write_bytes, sha256_bytes
 from pipeline.lock import LOCK_FILE, REVIEWED_CONFIG, load_lock
 from pipeline.recipe import Recipe
 
-CARD_FILE = "README.md"
 BENCHMARKS_FILE = "benchmarks.json"
 PLOT_FILE = "speedup.png"
 

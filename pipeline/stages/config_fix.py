@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoint import CONFIG_FILE
+from pipeline.checkpoint import CONFIG_FILE, LICENSE_FILES, auto_map_files
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import Family, Geometry
 from pipeline.fsio import atomic_write_bytes, atomic_write_json
-from pipeline.stages.fetch import LICENSE_FILES, auto_map_files
 from pipeline.workdir import Workdir
 
 QUANTIZATION_KEY = "quantization_config"
@@ -64,6 +63,17 @@ def short_arrays(config: Mapping[str, Any], family: Family, geometry: Geometry) 
     return short
 
 
+def refuse_short_arrays(where: str, config: Mapping[str, Any], family: Family, geometry: Geometry) -> None:
+    """Refuse arrays that stop short of the last MTP layer: their tails may only come from the source."""
+    short = short_arrays(config, family, geometry)
+    if short:
+        field, length = short[0]
+        raise CheckFailed(
+            f"{where}: {field} has {length} entries, MTP layers up to {geometry.total_layers - 1} need {geometry.total_layers}",
+            hint="array tails are copied only from the source release, never invented; use the BF16 source",
+        )
+
+
 def run(inputs: ConfigFixInputs) -> ConfigFixResult:
     """Write the draft config and carry the licence and `auto_map` files."""
     source_dir, draft = inputs.workdir.source_files, inputs.workdir.draft
@@ -76,13 +86,7 @@ def run(inputs: ConfigFixInputs) -> ConfigFixResult:
     except ValueError as exc:
         raise InputError(f"source {CONFIG_FILE}: {exc}") from None
     config, removed = draft_config(source_config)
-    short = short_arrays(config, inputs.family, geometry)
-    if short:
-        field, length = short[0]
-        raise CheckFailed(
-            f"source {CONFIG_FILE}: {field} has {length} entries, MTP layers up to {geometry.total_layers - 1} need {geometry.total_layers}",
-            hint="array tails are copied only from the source release, never invented; use the BF16 source",
-        )
+    refuse_short_arrays(f"source {CONFIG_FILE}", config, inputs.family, geometry)
     digests = {CONFIG_FILE: atomic_write_json(draft / CONFIG_FILE, config)}
     for name in [*LICENSE_FILES, *auto_map_files(config)]:
         carried = source_dir / name

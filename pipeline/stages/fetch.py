@@ -18,20 +18,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard
 from huggingface_hub.utils import tqdm
 
-from pipeline.checkpoint import CONFIG_FILE, INDEX_FILE, WeightIndex, read_config, read_shard_header, read_weight_index
+from pipeline.checkpoint import (
+    CARD_FILE,
+    CONFIG_FILE,
+    INDEX_FILE,
+    LICENSE_FILES,
+    WeightIndex,
+    auto_map_files,
+    read_card_license,
+    read_config,
+    read_shard_header,
+    read_weight_index,
+)
 from pipeline.errors import CheckFailed, InputError
-from pipeline.families import ExpectedTensor, Family, Geometry
+from pipeline.families import ExpectedTensor, Family
 from pipeline.fsio import atomic_write_bytes, atomic_write_json, remove_stale_temp_files
 from pipeline.safetensors_io import Header
-from pipeline.sources import ModelSource, WholeShardSource, check_repo_path
+from pipeline.sources import ModelSource, WholeShardSource
+from pipeline.stages.config_fix import refuse_short_arrays
 from pipeline.workdir import Workdir
 
 SCHEMA = "mtp-fetch/v1"
-CARD_FILE = "README.md"
-LICENSE_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "NOTICE", "NOTICE.md", "NOTICE.txt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
 
 
@@ -86,7 +95,7 @@ def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
         geometry = family.read_geometry(config)
     except ValueError as exc:
         raise InputError(f"{source.label}: {CONFIG_FILE}: {exc}") from None
-    _refuse_short_arrays(source.label, config, family, geometry)
+    refuse_short_arrays(f"{source.label}: {CONFIG_FILE}", config, family, geometry)  # before moving gigabytes
     bytes_before = source.bytes_transferred
     index = read_weight_index(source)
     expected = family.expected_tensors(geometry)
@@ -112,19 +121,6 @@ def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
     }
     atomic_write_json(workdir.fetch_manifest, manifest)
     return FetchResult(workdir.fetch_manifest, source_commit, target_commit, len(records), needed, fetched)
-
-
-def _refuse_short_arrays(label: str, config: dict[str, Any], family: Family, geometry: Geometry) -> None:
-    """config-fix would refuse these arrays; say so before moving gigabytes."""
-    from pipeline.stages.config_fix import short_arrays
-
-    short = short_arrays(config, family, geometry)
-    if short:
-        field, length = short[0]
-        raise CheckFailed(
-            f"{label}: {CONFIG_FILE}: {field} has {length} entries, MTP layers up to {geometry.total_layers - 1} need {geometry.total_layers}",
-            hint="array tails are copied only from the source release, never invented; use the BF16 source",
-        )
 
 
 def _refuse_unknown_mtp_tensors(label: str, family: Family, mtp_layers: range, index: WeightIndex, expected: list[ExpectedTensor]) -> None:
@@ -170,25 +166,6 @@ def _target_small_files(target: ModelSource) -> list[str]:
     return [name for name in names if target.exists(name)]
 
 
-def auto_map_files(config: dict[str, Any]) -> list[str]:
-    """Python files named by `auto_map` (entries pointing at another repo, `repo--module.Class`, excluded)."""
-    auto_map = config.get("auto_map") or {}
-    if not isinstance(auto_map, dict):
-        raise InputError(f"{CONFIG_FILE}: auto_map: must be an object")
-    files = []
-    for key, value in auto_map.items():
-        for reference in value if isinstance(value, list) else [value]:
-            if reference is None:
-                continue
-            if not isinstance(reference, str) or "." not in reference:
-                raise InputError(f"{CONFIG_FILE}: auto_map.{key}: {reference!r} is not module.Class")
-            if "--" in reference:
-                continue
-            module = reference.rsplit(".", 1)[0]
-            files.append(check_repo_path(module.replace(".", "/") + ".py", f"{CONFIG_FILE}: auto_map.{key}"))
-    return sorted(set(files))
-
-
 def _copy_small_files(source: ModelSource, folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     if folder.exists():
         shutil.rmtree(folder)
@@ -203,18 +180,6 @@ def _copy_small_files(source: ModelSource, folder: Path, names: list[str]) -> di
         sha = atomic_write_bytes(folder / name, data)
         record[name] = {"size": len(data), "sha256": sha, "lfs_sha256": source.lfs_sha256(name)}
     return record
-
-
-def read_card_license(card_path: Path, where: str) -> str | None:
-    """The `license` in a model card's front matter, or None when there is none."""
-    try:
-        card = ModelCard(card_path.read_text(encoding="utf-8"), ignore_metadata_errors=True)
-    except Exception as exc:  # a remote card is untrusted text; any parse failure is bad input
-        raise InputError(f"{where}: front matter does not parse ({exc.__class__.__name__})") from None
-    license_id = card.data.get("license")
-    if license_id is not None and not isinstance(license_id, str):
-        raise InputError(f"{where}: license: must be a string")
-    return license_id
 
 
 def _check_license(source: ModelSource, folder: Path, expected: str) -> None:

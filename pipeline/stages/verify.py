@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 
-from pipeline.checkpoint import CONFIG_FILE, INDEX_FILE
+from pipeline.checkpoint import CARD_FILE, CONFIG_FILE, INDEX_FILE, LICENSE_FILES, auto_map_files, read_card_license
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import Family
 from pipeline.families.base import config_value
@@ -26,7 +26,6 @@ from pipeline.families.loader_names import vllm_param_name
 from pipeline.fsio import HASH_CHUNK_BYTES, atomic_write_json, sha256_file
 from pipeline.safetensors_io import HEADER_LENGTH_BYTES, Header, HeaderError, header_length, parse_header
 from pipeline.stages.config_fix import QUANTIZATION_KEY, short_arrays
-from pipeline.stages.fetch import CARD_FILE, LICENSE_FILES, auto_map_files, read_card_license
 from pipeline.workdir import Workdir
 
 SCHEMA = "mtp-verify/v1"
