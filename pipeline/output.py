@@ -1,9 +1,11 @@
-"""Output discipline: results to stdout (text or --json), progress and warnings to stderr."""
+"""Output discipline: results to stdout (text or --json), progress and warnings to stderr.
+
+Nothing is coloured, so NO_COLOR needs no special case.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -17,10 +19,6 @@ class Output:
     verbosity: int = 0  # -1 quiet, 0 normal, 1 verbose
     stdout: TextIO = sys.stdout
     stderr: TextIO = sys.stderr
-
-    @property
-    def color(self) -> bool:
-        return "NO_COLOR" not in os.environ and self.stderr.isatty()
 
     @property
     def show_progress(self) -> bool:

@@ -8,7 +8,6 @@ itself on import.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,7 +231,3 @@ def status(ctx: Context) -> list[dict[str, Any]]:
             reason = exc.message
         rows.append({"stage": stage.name, "current": reason is None, "reason": reason or "up to date"})
     return rows
-
-
-def load_json(path: Path) -> Any:
-    return json.loads(path.read_text())

@@ -7,7 +7,6 @@ generated and written chunk by chunk, so a 6 GB source needs no more memory than
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -276,8 +275,3 @@ def write_target(
         names.append("model-mtp-bf16.safetensors")
     write_shards(folder, groups, spec.seed + 7, names)
     return folder
-
-
-def main_config(folder: Path) -> dict:
-    """The config.json of a generated folder (for tests that tweak it)."""
-    return json.loads((folder / "config.json").read_text())

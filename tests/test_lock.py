@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from tests.conftest import RecipeMaker, run_cli
@@ -47,3 +48,20 @@ def test_locked_build_without_a_lock_is_refused(tmp_path: Path, make_recipe: Rec
     result = run_cli("build", "--recipe", str(make_recipe()), "--workdir", str(tmp_path / "w"), "--locked")
     assert result.code == 1
     assert "draft.lock.json: missing" in result.stderr
+
+
+def test_the_real_drafts_pending_lock_is_what_the_family_and_published_geometry_give() -> None:
+    from pipeline.families import FAMILIES
+    from pipeline.lock import pending_lock
+    from pipeline.recipe import load_recipe
+    from pipeline.synthetic import SyntheticSpec, step_config
+
+    folder = Path(__file__).resolve().parent.parent / "artifacts" / "step-3.7-flash-mtp-draft"
+    recipe = load_recipe(folder / "draft.yaml")
+    family = FAMILIES["step3p7"]
+    committed = json.loads((folder / "draft.lock.json").read_text())
+
+    expected = pending_lock(recipe, family, family.read_geometry(step_config(SyntheticSpec.real_shapes())))
+
+    assert {k: v for k, v in committed.items() if k != "tool_version"} == {k: v for k, v in expected.items() if k != "tool_version"}
+    assert sum(2 * math.prod(t["shape"]) for t in committed["tensors"]) == 5_912_258_048  # about 5.9 GB of BF16
