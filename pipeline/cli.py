@@ -104,7 +104,9 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(args, out)
     results = run_stages(ctx, BUILD_STAGES)
     finding = inspect_summary(inspect_recipe(ctx, _today()))
-    lock_path, changed = write_or_check(ctx.recipe, ctx.workdir, locked=args.locked, inspect=finding)
+    # The lock records the recipe's own revisions; --locked only made the stages fetch the locked commits.
+    recipe = load_recipe(ctx.recipe.path) if args.locked else ctx.recipe
+    lock_path, changed = write_or_check(recipe, ctx.workdir, locked=args.locked, inspect=finding)
     state = "reproduced" if args.locked else ("updated" if changed else "unchanged")
     out.info(f"inspect: {finding['verdict']}: {finding['summary']}")
     out.info(f"lock: {lock_path} {state}")

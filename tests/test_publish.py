@@ -280,6 +280,17 @@ def test_the_demo_publishes_and_its_second_run_is_a_no_op(tmp_path: Path) -> Non
     assert "second run: no commit, no tag, no write request" in result.stdout
 
 
+def test_a_locked_build_of_hub_repos_reproduces_the_lock(release: Release, tmp_path: Path) -> None:
+    release.prepare()
+    lock = (release.folder / "draft.lock.json").read_text()
+
+    again = run_cli("build", "--locked", "--recipe", str(release.recipe), "--workdir", str(tmp_path / "fresh"))
+
+    assert again.code == 0, again.stderr
+    assert (release.folder / "draft.lock.json").read_text() == lock
+    assert '"revision": "main"' in lock
+
+
 def test_a_plan_from_the_lock_needs_no_weights_and_matches_the_published_files(release: Release, tmp_path: Path) -> None:
     release.prepare()
     assert release.cli("publish").code == 0
