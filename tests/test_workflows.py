@@ -158,7 +158,7 @@ def test_the_jobs_run_the_stages_in_order() -> None:
             ranks += job_ranks
         assert ranks == sorted(ranks), f"{name}: the jobs run the stages out of order"
     jobs = _workflows()["release.yml"]["jobs"]
-    assert [c for c, _ in _commands(jobs["build"])] == ["build"] and _commands(jobs["build"])[0][1][2:3] == ["--locked"]
+    assert [c for c, _ in _commands(jobs["build"])] == ["build"] and "--locked" in _commands(jobs["build"])[0][1]
     assert set(_needs(jobs["publish"])) >= {"build", "card"}
     assert [c for c, _ in _commands(jobs["publish"])] == ["upload"] and "--dry-run" not in _commands(jobs["publish"])[0][1]
 
