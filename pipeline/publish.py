@@ -208,11 +208,10 @@ def _remote_card_diff(ctx: Context, plan: UploadPlan, readme: Path) -> str:
 def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None = None, forced_verdict: str | None = None) -> ReleaseReport:
     """Refuse what must not be published, plan the upload, and apply it unless dry-run."""
     destination = _destination(ctx)
-    if options.from_lock:
-        if not options.dry_run:
-            raise InputError("a plan from the lock uploads nothing: it needs --dry-run")
-        lock = lock if lock is not None else _committed_lock(ctx)
-    lock = lock if lock is not None else _check_lock(ctx)
+    if options.from_lock and not options.dry_run:
+        raise InputError("a plan from the lock uploads nothing: it needs --dry-run")
+    if lock is None:
+        lock = _committed_lock(ctx) if options.from_lock else _check_lock(ctx)
     if forced_verdict is None:
         forced_verdict = _verdict_gate(ctx, lock, options.force)
     version = options.version
