@@ -16,7 +16,7 @@ from pipeline.errors import CheckFailed, InputError, PipelineError
 from pipeline.lock import LOCK_FILE, load_lock, pinned, write_or_check
 from pipeline.output import Output
 from pipeline.recipe import load_recipe, recipe_path
-from pipeline.releases import ReleaseVersion, release_version
+from pipeline.releases import ReleaseVersion, draft_names, drafts_to_release, release_version
 from pipeline.runner import STAGE_NAMES, STAGES, Context, run_stages, status
 
 if TYPE_CHECKING:
@@ -104,7 +104,9 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(args, out)
     results = run_stages(ctx, BUILD_STAGES)
     finding = inspect_summary(inspect_recipe(ctx, _today()))
-    lock_path, changed = write_or_check(ctx.recipe, ctx.workdir, locked=args.locked, inspect=finding)
+    # The lock records the recipe's own revisions; --locked only made the stages fetch the locked commits.
+    recipe = load_recipe(ctx.recipe.path) if args.locked else ctx.recipe
+    lock_path, changed = write_or_check(recipe, ctx.workdir, locked=args.locked, inspect=finding)
     state = "reproduced" if args.locked else ("updated" if changed else "unchanged")
     out.info(f"inspect: {finding['verdict']}: {finding['summary']}")
     out.info(f"lock: {lock_path} {state}")
@@ -171,14 +173,20 @@ def _inspect(args: argparse.Namespace, out: Output) -> int:
 
 
 def _release_version(ctx: Context) -> ReleaseVersion:
-    drafts = [p for p in ctx.recipe.folder.parent.glob("*/draft.yaml")]
+    drafts = draft_names(ctx.recipe.folder.parent)
     return release_version(ctx.recipe.folder, ctx.recipe.name, single_draft=len(drafts) == 1)
 
 
-def _release_result(out: Output, report: ReleaseReport, dry_run: bool) -> int:
-    from pipeline.publish import describe
+def _release_result(args: argparse.Namespace, out: Output, ctx: Context, report: ReleaseReport) -> int:
+    from pipeline.publish import SUMMARY_LIMIT_BYTES, describe, summary_markdown
 
-    out.result(describe(report, dry_run), {"dry_run": dry_run, **report.to_json()})
+    if args.summary:
+        # GitHub gives each step a fresh summary file; what an earlier command wrote counts against the limit.
+        summary = Path(args.summary)
+        room = SUMMARY_LIMIT_BYTES - (summary.stat().st_size if summary.exists() else 0)
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(summary_markdown(ctx.recipe.name, report, args.dry_run, room))
+    out.result(describe(report, args.dry_run), {"dry_run": args.dry_run, **report.to_json()})
     return 0
 
 
@@ -186,8 +194,17 @@ def _upload(args: argparse.Namespace, out: Output) -> int:
     from pipeline.publish import ReleaseOptions, release
 
     ctx = _context(args, out)
-    options = ReleaseOptions(_release_version(ctx), dry_run=args.dry_run, force=args.force)
-    return _release_result(out, release(ctx, options), args.dry_run)
+    options = ReleaseOptions(_release_version(ctx), dry_run=args.dry_run, force=args.force, from_lock=args.from_lock)
+    return _release_result(args, out, ctx, release(ctx, options))
+
+
+def _upload_options(parser: argparse.ArgumentParser) -> None:
+    _release_options(parser)
+    parser.add_argument(
+        "--from-lock",
+        action="store_true",
+        help="with --dry-run: plan the draft's files from the committed lock, so no built draft (no weights) is needed",
+    )
 
 
 def _publish(args: argparse.Namespace, out: Output) -> int:
@@ -195,7 +212,7 @@ def _publish(args: argparse.Namespace, out: Output) -> int:
 
     ctx = _context(args, out)
     options = ReleaseOptions(_release_version(ctx), dry_run=args.dry_run, force=args.force)
-    return _release_result(out, publish(ctx, options, _today()), args.dry_run)
+    return _release_result(args, out, ctx, publish(ctx, options, _today()))
 
 
 def _release_options(parser: argparse.ArgumentParser) -> None:
@@ -205,6 +222,24 @@ def _release_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force", action="store_true", help="publish even if inspection found the draft redundant or incompatible (the card says so)"
     )
+    parser.add_argument(
+        "--summary",
+        metavar="PATH",
+        help="also append the plan, outcome and card diff as Markdown to PATH, cut to GitHub's 1 MiB limit (e.g. $GITHUB_STEP_SUMMARY)",
+    )
+
+
+def _drafts(args: argparse.Namespace, out: Output) -> int:
+    recipes = drafts_to_release(Path(args.artifacts), tag=args.tag, only=args.draft)
+    rows = [{"draft": r.name, "destination": r.destination.repo_id if r.destination else None} for r in recipes]
+    out.result("\n".join(f"{row['draft']}\t{row['destination']}" for row in rows), rows)
+    return 0
+
+
+def _drafts_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tag", metavar="TAG", help="a release tag: <draft>/vX.Y.Z names that draft, vX.Y.Z the only draft")
+    parser.add_argument("--draft", metavar="NAME", help="only this draft (refused unless it is releasable)")
+    parser.add_argument("--artifacts", default="artifacts", metavar="DIR", help="folder holding <draft>/draft.yaml (default: %(default)s)")
 
 
 def _demo(args: argparse.Namespace, out: Output) -> int:
@@ -312,9 +347,10 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "upload",
         "release the built, verified draft: one Hub commit and one tag (no stage is rerun)",
-        "python -m pipeline upload --draft demo --dry-run --json\npython -m pipeline upload --draft demo",
+        "python -m pipeline upload --draft demo --dry-run --json\npython -m pipeline upload --draft demo --dry-run --from-lock\n"
+        'python -m pipeline upload --draft demo --summary "$GITHUB_STEP_SUMMARY"',
         _upload,
-        _release_options,
+        _upload_options,
     ),
     Command(
         "publish",
@@ -322,6 +358,14 @@ COMMANDS: tuple[Command, ...] = (
         "python -m pipeline publish --draft demo --dry-run\ngit tag demo/v1.0.0 && python -m pipeline publish --draft demo",
         _publish,
         _release_options,
+    ),
+    Command(
+        "drafts",
+        "list the releasable drafts (those with a destination) a release tag names, or all of them, for a CI matrix",
+        "python -m pipeline drafts --json\npython -m pipeline drafts --tag step-3.7-flash-mtp-draft/v1.0.0 --json",
+        _drafts,
+        _drafts_options,
+        uses_recipe=False,
     ),
     Command(
         "demo",

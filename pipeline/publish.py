@@ -4,10 +4,13 @@
 target, imports benchmarks, checks the card and hands over to `release`, which refuses what must
 not be published, plans the upload against the destination's head and (unless dry-run) applies
 it: one commit, one tag. A stale head (HTTP 412) is re-planned once; a second one stops.
+A review plan (`from_lock`) needs no weights: the draft's files are planned from the committed
+lock, and it can only dry-run. `summary_markdown` renders a report for a CI job summary.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
 from pipeline import __version__
+from pipeline.card import escape_cell
 from pipeline.errors import CheckFailed, InputError
 from pipeline.fsio import atomic_write_bytes
 from pipeline.hub_calls import call, status_of
@@ -23,10 +27,21 @@ from pipeline.lock import LOCK_FILE, build_lock, differences, load_lock
 from pipeline.releases import ReleaseVersion
 from pipeline.runner import Context, run_stages
 from pipeline.stages import card
-from pipeline.stages.upload import ReleaseResult, UploadPlan, apply_plan, load_plan_files, plan_upload, verified_draft_files
+from pipeline.stages.upload import (
+    LockedFile,
+    ReleaseResult,
+    UploadPlan,
+    apply_plan,
+    load_plan_files,
+    locked_draft_files,
+    plan_upload,
+    verified_draft_files,
+)
 
 BUILD_STAGES = ("fetch", "extract", "config-fix", "verify")
 REPUBLISHABLE_VERDICTS = ("needed",)
+# GitHub refuses a step summary over 1 MiB ("supports content up to a size of 1024k").
+SUMMARY_LIMIT_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,7 @@ class ReleaseOptions:
     dry_run: bool
     force: bool = False
     allow_dirty: bool = False  # rehearsals against a throwaway Hub (the demo) may publish a dirty tree
+    from_lock: bool = False  # plan the draft's files from the committed lock, without weights (dry-run only)
 
 
 @dataclass(frozen=True)
@@ -43,9 +59,10 @@ class ReleaseReport:
     card_diff: str
     result: ReleaseResult | None
     replanned: bool
+    from_lock: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        document = {"plan": self.plan.to_json(), "card_diff": self.card_diff, "replanned": self.replanned}
+        document = {"plan": self.plan.to_json(), "card_diff": self.card_diff, "replanned": self.replanned, "from_lock": self.from_lock}
         if self.result is not None:
             document["result"] = {
                 "commit": self.result.commit,
@@ -73,14 +90,20 @@ def _destination(ctx: Context) -> str:
     return ctx.recipe.destination.repo_id
 
 
-def _check_lock(ctx: Context) -> dict[str, Any]:
-    """The committed lock must be what this build produces (inspect aside: it is re-checked at publish)."""
+def _committed_lock(ctx: Context) -> dict[str, Any]:
     lock_path = ctx.recipe.folder / LOCK_FILE
     committed = load_lock(lock_path)
     if committed is None:
         raise CheckFailed(
             f"{lock_path}: missing; a release needs a committed lock", hint=f"run: python -m pipeline build --draft {ctx.recipe.name}"
         )
+    return committed
+
+
+def _check_lock(ctx: Context) -> dict[str, Any]:
+    """The committed lock must be what this build produces (inspect aside: it is re-checked at publish)."""
+    lock_path = ctx.recipe.folder / LOCK_FILE
+    committed = _committed_lock(ctx)
     diff = differences(committed, build_lock(ctx.recipe, ctx.workdir, committed.get("inspect")))
     if diff:
         more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
@@ -131,11 +154,18 @@ def _benchmark_files(ctx: Context) -> dict[str, Path]:
     return files
 
 
-def release_files(ctx: Context, readme: Path) -> dict[str, Path]:
-    """Everything one release uploads: the verified draft, its card, lock, verify report and benchmarks."""
+def release_files(ctx: Context, readme: Path, locked: dict[str, Any] | None = None) -> dict[str, Path | LockedFile]:
+    """Everything one release uploads: the verified draft, its card, lock, verify report and benchmarks.
+
+    With `locked`, the draft's files come from that lock instead, and the verify report, which
+    only a build writes, is left out.
+    """
+    committed: dict[str, Path] = {card.CARD_FILE: readme, LOCK_FILE: ctx.recipe.folder / LOCK_FILE}
+    if locked is not None:
+        return load_plan_files(locked_draft_files(locked), committed, _benchmark_files(ctx))
     return load_plan_files(
         verified_draft_files(ctx.workdir.draft, ctx.workdir.verify_report),
-        {card.CARD_FILE: readme, LOCK_FILE: ctx.recipe.folder / LOCK_FILE, "verify.json": ctx.workdir.verify_report},
+        {**committed, "verify.json": ctx.workdir.verify_report},
         _benchmark_files(ctx),
     )
 
@@ -179,7 +209,10 @@ def _remote_card_diff(ctx: Context, plan: UploadPlan, readme: Path) -> str:
 def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None = None, forced_verdict: str | None = None) -> ReleaseReport:
     """Refuse what must not be published, plan the upload, and apply it unless dry-run."""
     destination = _destination(ctx)
-    lock = lock if lock is not None else _check_lock(ctx)
+    if options.from_lock and not options.dry_run:
+        raise InputError("a plan from the lock uploads nothing: it needs --dry-run")
+    if lock is None:
+        lock = _committed_lock(ctx) if options.from_lock else _check_lock(ctx)
     if forced_verdict is None:
         forced_verdict = _verdict_gate(ctx, lock, options.force)
     version = options.version
@@ -192,7 +225,7 @@ def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None =
         if version.dirty and not options.allow_dirty:
             raise CheckFailed("the git tree has uncommitted changes; a release publishes only committed, reviewed files")
     readme = _card_text(ctx, forced_verdict, options.dry_run)
-    files = release_files(ctx, readme)
+    files = release_files(ctx, readme, lock if options.from_lock else None)
     message, description = _messages(ctx, lock, version)
 
     def plan() -> UploadPlan:
@@ -201,7 +234,7 @@ def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None =
     current = plan()
     card_diff = _remote_card_diff(ctx, current, readme)
     if options.dry_run:
-        return ReleaseReport(current, card_diff, None, False)
+        return ReleaseReport(current, card_diff, None, False, options.from_lock)
     try:
         return ReleaseReport(current, card_diff, apply_plan(ctx.api, current, ctx.recipe.retries), False)
     except HfHubHTTPError as exc:
@@ -235,16 +268,77 @@ def publish(ctx: Context, options: ReleaseOptions, today: str) -> ReleaseReport:
     return release(ctx, options, lock, forced_verdict)
 
 
+FROM_LOCK_NOTE = "planned from draft.lock.json without weights; the release build adds verify.json"
+
+
 def describe(report: ReleaseReport, dry_run: bool) -> str:
     """The plan and outcome for people."""
     lines = [report.plan.human()]
+    if report.from_lock:
+        lines.append(FROM_LOCK_NOTE)
     if report.card_diff:
         lines += ["", "card diff against the Hub:", report.card_diff.rstrip("\n")]
-    if dry_run:
-        lines.append("dry run: nothing was written to the Hub")
-    elif report.result is not None:
-        result = report.result
-        commit = "no new commit (nothing changed)" if not result.created_commit else f"commit {result.commit}"
-        tag = f"tag {report.plan.tag} created" if result.created_tag else f"tag {report.plan.tag or '(none)'} unchanged"
-        lines.append(f"published: {commit}; {tag}; {result.uploaded_bytes:,d} bytes uploaded")
+    outcome = _outcome(report, dry_run)
+    if outcome:
+        lines.append(outcome)
     return "\n".join(lines)
+
+
+def _outcome(report: ReleaseReport, dry_run: bool) -> str:
+    if dry_run:
+        return "dry run: nothing was written to the Hub"
+    if report.result is None:
+        return ""
+    result = report.result
+    commit = "no new commit (nothing changed)" if not result.created_commit else f"commit {result.commit}"
+    tag = f"tag {report.plan.tag} created" if result.created_tag else f"tag {report.plan.tag or '(none)'} unchanged"
+    return f"published: {commit}; {tag}; {result.uploaded_bytes:,d} bytes uploaded"
+
+
+def _fenced(text: str, info: str = "") -> str:
+    """A Markdown code block whose fence no run of backticks inside `text` can close early."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence}{info}\n{text.rstrip()}\n{fence}\n"
+
+
+def summary_markdown(draft: str, report: ReleaseReport, dry_run: bool, limit: int = SUMMARY_LIMIT_BYTES) -> str:
+    """The plan, the outcome and the card diff as Markdown for a CI job summary, at most `limit` bytes.
+
+    The card diff is what gets cut when the whole would not fit; the job log keeps all of it.
+    """
+    plan = report.plan
+    lines = [
+        f"### {'Release plan' if dry_run else 'Release'}: {escape_cell(draft)} {escape_cell(plan.version)}",
+        "",
+        f"Destination `{plan.destination}`{'' if plan.repo_exists else ' (will be created)'}; "
+        f"tag {f'`{plan.tag}` ({plan.tag_state})' if plan.tag else 'none (dev version)'}; "
+        f"parent commit {f'`{plan.parent_commit}`' if plan.parent_commit else 'none'}.",
+        "",
+        "| Action | File | Size (bytes) | sha256 |",
+        "|---|---|---:|---|",
+        *(f"| {f.action} | {escape_cell(f.path)} | {f.size:,d} | `{f.sha256[:16]}` |" for f in plan.files),
+        "",
+        f"{len(plan.changed)} file(s) to change, {plan.upload_bytes:,d} bytes to upload; {_outcome(report, dry_run)}.",
+    ]
+    if report.from_lock:
+        lines += ["", f"Note: {FROM_LOCK_NOTE}."]
+    head = "\n".join(lines) + "\n"
+    if not report.card_diff:
+        return _cut(head + "\nThe card is unchanged on the Hub.\n", limit)
+    title = "\n<details><summary>Card diff against the Hub</summary>\n\n"
+    tail = "\n</details>\n"
+    room = limit - len((head + title + tail).encode()) - 200  # the fence and the cut note
+    diff = report.card_diff
+    if len(diff.encode()) > room:
+        kept = diff.encode()[: max(room, 0)].decode(errors="ignore").rpartition("\n")[0]
+        diff = f"{kept}\n... cut: {len(diff.encode()) - len(kept.encode()):,d} more bytes are in the job log\n"
+    return _cut(head + title + _fenced(diff, "diff") + tail, limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text`, or as many whole lines of it as fit in `limit` bytes (a last resort for huge plans)."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    note = "\n... cut to fit the job summary; the job log has everything\n"
+    return data[: max(limit - len(note.encode()), 0)].decode(errors="ignore").rpartition("\n")[0] + note

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.hub import FaultPlan
-from tests.conftest import run_cli
+from pipeline.publish import ReleaseReport, summary_markdown
+from pipeline.stages.upload import PlannedFile, UploadPlan
+from tests.conftest import CliResult, run_cli
 from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
-from tests.release_fixtures import DESTINATION, Release
+from tests.release_fixtures import DESTINATION, RECIPE, Release
 
 
 def test_first_publish_makes_one_commit_and_one_tag_and_a_rerun_makes_none(release: Release) -> None:
@@ -202,3 +204,119 @@ def test_the_demo_publishes_and_its_second_run_is_a_no_op(tmp_path: Path) -> Non
     assert result.code == 0, result.stderr
     assert "released demo/Step-3.7-Flash-MTP-draft v1.0.0" in result.stdout
     assert "second run: no commit, no tag, no write request" in result.stdout
+
+
+def test_a_locked_build_of_hub_repos_reproduces_the_lock(release: Release, tmp_path: Path) -> None:
+    release.prepare()
+    lock = (release.folder / "draft.lock.json").read_text()
+
+    again = run_cli("build", "--locked", "--recipe", str(release.recipe), "--workdir", str(tmp_path / "fresh"))
+
+    assert again.code == 0, again.stderr
+    assert (release.folder / "draft.lock.json").read_text() == lock
+    assert '"revision": "main"' in lock
+
+
+def test_a_plan_from_the_lock_needs_no_weights_and_matches_the_published_files(release: Release, tmp_path: Path) -> None:
+    release.prepare()
+    assert release.cli("publish").code == 0
+    release.server.stats.reset()
+    elsewhere = ["--recipe", str(release.recipe), "--workdir", str(tmp_path / "no-build")]
+
+    result = run_cli("upload", "--dry-run", "--from-lock", "--json", *elsewhere)
+
+    assert result.code == 0, result.stderr
+    assert release.server.stats.writes == 0
+    assert not (tmp_path / "no-build" / "draft").exists()
+    report = json.loads(result.stdout)
+    assert report["from_lock"] is True
+    actions = {f["path"]: f["action"] for f in report["plan"]["files"]}
+    locked = json.loads((release.folder / "draft.lock.json").read_text())["files"]
+    assert {path: actions[path] for path in locked} == dict.fromkeys(locked, "unchanged")  # LFS and small files alike
+    assert actions["verify.json"] == "keep"  # only a build writes it; the plan leaves the published one alone
+
+
+def test_a_plan_from_the_lock_sees_a_changed_file_and_is_never_applied(release: Release, tmp_path: Path) -> None:
+    release.prepare()
+    assert release.cli("publish").code == 0
+    lock_path = release.folder / "draft.lock.json"
+    lock = json.loads(lock_path.read_text())
+    lock["files"]["config.json"]["sha256"] = "0" * 64
+    lock_path.write_text(json.dumps(lock))
+    release.commit_and_tag("v1.1.0")
+    elsewhere = ["--recipe", str(release.recipe), "--workdir", str(tmp_path / "no-build")]
+
+    planned = run_cli("upload", "--dry-run", "--from-lock", "--json", *elsewhere)
+    applied = run_cli("upload", "--from-lock", *elsewhere)
+
+    assert planned.code == 0, planned.stderr
+    actions = {f["path"]: f["action"] for f in json.loads(planned.stdout)["plan"]["files"]}
+    assert [path for path, action in actions.items() if action == "change"] == ["README.md", "config.json", "draft.lock.json"]
+    assert {action for path, action in actions.items() if path.startswith("model-")} == {"unchanged"}
+    assert applied.code == 2 and "needs --dry-run" in applied.stderr
+
+
+def test_the_summary_shows_the_plan_the_outcome_and_the_card_diff(release: Release, tmp_path: Path) -> None:
+    release.prepare()
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step output\n")
+
+    result = release.cli("publish", "--summary", str(summary))
+
+    assert result.code == 0, result.stderr
+    text = summary.read_text()
+    assert text.startswith("earlier step output\n### Release: tiny-draft v1.0.0\n")
+    assert f"Destination `{DESTINATION}` (will be created); tag `v1.0.0` (new)" in text
+    assert "| add | model.safetensors.index.json |" in text
+    assert "published: commit " in text and "tag v1.0.0 created" in text
+    assert "+++ release/README.md" in text
+
+
+def test_a_long_card_diff_is_cut_to_fit_the_summary_and_cannot_break_its_fence() -> None:
+    plan = UploadPlan(
+        "org/name", "v1.0.0", "v1.0.0", True, "a" * 40, "new", "release", "", (PlannedFile("README.md", 10, "b" * 64, "change", None),)
+    )
+    diff = "".join(f"+line {i} ```` with backticks\n" for i in range(5000))
+
+    cut = summary_markdown("tiny-draft", ReleaseReport(plan, diff, None, False), dry_run=True, limit=20_000)
+
+    assert len(cut.encode()) <= 20_000
+    assert "more bytes are in the job log" in cut
+    assert "\n`````diff\n" in cut and cut.rstrip().endswith("</details>")
+
+
+def test_drafts_lists_what_a_tag_names(tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    for name, destination in (("one", "org/one"), ("two", "org/two"), ("local-only", None), ("demo", "demo/x")):
+        (artifacts / name).mkdir(parents=True)
+        text = RECIPE.replace(f"destination: {{repo: {DESTINATION}}}\n", f"destination: {{repo: {destination}}}\n" if destination else "")
+        (artifacts / name / "draft.yaml").write_text(text)
+    (artifacts / "examples" / "nested").mkdir(parents=True)
+    (artifacts / "examples" / "nested" / "draft.yaml").write_text(RECIPE)
+
+    def drafts(*argv: str) -> CliResult:
+        return run_cli("drafts", "--artifacts", str(artifacts), *argv)
+
+    everything = drafts("--json")
+    tagged = drafts("--tag", "two/v1.2.0", "--json")
+    assert everything.code == 0, everything.stderr
+    assert json.loads(everything.stdout) == [{"draft": "one", "destination": "org/one"}, {"draft": "two", "destination": "org/two"}]
+    assert json.loads(tagged.stdout) == [{"draft": "two", "destination": "org/two"}]
+    for argv, message in [
+        (("--tag", "v1.2.0"), "4 drafts are under"),
+        (("--tag", "two/1.2"), "not a release tag"),
+        (("--tag", "three/v1.0.0"), "no " + str(artifacts / "three" / "draft.yaml")),
+        (("--tag", "examples/nested/v1.0.0"), "no "),
+        (("--tag", "local-only/v1.0.0"), "no releasable draft"),
+        (("--draft", "demo"), "publishes only to the embedded Hub"),
+    ]:
+        refused = drafts(*argv)
+        assert refused.code == 2 and message in refused.stderr, (argv, refused.stderr)
+
+
+def test_a_bare_version_tag_names_the_single_draft(tmp_path: Path) -> None:
+    (tmp_path / "artifacts" / "only").mkdir(parents=True)
+    (tmp_path / "artifacts" / "only" / "draft.yaml").write_text(RECIPE)
+    result = run_cli("drafts", "--artifacts", str(tmp_path / "artifacts"), "--tag", "v2.0.0")
+    assert result.code == 0, result.stderr
+    assert result.stdout == f"only\t{DESTINATION}\n"

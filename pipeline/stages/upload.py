@@ -7,8 +7,10 @@ delete with size and sha256, the parent commit it was made against and the tag. 
 one `create_commit` with `parent_commit` (so a moved remote gives a 412, never an overwrite) and
 `create_tag` on the commit it returned. Unchanged files are never sent; an unchanged release
 makes no commit and, when the tag already marks that commit, no tag either.
+A plan can also be made without weights, from the sizes and sha256s the committed lock records
+(`LockedFile`): a review of what a release would change. Such a plan is never applied.
 Refuses: an unverified or changed draft, a tag present at another commit, a version not newer
-than the latest release.
+than the latest release, applying a plan made from the lock.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.hf_api import RepoFile
 
@@ -32,6 +35,14 @@ from pipeline.releases import Version, latest_release
 # Remote files a release replaces wholesale: an old shard layout or old benchmark files must not
 # linger. Anything else someone put in the repo (a notebook, the Hub's .gitattributes) is kept.
 MANAGED_PATTERNS = ("model-*-of-*.safetensors", "model.safetensors.index.json", "benchmarks/*")
+
+
+@dataclass(frozen=True)
+class LockedFile:
+    """A draft file known only by the size and sha256 its lock records: it can be planned, not uploaded."""
+
+    size: int
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -133,17 +144,33 @@ def _action(local: Path, sha256: str, remote: RepoFile | None) -> str:
     return "unchanged" if _same(local, sha256, remote) else "change"
 
 
+def _locked_action(
+    api: HfApi, destination: str, revision: str | None, path: str, sha256: str, remote: RepoFile | None, policy: RetryPolicy
+) -> str:
+    """The action for a file known only by its sha256; a small non-LFS remote file is read to compare."""
+    if remote is None:
+        return "add"
+    if remote.lfs is None:
+        local = call(
+            f"read {path} from the destination",
+            lambda: hf_hub_download(destination, path, revision=revision, endpoint=api.endpoint, token=api.token),
+            policy,
+        )
+        return "unchanged" if sha256_file(Path(local)) == sha256 else "change"
+    return "unchanged" if remote.lfs.sha256 == sha256 else "change"
+
+
 def plan_upload(
     api: HfApi,
     destination: str,
-    files: dict[str, Path],
+    files: Mapping[str, Path | LockedFile],
     version: str,
     tag: str | None,
     message: str,
     description: str,
     policy: RetryPolicy = DEFAULT_RETRIES,
 ) -> UploadPlan:
-    """Compare local files with the destination's head; makes read requests only."""
+    """Compare local (or locked) files with the destination's head; makes read requests only."""
     try:
         info = call("read destination", lambda: api.model_info(destination), policy)
         parent, repo_exists = info.sha, True
@@ -155,6 +182,10 @@ def plan_upload(
 
     planned = []
     for path, local in sorted(files.items()):
+        if isinstance(local, LockedFile):
+            action = _locked_action(api, destination, parent, path, local.sha256, remote.get(path), policy)
+            planned.append(PlannedFile(path, local.size, local.sha256, action, None))
+            continue
         sha256 = sha256_file(local)
         size = local.stat().st_size
         planned.append(PlannedFile(path, size, sha256, _action(local, sha256, remote.get(path)), str(local)))
@@ -201,6 +232,9 @@ def _operations(plan: UploadPlan) -> list[CommitOperationAdd | CommitOperationDe
 
 def apply_plan(api: HfApi, plan: UploadPlan, policy: RetryPolicy = DEFAULT_RETRIES) -> ReleaseResult:
     """Turn the plan into one commit and one tag; the operations are built only now."""
+    unbacked = [f.path for f in plan.files if f.action in ("add", "change") and not f.local]
+    if unbacked:
+        raise CheckFailed(f"{unbacked[0]}: planned from the lock, with no file to upload; such a plan is for review only")
     if not plan.repo_exists:
         call("create destination", lambda: api.create_repo(plan.destination, exist_ok=True), policy)
     changes = bool(plan.changed)
@@ -235,9 +269,14 @@ def _head(api: HfApi, destination: str, policy: RetryPolicy) -> str | None:
         return None
 
 
-def load_plan_files(*groups: dict[str, Path]) -> dict[str, Path]:
+def locked_draft_files(lock: dict[str, Any]) -> dict[str, LockedFile]:
+    """The draft's files as the committed lock records them (empty for a draft never built)."""
+    return {name: LockedFile(entry["size"], entry["sha256"]) for name, entry in sorted((lock.get("files") or {}).items())}
+
+
+def load_plan_files(*groups: Mapping[str, Path | LockedFile]) -> dict[str, Path | LockedFile]:
     """Merge file groups, refusing two sources for one path in the repo."""
-    merged: dict[str, Path] = {}
+    merged: dict[str, Path | LockedFile] = {}
     for group in groups:
         for path, local in group.items():
             if path in merged:
