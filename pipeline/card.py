@@ -196,6 +196,7 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
         "title": escape_cell(recipe.card.title or (recipe.destination.repo_id.split("/")[1] if recipe.destination else recipe.name)),
         "draft": recipe.name,
         "mtp_layer_count": n_predict,
+        "extra_tensors": [f"`{extra.name}`" for extra in inputs.family.extra_tensors],
         "source": _repo_view(recipe.source, source_lock),
         "target": _repo_view(recipe.target, target_lock),
         "why": _why(lock),

@@ -23,6 +23,15 @@ from pipeline.synthetic import SyntheticSpec, write_source, write_target
 pytest_plugins = ["tests.hub_fixtures", "tests.release_fixtures"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", help="rewrite committed cards and configs from a fresh render, for review")
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
 @dataclass
 class CliResult:
     code: int

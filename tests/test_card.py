@@ -130,3 +130,23 @@ def test_card_check_fails_with_a_diff_when_the_committed_card_is_stale(tmp_path:
 
     assert code == 1
     assert "-" in output and "+" in output and "differs from a fresh render" in output
+
+
+DRAFTS = sorted(p.parent.name for p in (ROOT / "artifacts").glob("*/draft.lock.json"))
+
+
+@pytest.mark.parametrize("draft", DRAFTS)
+def test_committed_card_is_the_golden_render(draft: str, tmp_path: Path, update_golden: bool) -> None:
+    """Each committed card equals a fresh render; `pytest --update-golden` rewrites it for review."""
+    from pipeline.stages import bench_import
+    from pipeline.stages.card import CardStageInputs, render_card
+
+    recipe = load_recipe(ROOT / "artifacts" / draft / "draft.yaml")
+    bench_dir = tmp_path / "benchmarks"
+    if recipe.benchmarks is not None:
+        bench_import.run(bench_import.BenchImportInputs(recipe.folder / "benchmarks", recipe.benchmarks, bench_dir))
+    fresh = render_card(CardStageInputs(recipe, FAMILIES[recipe.family], bench_dir))
+    committed = recipe.folder / "README.md"
+    if update_golden:
+        committed.write_text(fresh, encoding="utf-8")
+    assert committed.read_text(encoding="utf-8") == fresh, f"run: pytest {__file__} --update-golden, and review the diff"
