@@ -150,6 +150,10 @@ def _card(args: argparse.Namespace, out: Output) -> int:
             )
         out.result(f"{inputs.readme}: matches a fresh render", {"readme": str(inputs.readme), "matches": True})
         return 0
+    if args.diff == "hub":
+        tag, diff = card.diff_against_release(inputs, ctx.api, ctx.recipe.retries)
+        out.result(diff or f"no difference from the card of {tag or 'the destination (no release yet)'}", {"release": tag, "diff": diff})
+        return 0
     result = card.run(inputs)
     out.result(
         f"{result.readme}: {'updated' if result.changed else 'unchanged'}",
@@ -161,6 +165,9 @@ def _card(args: argparse.Namespace, out: Output) -> int:
 def _card_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check", action="store_true", help="exit 1 with a diff if the committed README.md or config.json differs from a fresh render"
+    )
+    parser.add_argument(
+        "--diff", choices=["hub"], help="print the diff between a fresh render and the card of the destination's latest release tag"
     )
 
 
@@ -340,7 +347,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "card",
         "render the model card README.md from the lock, config and benchmarks (no weights needed)",
-        "python -m pipeline card --draft demo\npython -m pipeline card --draft demo --check",
+        "python -m pipeline card --draft demo\npython -m pipeline card --draft demo --check\npython -m pipeline card --draft demo --diff hub",
         _card,
         _card_options,
     ),

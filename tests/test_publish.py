@@ -11,6 +11,7 @@ import pytest
 from pipeline.hub import FaultPlan
 from pipeline.publish import ReleaseReport, summary_markdown
 from pipeline.stages.upload import PlannedFile, UploadPlan
+from pipeline.synthetic import SyntheticSpec, write_target
 from tests.conftest import CliResult, run_cli
 from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
 from tests.release_fixtures import DESTINATION, RECIPE, Release
@@ -170,7 +171,13 @@ def test_a_redundant_draft_is_refused_unless_forced_and_then_the_card_says_so(re
 
 def test_the_token_appears_in_no_output_or_file(release: Release) -> None:
     release.prepare()
-    outputs = [release.cli("publish", "--dry-run", "--json"), release.cli("publish", "-v"), release.cli("status")]
+    summary = release.workdir / "job-summary.md"
+    outputs = [
+        release.cli("publish", "--dry-run", "--json"),
+        release.cli("publish", "-v", "--summary", str(summary)),
+        release.cli("status"),
+        release.cli("card", "--diff", "hub"),
+    ]
     release.server.faults = FaultPlan(error_status=500, error_route="*", error_times=1000)
     outputs.append(release.cli("publish", "--dry-run"))
 
@@ -320,3 +327,37 @@ def test_a_bare_version_tag_names_the_single_draft(tmp_path: Path) -> None:
     result = run_cli("drafts", "--artifacts", str(tmp_path / "artifacts"), "--tag", "v2.0.0")
     assert result.code == 0, result.stderr
     assert result.stdout == f"only\t{DESTINATION}\n"
+
+
+def test_card_diff_against_the_latest_release(release: Release) -> None:
+    release.prepare()
+    before = release.cli("card", "--diff", "hub", "--json")
+    assert before.code == 0, before.stderr
+    assert json.loads(before.stdout)["release"] is None and "+# Tiny draft" in json.loads(before.stdout)["diff"]
+    assert release.cli("publish").code == 0
+    unchanged = release.cli("card", "--diff", "hub", "--json")
+    assert json.loads(unchanged.stdout) == {"release": "v1.0.0", "diff": ""}
+
+    release.recipe.write_text(release.recipe.read_text().replace("title: Tiny draft", "title: Tiny MTP draft"))
+    changed = release.cli("card", "--diff", "hub")
+
+    assert changed.code == 0
+    assert "--- hub/v1.0.0/README.md" in changed.stdout
+    assert "-# Tiny draft" in changed.stdout and "+# Tiny MTP draft" in changed.stdout
+
+
+@pytest.mark.parametrize(("variant", "verdict"), [("no-mtp", "needed"), ("mtp-shard", "redundant"), ("other-vocab", "incompatible")])
+def test_inspect_through_the_embedded_hub(variant: str, verdict: str, release: Release, tmp_path: Path) -> None:
+    target = write_target(tmp_path / f"target-{variant}", SyntheticSpec(), variant)
+    seed_repo(release.api, TARGET_REPO, target)
+    release.server.stats.reset()
+
+    result = release.cli("inspect", "--json")
+
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verdict"] == verdict
+    assert report["target"]["commit"] == release.api.model_info(TARGET_REPO).sha
+    assert release.server.stats.writes == 0
+    shard_bytes = sum(p.stat().st_size for p in target.glob("*.safetensors"))
+    assert release.server.stats.resolve_bytes_sent < shard_bytes / 4  # headers and configs, never weights

@@ -14,15 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
 from pipeline.card import CardInputs, render
 from pipeline.checkpoint import CARD_FILE
 from pipeline.errors import InputError
 from pipeline.families import Family
 from pipeline.fsio import atomic_write_bytes, sha256_bytes
+from pipeline.hub_calls import RetryPolicy, call
 from pipeline.lock import LOCK_FILE, REVIEWED_CONFIG, load_lock
 from pipeline.recipe import Recipe
+from pipeline.releases import latest_release
 
 BENCHMARKS_FILE = "benchmarks.json"
 PLOT_FILE = "speedup.png"
@@ -101,3 +104,29 @@ def check(inputs: CardStageInputs, built_config: Path | None) -> str:
         old = reviewed.read_text(encoding="utf-8") if reviewed.exists() else ""
         diff += unified_diff(old, built_config.read_text(encoding="utf-8"), f"committed/{REVIEWED_CONFIG}", f"built/{REVIEWED_CONFIG}")
     return diff
+
+
+def diff_against_release(inputs: CardStageInputs, api: HfApi, policy: RetryPolicy) -> tuple[str | None, str]:
+    """(latest release tag, diff from its card to a fresh render); an unreleased destination diffs against nothing."""
+    recipe = inputs.recipe
+    if recipe.destination is None:
+        raise InputError(f"{recipe.path}: destination: is required to compare with the Hub")
+    destination = recipe.destination.repo_id
+    try:
+        tags = [ref.name for ref in call("read release tags", lambda: api.list_repo_refs(destination).tags, policy)]
+    except RepositoryNotFoundError:
+        tags = []
+    latest = latest_release(tags)
+    old = ""
+    if latest is not None:
+        try:
+            path = call(
+                f"read the card of {latest.tag}",
+                lambda: hf_hub_download(destination, CARD_FILE, revision=latest.tag, endpoint=api.endpoint, token=api.token),
+                policy,
+            )
+            old = Path(path).read_text(encoding="utf-8")
+        except EntryNotFoundError:
+            old = ""
+    label = latest.tag if latest else None
+    return label, unified_diff(old, render_card(inputs), f"hub/{label or 'none'}/{CARD_FILE}", f"rendered/{CARD_FILE}")
