@@ -6,9 +6,8 @@ file and the dotted field.
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import yaml
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from pipeline.errors import InputError
+from pipeline.fields import Section
 from pipeline.hub_calls import RetryPolicy
 
 RECIPE_FILE = "draft.yaml"
@@ -141,68 +141,10 @@ def parse_size(value: object) -> int:
     return size
 
 
-class _Section:
-    """Reads typed fields from one mapping, remembering which keys were used."""
-
-    def __init__(self, data: object, where: str) -> None:
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{where or 'recipe'}: must be a mapping")
-        self.data: Mapping[Any, Any] = data
-        self.where = where
-        self.used: set[str] = set()
-
-    def path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def get(self, key: str, default: Any = None, *, required: bool = False) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if required:
-                raise ValueError(f"{self.path(key)}: is required")
-            return default
-        return self.data[key]
-
-    def typed(self, key: str, kind: type | tuple[type, ...], default: Any = None, *, required: bool = False) -> Any:
-        value = self.get(key, default, required=required)
-        if key not in self.data:
-            return value
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # bool is an int subclass in Python; YAML's `true` is never a valid count or name here.
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise ValueError(f"{self.path(key)}: must be {_kind_name(kind)}")
-        return value
-
-    def convert(self, key: str, converter: Callable[[Any], Any], default: Any = None, *, required: bool = False) -> Any:
-        value = self.get(key, default, required=required)
-        if key not in self.data:
-            return value
-        try:
-            return converter(value)
-        except ValueError as exc:
-            message = str(exc)
-            prefix = self.path(key)
-            raise ValueError(message if message.startswith(prefix) else f"{prefix}: {message}") from exc
-
-    def finish(self) -> None:
-        for key in self.data:
-            if not isinstance(key, str):
-                raise ValueError(f"{self.where or 'recipe'}: keys must be strings, found {key!r}")
-            if key not in self.used:
-                close = difflib.get_close_matches(key, sorted(self.used), n=1)
-                suggestion = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"{self.path(key)}: unknown key{suggestion}")
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a mapping"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
 def _model_ref(value: object, where: str, base: Path) -> ModelRef:
     if isinstance(value, str):
         return HubRef.parse(value)
-    section = _Section(value, where)
+    section = Section(value, where)
     if "path" in section.data:
         path = Path(section.typed("path", str, required=True))
         section.finish()
@@ -252,7 +194,7 @@ def _release_notes(value: object) -> tuple[ReleaseNote, ...]:
         raise ValueError("must be a list")
     notes = []
     for index, item in enumerate(value):
-        section = _Section(item, f"card.release_notes[{index}]")
+        section = Section(item, f"card.release_notes[{index}]")
         version = section.typed("version", str, required=True)
         text = section.typed("notes", str, required=True)
         section.finish()
@@ -261,7 +203,7 @@ def _release_notes(value: object) -> tuple[ReleaseNote, ...]:
 
 
 def _retries(value: object) -> RetryPolicy:
-    section = _Section(value, "retries")
+    section = Section(value, "retries")
     policy = RetryPolicy(
         attempts=section.convert("attempts", _positive_int, RetryPolicy.attempts),
         backoff_seconds=section.convert("backoff_seconds", _non_negative_number, RetryPolicy.backoff_seconds),
@@ -271,7 +213,7 @@ def _retries(value: object) -> RetryPolicy:
 
 
 def _card(value: object) -> CardOptions:
-    section = _Section(value, "card")
+    section = Section(value, "card")
     card = CardOptions(
         title=section.typed("title", str),
         base_model_relation=section.convert("base_model_relation", _choice(BASE_MODEL_RELATIONS), "adapter"),
@@ -286,7 +228,7 @@ def _card(value: object) -> CardOptions:
 
 
 def _fetch(value: object) -> FetchOptions:
-    section = _Section(value, "fetch")
+    section = Section(value, "fetch")
     options = FetchOptions(
         mode=section.convert("mode", _choice(FETCH_MODES), "ranges"),
         connections=section.convert("connections", _positive_int, 8),
@@ -309,7 +251,7 @@ def parse_recipe(data: object, path: Path, name: str) -> Recipe:
     """Build a Recipe from already-loaded YAML; raises ValueError naming the field."""
     from pipeline.families import FAMILIES
 
-    top = _Section(data, "")
+    top = Section(data, "")
     family = top.convert("family", _choice(tuple(FAMILIES)), required=True)
     destination = top.get("destination")
     recipe = Recipe(

@@ -7,12 +7,13 @@ sweep override keys, `max_concurrency`, `model_id`). Nothing is taken from file 
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import PurePosixPath
 from typing import Any
+
+from pipeline.fields import Section
 
 MODES = ("baseline", "speculative")
 
@@ -153,11 +154,11 @@ def _to_number(value: object) -> float | None:
 
 def parse_benchmark_spec(data: object) -> BenchmarkSpec:
     """Validate the `benchmarks:` mapping; errors start with the dotted field path inside it."""
-    top = _Mapping(data, "")
-    labels = top.convert("labels", _label_section, Labels())
-    runs = top.convert("runs", _runs, None, required=True)
-    workloads = top.convert("workloads", _workloads, None)
-    matrix = top.convert("matrix", _matrix, None)
+    top = Section(data, "", root="benchmarks")
+    labels = top.at("labels", _label_section, Labels())
+    runs = top.at("runs", _runs, None, required=True)
+    workloads = top.at("workloads", _workloads, None)
+    matrix = top.at("matrix", _matrix, None)
     top.finish()
     if matrix is not None and workloads is not None:
         for i, workload in enumerate(workloads):
@@ -166,50 +167,17 @@ def parse_benchmark_spec(data: object) -> BenchmarkSpec:
     return BenchmarkSpec(runs=runs, labels=labels, workloads=workloads, matrix=matrix)
 
 
-class _Mapping:
-    """Reads fields from one YAML mapping and rejects keys nobody asked for."""
-
-    def __init__(self, data: object, where: str) -> None:
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{where or 'benchmarks'}: must be a mapping")
-        for key in data:
-            if not isinstance(key, str):
-                raise ValueError(f"{where or 'benchmarks'}: keys must be strings, found {key!r}")
-        self.data: Mapping[str, Any] = data
-        self.where = where
-        self.known: set[str] = set()
-
-    def path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def convert(self, key: str, converter: Callable[[Any, str], Any], default: Any, *, required: bool = False) -> Any:
-        self.known.add(key)
-        if key not in self.data:
-            if required:
-                raise ValueError(f"{self.path(key)}: is required")
-            return default
-        return converter(self.data[key], self.path(key))
-
-    def finish(self) -> None:
-        known = sorted(self.known)
-        for key in self.data:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                suggestion = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"{self.path(key)}: unknown key{suggestion}")
-
-
 def _label_section(value: Any, path: str) -> Labels:
-    section = _Mapping(value, path)
+    section = Section(value, path, root="benchmarks")
     labels = _labels(section)
     section.finish()
     return labels
 
 
-def _labels(section: _Mapping) -> Labels:
+def _labels(section: Section) -> Labels:
     values = {}
     for name in LABEL_NAMES:
-        values[name] = section.convert(name, _label_converter(name), None)
+        values[name] = section.at(name, _label_converter(name), None)
     return Labels(**values)
 
 
@@ -249,10 +217,10 @@ def _list(value: Any, path: str) -> list[Any]:
 def _runs(value: Any, path: str) -> tuple[RunGroup, ...]:
     groups = []
     for i, item in enumerate(_list(value, path)):
-        section = _Mapping(item, f"{path}[{i}]")
-        files = section.convert("files", _relative_path, None, required=True)
-        match = section.convert("match", _match, ())
-        pairs = section.convert("prometheus", _prometheus, ())
+        section = Section(item, f"{path}[{i}]", root="benchmarks")
+        files = section.at("files", _relative_path, None, required=True)
+        match = section.at("match", _match, ())
+        pairs = section.at("prometheus", _prometheus, ())
         labels = _labels(section)
         section.finish()
         groups.append(RunGroup(files=files, labels=labels, match=match, prometheus=pairs))
@@ -260,7 +228,7 @@ def _runs(value: Any, path: str) -> tuple[RunGroup, ...]:
 
 
 def _match(value: Any, path: str) -> tuple[tuple[str, object], ...]:
-    section = _Mapping(value, path)
+    section = Section(value, path, root="benchmarks")
     if not section.data:
         raise ValueError(f"{path}: must name at least one key")
     for key, expected in section.data.items():
@@ -272,9 +240,9 @@ def _match(value: Any, path: str) -> tuple[tuple[str, object], ...]:
 def _prometheus(value: Any, path: str) -> tuple[PrometheusPair, ...]:
     pairs = []
     for i, item in enumerate(_list(value, path)):
-        section = _Mapping(item, f"{path}[{i}]")
-        before = section.convert("before", _relative_path, None, required=True)
-        after = section.convert("after", _relative_path, None, required=True)
+        section = Section(item, f"{path}[{i}]", root="benchmarks")
+        before = section.at("before", _relative_path, None, required=True)
+        after = section.at("after", _relative_path, None, required=True)
         section.finish()
         pairs.append(PrometheusPair(before=before, after=after))
     return tuple(pairs)
@@ -283,9 +251,9 @@ def _prometheus(value: Any, path: str) -> tuple[PrometheusPair, ...]:
 def _workloads(value: Any, path: str) -> tuple[Workload, ...]:
     rows: list[Workload] = []
     for i, item in enumerate(_list(value, path)):
-        section = _Mapping(item, f"{path}[{i}]")
-        ident = section.convert("id", _string, None, required=True)
-        name = section.convert("name", _string, ident)
+        section = Section(item, f"{path}[{i}]", root="benchmarks")
+        ident = section.at("id", _string, None, required=True)
+        name = section.at("name", _string, ident)
         section.finish()
         if any(row.id == ident for row in rows):
             raise ValueError(f"{path}[{i}].id: {ident!r} is listed twice")
@@ -294,12 +262,12 @@ def _workloads(value: Any, path: str) -> tuple[Workload, ...]:
 
 
 def _matrix(value: Any, path: str) -> MatrixSpec:
-    section = _Mapping(value, path)
-    workload = section.convert("workload", _string, None, required=True)
-    name = section.convert("name", _string, workload)
-    contexts = section.convert("contexts", _contexts, None, required=True)
-    concurrencies = section.convert("concurrencies", _concurrencies, None, required=True)
-    missing = section.convert("missing", _missing, ())
+    section = Section(value, path, root="benchmarks")
+    workload = section.at("workload", _string, None, required=True)
+    name = section.at("name", _string, workload)
+    contexts = section.at("contexts", _contexts, None, required=True)
+    concurrencies = section.at("concurrencies", _concurrencies, None, required=True)
+    missing = section.at("missing", _missing, ())
     section.finish()
     for i, cell in enumerate(missing):
         where = f"{path}.missing[{i}]"
@@ -331,10 +299,10 @@ def _unique(items: tuple[Any, ...], path: str) -> tuple[Any, ...]:
 def _missing(value: Any, path: str) -> tuple[MissingCell, ...]:
     cells = []
     for i, item in enumerate(_list(value, path)):
-        section = _Mapping(item, f"{path}[{i}]")
-        context = section.convert("context", _label_converter("context"), None, required=True)
-        concurrency = section.convert("concurrency", _label_converter("concurrency"), None, required=True)
-        reason = section.convert("reason", _string, None, required=True)
+        section = Section(item, f"{path}[{i}]", root="benchmarks")
+        context = section.at("context", _label_converter("context"), None, required=True)
+        concurrency = section.at("concurrency", _label_converter("concurrency"), None, required=True)
+        reason = section.at("reason", _string, None, required=True)
         section.finish()
         cells.append(MissingCell(context, concurrency, reason))
     return tuple(cells)
