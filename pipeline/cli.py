@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +15,7 @@ from pipeline import __version__
 from pipeline.errors import CheckFailed, InputError, PipelineError
 from pipeline.lock import LOCK_FILE, load_lock, pinned, write_or_check
 from pipeline.output import Output
-from pipeline.recipe import load_recipe, recipe_path
+from pipeline.recipe import HubRef, load_recipe, recipe_path
 from pipeline.releases import ReleaseVersion, draft_names, drafts_to_release, release_version
 from pipeline.runner import STAGE_NAMES, STAGES, Context, run_stages, status
 
@@ -67,15 +67,20 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-q", "--quiet", action="store_true", help="only errors and the result")
 
 
-def _context(args: argparse.Namespace, out: Output) -> Context:
+def _context(args: argparse.Namespace, out: Output, *, pin: bool = False) -> Context:
+    """The run's context; with `pin` (or --locked) sources are read at the commits the committed lock records."""
     path = recipe_path(args.draft, args.recipe)
     recipe = load_recipe(path)
-    if getattr(args, "locked", False):
+    workdir = Path(args.workdir) if args.workdir else Path("build") / recipe.name
+    ctx = Context(recipe=recipe, workdir=Workdir(workdir), out=out, force=args.rerun)
+    if pin or getattr(args, "locked", False):
         committed = load_lock(recipe.folder / LOCK_FILE)
         if committed is not None:
-            recipe = replace(recipe, source=pinned(recipe.source, committed["source"]), target=pinned(recipe.target, committed["target"]))
-    workdir = Path(args.workdir) if args.workdir else Path("build") / recipe.name
-    return Context(recipe=recipe, workdir=Workdir(workdir), out=out, force=args.rerun)
+            for role, ref in (("source", recipe.source), ("target", recipe.target)):
+                locked = pinned(ref, committed[role])
+                if isinstance(locked, HubRef) and locked != ref:
+                    ctx.pins[role] = locked
+    return ctx
 
 
 def _stage_lines(results: list[dict]) -> str:
@@ -104,9 +109,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(args, out)
     results = run_stages(ctx, BUILD_STAGES)
     finding = inspect_summary(inspect_recipe(ctx, _today()))
-    # The lock records the recipe's own revisions; --locked only made the stages fetch the locked commits.
-    recipe = load_recipe(ctx.recipe.path) if args.locked else ctx.recipe
-    lock_path, changed = write_or_check(recipe, ctx.workdir, locked=args.locked, inspect=finding)
+    lock_path, changed = write_or_check(ctx.recipe, ctx.workdir, locked=args.locked, inspect=finding)
     state = "reproduced" if args.locked else ("updated" if changed else "unchanged")
     out.info(f"inspect: {finding['verdict']}: {finding['summary']}")
     out.info(f"lock: {lock_path} {state}")
@@ -217,7 +220,7 @@ def _upload_options(parser: argparse.ArgumentParser) -> None:
 def _publish(args: argparse.Namespace, out: Output) -> int:
     from pipeline.publish import ReleaseOptions, publish
 
-    ctx = _context(args, out)
+    ctx = _context(args, out, pin=True)
     options = ReleaseOptions(_release_version(ctx), dry_run=args.dry_run, force=args.force)
     return _release_result(args, out, ctx, publish(ctx, options, _today()))
 

@@ -10,6 +10,7 @@ lock, and it can only dry-run. `summary_markdown` renders a report for a CI job 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,7 +259,8 @@ def publish(ctx: Context, options: ReleaseOptions, today: str) -> ReleaseReport:
 
     run_stages(ctx, BUILD_STAGES)
     lock = _check_lock(ctx)
-    report = inspect_recipe(ctx, today)
+    # The build reads the locked commits; the need for the draft is judged on the target as it is now.
+    report = inspect_recipe(dataclasses.replace(ctx, pins={}, _sources={}), today)
     locked_inspect = lock.get("inspect") or {}
     if locked_inspect.get("target_commit") not in (None, report.target_commit):
         ctx.out.warn(f"the target moved since the lock was written ({locked_inspect.get('target_commit')} -> {report.target_commit})")

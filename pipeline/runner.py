@@ -48,6 +48,7 @@ class Context:
     api: HfApi = field(default_factory=default_api)
     open_source: SourceOpener = open_local_or_hub
     force: bool = False
+    pins: dict[str, HubRef] = field(default_factory=dict)  # role -> the locked commit to read instead
     _sources: dict[str, ModelSource] = field(default_factory=dict)
 
     @property
@@ -57,7 +58,7 @@ class Context:
     def source(self, role: str) -> ModelSource:
         """The opened source or target, once per run (its resolved commit is reused)."""
         if role not in self._sources:
-            ref = self.recipe.source if role == "source" else self.recipe.target
+            ref = self.pins.get(role) or (self.recipe.source if role == "source" else self.recipe.target)
             self._sources[role] = self.open_source(ref, role, self.api, self.recipe.retries)
         return self._sources[role]
 

@@ -361,3 +361,19 @@ def test_inspect_through_the_embedded_hub(variant: str, verdict: str, release: R
     assert release.server.stats.writes == 0
     shard_bytes = sum(p.stat().st_size for p in target.glob("*.safetensors"))
     assert release.server.stats.resolve_bytes_sent < shard_bytes / 4  # headers and configs, never weights
+
+
+def test_publish_reads_the_locked_commits_when_the_source_branch_moved(release: Release) -> None:
+    release.prepare()
+    locked = json.loads((release.folder / "draft.lock.json").read_text())["source"]["commit"]
+    release.api.upload_file(path_or_fileobj=b"a later change\n", path_in_repo="NOTES.md", repo_id=SOURCE_REPO)
+    assert release.api.model_info(SOURCE_REPO).sha != locked
+
+    result = release.cli("publish")
+
+    assert result.code == 0, result.stderr
+    published = json.loads(
+        release.api.hf_hub_download(DESTINATION, "draft.lock.json")
+        and Path(release.api.hf_hub_download(DESTINATION, "draft.lock.json")).read_text()
+    )
+    assert published["source"]["commit"] == locked
