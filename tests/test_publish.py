@@ -372,8 +372,5 @@ def test_publish_reads_the_locked_commits_when_the_source_branch_moved(release: 
     result = release.cli("publish")
 
     assert result.code == 0, result.stderr
-    published = json.loads(
-        release.api.hf_hub_download(DESTINATION, "draft.lock.json")
-        and Path(release.api.hf_hub_download(DESTINATION, "draft.lock.json")).read_text()
-    )
+    published = json.loads(Path(release.api.hf_hub_download(DESTINATION, "draft.lock.json")).read_text())
     assert published["source"]["commit"] == locked
