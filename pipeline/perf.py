@@ -1,4 +1,4 @@
-"""Benchmark for issue 8: bytes moved, parallel fetch, hashing, verify and peak memory, side by side.
+"""Performance benchmark: bytes moved, parallel fetch, hashing, verify and peak memory, each beside its baseline.
 
 `python -m pipeline.perf` writes a synthetic Step-3.7 source at the released tensor shapes (or a
 fraction of them, `--scale`), serves it from the embedded Hub with a per-connection bandwidth cap,
@@ -439,7 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Example:\n  python -m pipeline.perf --scale 0.25 --json perf.json"
         ),
     )
-    parser.add_argument("--scale", type=float, default=DEFAULT_SCALE, help="fraction of the released geometry (default: %(default)s)")
+    parser.add_argument(
+        "--scale", type=float, default=DEFAULT_SCALE, metavar="FRACTION", help="fraction of the released geometry (default: %(default)s)"
+    )
     parser.add_argument(
         "--connections", type=int, default=DEFAULT_CONNECTIONS, help="parallel connections to compare with one (default: %(default)s)"
     )
