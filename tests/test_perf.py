@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.perf import GROWTH, draft_bytes, main, render, rows, run_child, scaled_spec
+from pipeline.perf.cases import GROWTH, draft_bytes, run_child, scaled_spec
+from pipeline.perf.cli import main
+from pipeline.perf.report import render, rows
 from pipeline.synthetic import SyntheticSpec
 
 MIB = 1024 * 1024

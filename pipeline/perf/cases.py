@@ -1,31 +1,13 @@
-"""Performance benchmark: bytes moved, parallel fetch, hashing, verify and peak memory, each beside its baseline.
-
-`python -m pipeline.perf` writes a synthetic Step-3.7 source at the released tensor shapes (or a
-fraction of them, `--scale`), serves it from the embedded Hub with a per-connection bandwidth cap,
-and runs each build stage as a child process, so each stage's peak RSS is its own. Every figure
-stands beside its baseline measured in the same run: the naive downloads, one connection, `cp`
-plus `sha256sum` of the same bytes. Then the vocabulary grows 4x (the embedding and the three
-shared heads grow 4x) and the stages run again, to show their memory does not follow tensor size.
-It prints a table and writes it as JSON. The test suite never runs it: a default run moves GBs.
-"""
+"""The benchmark's cases: a synthetic source on an embedded Hub, each stage as its own process."""
 
 from __future__ import annotations
 
-import os
-
-# The embedded Hub speaks LFS only, and the client reads these when it is first imported.
-os.environ["HF_HUB_DISABLE_XET"] = "1"
-os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-import argparse
 import json
 import math
-import platform
+import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -37,18 +19,10 @@ from pipeline.fsio import dump_json
 from pipeline.hub import FaultPlan, HubServer
 from pipeline.synthetic import SyntheticSpec, step_config, write_source
 
-DEFAULT_SCALE = 0.25  # a 1.7 GB draft from a 2.7 GB source: the whole run takes about 5 minutes on 2 cores
-DEFAULT_CONNECTIONS = 8  # the recipe's default
-# Per connection, in MB/s: low enough that eight capped connections (160 MB/s) stay under what the
-# embedded Hub and the client together sustain on two cores (about 280 MB/s), so the comparison
-# measures the fetch and not the CPU.
-DEFAULT_CAP_MB = 20.0
-GROWTH = 4
+GROWTH = 4  # the second case's vocabulary multiplier: its four largest tensors grow 4x
 FAKE_TOKEN = "hf_perf_benchmark_token"
 SOURCE, TARGET = "synthetic/Step-3.7-Flash", "synthetic/Step-3.7-Flash-NVFP4"
-GOALS = {"ranges": 1.02, "speedup": 5.0, "extract": 1.5, "verify": 1.3, "rss_mib": 512, "rss_growth": 0.10}
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MIB = 1024 * 1024
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class PerfError(Exception):
@@ -307,206 +281,3 @@ def measure_grown(bench: Bench) -> dict[str, Any]:
         "seconds": {"fetch_n": fetch_n.seconds, **{name: run.seconds for name, run in stages.items()}},
         "peak_rss": {"fetch": fetch_n.peak_rss, **{name: run.peak_rss for name, run in stages.items()}},
     }
-
-
-@dataclass(frozen=True)
-class Row:
-    measure: str
-    value: str
-    baseline: str
-    ratio: float | None
-    goal: str
-    met: bool | None
-
-
-def rows(main: dict[str, Any], grown: dict[str, Any], connections: int, cap_mb: float) -> list[Row]:
-    """The table: each figure beside its baseline from the same run, and the goal it answers."""
-    b, s = main["bytes"], main["seconds"]
-    gib = 1024**3
-
-    def bytes_row(label: str, sent: int, goal: str, limit: float | None) -> Row:
-        ratio = sent / b["needed"]
-        return Row(
-            label, f"{sent / gib:.2f} GiB", f"needed {b['needed'] / gib:.2f} GiB", ratio, goal, None if limit is None else ratio <= limit
-        )
-
-    speedup = s["fetch_1"] / s["fetch_n"]
-    extract_floor = s["cp"] + s["sha256sum_copy"]
-    table = [
-        bytes_row("bytes fetched / needed: ranges", b["ranges"], f"<= {GOALS['ranges']}", GOALS["ranges"]),
-        bytes_row("bytes fetched / needed: whole shards (naive)", b["whole_shards"], "-", None),
-        bytes_row("bytes fetched / needed: snapshot (naive)", b["snapshot"], "-", None),
-        Row(
-            f"fetch time: 1 / {connections} connections, {cap_mb:g} MB/s each",
-            f"{s['fetch_n']:.1f} s",
-            f"1 connection {s['fetch_1']:.1f} s",
-            speedup,
-            f">= {GOALS['speedup']:g}",
-            speedup >= GOALS["speedup"],
-        ),
-        Row(
-            "extract+hash / (cp + sha256sum)",
-            f"{s['extract']:.1f} s",
-            f"{s['cp']:.1f} + {s['sha256sum_copy']:.1f} s",
-            s["extract"] / extract_floor,
-            f"<= {GOALS['extract']}",
-            s["extract"] / extract_floor <= GOALS["extract"],
-        ),
-        Row(
-            "verify / sha256sum of the draft",
-            f"{s['verify']:.1f} s",
-            f"{s['sha256sum_draft']:.1f} s",
-            s["verify"] / s["sha256sum_draft"],
-            f"<= {GOALS['verify']}",
-            s["verify"] / s["sha256sum_draft"] <= GOALS["verify"],
-        ),
-    ]
-    if s["openssl_copy"] is not None and s["openssl_draft"] is not None:
-        floor = s["cp"] + s["openssl_copy"]
-        table.append(
-            Row("extract+hash / (cp + openssl sha256)", "", f"{s['cp']:.1f} + {s['openssl_copy']:.1f} s", s["extract"] / floor, "-", None)
-        )
-        table.append(
-            Row("verify / openssl sha256 of the draft", "", f"{s['openssl_draft']:.1f} s", s["verify"] / s["openssl_draft"], "-", None)
-        )
-    for stage, rss in main["peak_rss"].items():
-        grown_rss = grown["peak_rss"][stage]
-        growth = grown_rss / rss
-        met = rss < GOALS["rss_mib"] * MIB and grown_rss < GOALS["rss_mib"] * MIB and abs(growth - 1) <= GOALS["rss_growth"]
-        goal = f"< {GOALS['rss_mib']} MiB; x{GROWTH} within {GOALS['rss_growth']:.0%}"
-        table.append(Row(f"peak RSS: {stage}", f"{rss / MIB:.0f} MiB", f"vocab x{GROWTH}: {grown_rss / MIB:.0f} MiB", growth, goal, met))
-    return table
-
-
-def render(table: list[Row]) -> str:
-    """A Markdown table, readable in a terminal and pasteable into the README."""
-    header = ("measure", "this pipeline", "baseline", "ratio", "goal", "met")
-    lines = [header] + [
-        (r.measure, r.value, r.baseline, "" if r.ratio is None else f"{r.ratio:.3f}", r.goal, {True: "yes", False: "NO", None: ""}[r.met])
-        for r in table
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |" for line in lines]
-    out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
-
-
-def machine(workdir: Path) -> dict[str, Any]:
-    """What the figures were measured on."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")), cpu)
-    usage = shutil.disk_usage(workdir)
-    try:
-        sha_version = subprocess.run([*sha256_command(), "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    except (OSError, IndexError):
-        sha_version = "unknown"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "disk": {"filesystem": _filesystem(workdir), "total_gib": round(usage.total / 1024**3), "free_gib": round(usage.free / 1024**3)},
-        "sha256sum": sha_version,
-    }
-
-
-def _filesystem(path: Path) -> str:
-    """The filesystem type holding `path` (Linux only; 'unknown' elsewhere)."""
-    try:
-        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
-    except OSError:
-        return "unknown"
-    resolved = str(path.resolve())
-    best = max(
-        (m for m in mounts if resolved == m[0] or resolved.startswith(m[0].rstrip("/") + "/")), key=lambda m: len(m[0]), default=None
-    )
-    return best[1] if best else "unknown"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.perf",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=(
-            "--scale multiplies the vocabulary, MLP width and attention head counts; hidden size, head size and\n"
-            "layer counts stay as released. The draft is about 0.25 GB + scale x 5.65 GB (5.9 GB at 1).\n"
-            "Disk: about twice the larger (vocab x4) source; it is checked before anything is written.\n"
-            "Peak RSS comes from wait4 on each stage's own process.\n\n"
-            "Example:\n  python -m pipeline.perf --scale 0.25 --json perf.json"
-        ),
-    )
-    parser.add_argument(
-        "--scale", type=float, default=DEFAULT_SCALE, metavar="FRACTION", help="fraction of the released geometry (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--connections", type=int, default=DEFAULT_CONNECTIONS, help="parallel connections to compare with one (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--cap", type=float, default=DEFAULT_CAP_MB, metavar="MB/S", help="bandwidth cap per connection, MB/s (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--json", type=Path, default=Path("perf.json"), metavar="PATH", help="where to write the results (default: %(default)s)"
-    )
-    parser.add_argument("--workdir", type=Path, metavar="DIR", help="where the temporary data goes (default: the system temp folder)")
-    parser.add_argument("--keep", action="store_true", help="keep the generated data instead of deleting it")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not 0 < args.scale <= 1 or args.connections < 2 or args.cap <= 0:
-        print("error: need 0 < --scale <= 1, --connections >= 2 and --cap > 0", file=sys.stderr)
-        return 2
-    parent = args.workdir or Path(tempfile.gettempdir())
-    parent.mkdir(parents=True, exist_ok=True)
-    specs = {"main": scaled_spec(args.scale), "grown": scaled_spec(args.scale, GROWTH)}
-    needed = max(disk_needed(spec, whole_shards=name == "main") for name, spec in specs.items())
-    free = shutil.disk_usage(parent).free
-    if free < needed:
-        print(f"error: {parent} has {free / 1e9:.0f} GB free, the run needs about {needed / 1e9:.0f} GB", file=sys.stderr)
-        print("hint: lower --scale or point --workdir at a larger disk", file=sys.stderr)
-        return 2
-    root = Path(tempfile.mkdtemp(prefix="pipeline-perf-", dir=parent))
-    cap = int(args.cap * 1e6)
-
-    def say(message: str) -> None:
-        print(f"perf: {message}", file=sys.stderr, flush=True)
-
-    try:
-        started = time.perf_counter()
-        results = {}
-        for name, spec in specs.items():
-            say(f"{name} case: draft of {draft_bytes(spec) / 1e9:.2f} GB (vocab {spec.vocab_size})")
-            with Bench(root / name, spec, args.connections, cap, say) as bench:
-                results[name] = (measure_main if name == "main" else measure_grown)(bench)
-            if not args.keep:
-                shutil.rmtree(root / name)
-        table = rows(results["main"], results["grown"], args.connections, args.cap)
-        report = {
-            "schema": "mtp-perf/v1",
-            "command": "python -m pipeline.perf " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "settings": {"scale": args.scale, "connections": args.connections, "cap_mb_per_s": args.cap, "growth": GROWTH},
-            "machine": machine(root),
-            "results": results,
-            "table": [r.__dict__ for r in table],
-            "goals_met": all(r.met for r in table if r.met is not None),
-            "wall_seconds": round(time.perf_counter() - started, 1),
-        }
-    except PerfError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-    args.json.write_bytes(dump_json(report))
-    print(render(table))
-    say(f"results written to {args.json}" + (f"; data kept in {root}" if args.keep else ""))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
