@@ -36,7 +36,6 @@ from pipeline.sources import MAX_SMALL_FILE_BYTES, check_repo_path
 
 DEFAULT_ATTEMPTS = 6  # a dropped body or a 5xx/429 is retried this many times before exit 3
 DEFAULT_BACKOFF_SECONDS = 0.5
-STREAM_CHUNK_BYTES = 1 << 20
 TRANSPORT_ERRORS = (httpx2.TransportError,)
 T = TypeVar("T")
 
@@ -179,8 +178,10 @@ class HubSource:
                     _check_range_answer(response, position, self.label, name)
                     # A body error must not escape into the library's backoff context: it would
                     # retry inside a generator that already yielded. We resume here instead.
+                    # Chunks are passed on as they arrive (no re-chunking buffer), so a drop loses
+                    # no received byte and the resume starts exactly where the body stopped.
                     try:
-                        for chunk in response.iter_bytes(STREAM_CHUNK_BYTES):
+                        for chunk in response.iter_bytes():
                             chunk = chunk[: end - position]
                             if not chunk:
                                 break

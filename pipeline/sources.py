@@ -142,13 +142,17 @@ class WholeShardSource:
         self.label = inner.label
         self._paths: dict[str, Path] = {}
         self._lock = threading.Lock()
+        self._shard_locks: dict[str, threading.Lock] = {}
 
     @property
     def bytes_transferred(self) -> int:
         return self.inner.bytes_transferred
 
     def _local(self, name: str) -> LocalSource:
+        # One lock per shard: parts of one shard wait for its download, other shards download alongside.
         with self._lock:
+            shard_lock = self._shard_locks.setdefault(name, threading.Lock())
+        with shard_lock:
             if name not in self._paths:
                 self._paths[name] = self.inner.local_path(name).resolve()  # the Hub cache links snapshots to blobs
         path = self._paths[name]

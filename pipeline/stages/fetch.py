@@ -9,17 +9,19 @@ a header disagrees with the config, an index points outside the repo, or the lic
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub.utils import tqdm
 
+from pipeline import blob_fetch
+from pipeline.blob_fetch import PART_LOG_SUFFIX, PARTIAL_SUFFIX, BlobJob, fetch_blobs
 from pipeline.checkpoint import (
     CARD_FILE,
     CONFIG_FILE,
@@ -195,21 +197,35 @@ def _check_license(source: ModelSource, folder: Path, expected: str) -> None:
 def _fetch_tensors(
     source: ModelSource, selected: list[Selected], folder: Path, connections: int, show_progress: bool
 ) -> list[dict[str, Any]]:
+    """Each tensor's bytes in its own blob, large tensors in parallel parts; finished blobs are reused."""
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(folder)
-    total = sum(item.nbytes for item in selected)
-    with (
-        tqdm(total=total, unit="B", unit_scale=True, desc="fetch", disable=not show_progress) as bar,
-        ThreadPoolExecutor(max_workers=connections) as pool,
-    ):
-        return list(pool.map(lambda item: _fetch_one(source, item, folder, bar), selected))
+    part_bytes = blob_fetch.PART_BYTES
+    records: dict[int, dict[str, Any]] = {}
+    jobs: list[tuple[BlobJob, Callable[[str], None]]] = []
+    with tqdm(total=sum(item.nbytes for item in selected), unit="B", unit_scale=True, desc="fetch", disable=not show_progress) as bar:
+        for item in selected:
+            record = _tensor_record(source, item)
+            blob = folder / f"{item.index:04d}.bin"
+            record_path = folder / f"{item.index:04d}.json"
+            previous = _load_record(record_path)
+            if previous and blob.is_file() and blob.stat().st_size == item.nbytes and {k: previous.get(k) for k in record} == record:
+                bar.update(item.nbytes)
+                records[item.index] = previous
+                continue
+            plan_key = hashlib.sha256(json.dumps({**record, "part_bytes": part_bytes}, sort_keys=True).encode()).hexdigest()[:16]
+            job = BlobJob(item.shard, item.start, item.end, blob, plan_key)
+            for stale in [*folder.glob(f"{blob.stem}.*{PARTIAL_SUFFIX}"), *folder.glob(f"{blob.stem}.*{PART_LOG_SUFFIX}")]:
+                if stale not in (job.partial, job.part_log):
+                    stale.unlink()
+            jobs.append((job, functools.partial(_record_blob, records, item.index, record, record_path)))
+        fetch_blobs(source, jobs, connections, bar.update, part_bytes)
+    return [records[item.index] for item in selected]
 
 
-def _fetch_one(source: ModelSource, item: Selected, folder: Path, bar: Any) -> dict[str, Any]:
-    """Copy one tensor's bytes to its blob, resuming a partial download and reusing a finished one."""
-    blob = folder / f"{item.index:04d}.bin"
-    record_path = folder / f"{item.index:04d}.json"
-    record: dict[str, Any] = {
+def _tensor_record(source: ModelSource, item: Selected) -> dict[str, Any]:
+    """What fetch.json says about one tensor, less its sha256; a change in any field refetches it."""
+    return {
         "name": item.expected.name,
         "source_name": item.source_name,
         "source_file": item.shard,
@@ -217,44 +233,15 @@ def _fetch_one(source: ModelSource, item: Selected, folder: Path, bar: Any) -> d
         "dtype": item.dtype,
         "shape": list(item.expected.shape),
         "nbytes": item.nbytes,
-        "blob": f"tensors/{blob.name}",
+        "blob": f"tensors/{item.index:04d}.bin",
         "source_version": source.fingerprint(item.shard),
     }
-    previous = _load_record(record_path)
-    if previous and blob.is_file() and blob.stat().st_size == item.nbytes and {k: previous.get(k) for k in record} == record:
-        bar.update(item.nbytes)
-        return previous
-    plan_key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
-    partial = folder / f"{item.index:04d}.{plan_key}.part"
-    for stale in folder.glob(f"{item.index:04d}.*.part"):
-        if stale != partial:
-            stale.unlink()
-    digest = hashlib.sha256()
-    have = 0
-    if partial.exists() and partial.stat().st_size <= item.nbytes:
-        with open(partial, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-                have += len(chunk)
-    else:
-        partial.unlink(missing_ok=True)
-    bar.update(have)
-    with open(partial, "ab") as handle:
-        for chunk in _stream(source, item.shard, item.start + have, item.end):
-            handle.write(chunk)
-            digest.update(chunk)
-            bar.update(len(chunk))
-    if partial.stat().st_size != item.nbytes:
-        raise InputError(f"{source.label}: {item.shard}: {item.source_name} gave {partial.stat().st_size} of {item.nbytes} bytes")
-    partial.replace(blob)
-    record["sha256"] = digest.hexdigest()
-    atomic_write_json(record_path, record)
-    return record
 
 
-def _stream(source: ModelSource, shard: str, start: int, end: int) -> Iterator[bytes]:
-    if start < end:
-        yield from source.stream_range(shard, start, end)
+def _record_blob(records: dict[int, dict[str, Any]], index: int, record: dict[str, Any], path: Path, sha256: str) -> None:
+    """Called once a blob is complete: its record makes it reusable by a later run."""
+    records[index] = {**record, "sha256": sha256}
+    atomic_write_json(path, records[index])
 
 
 def _load_record(path: Path) -> dict[str, Any] | None:
