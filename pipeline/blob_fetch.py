@@ -1,6 +1,6 @@
 """Copy byte ranges of remote files into local blobs over several connections at once.
 
-A Hub download over one connection is capped far below what several reach (issue 8), and the
+A Hub download over one connection is capped far below what several reach, and the
 draft is dominated by four ~1 GB tensors, so a tensor is split into parts that are fetched in
 parallel and written at their offsets (`os.pwrite`) into a preallocated partial file. Each part is
 flushed and then noted in a small part log, so a killed fetch resumes with only the missing parts.
