@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -57,6 +58,33 @@ def test_sigkilled_extract_resumes_to_identical_bytes(tmp_path: Path, larger_pai
     assert not list(draft.glob(".*.tmp"))
     for path in (reference / "draft").iterdir():
         assert (draft / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+EXTRACT_CRASH_POINTS = 3
+
+
+def test_extract_killed_at_random_moments_resumes_to_identical_bytes(
+    tmp_path: Path, larger_pair: tuple[Path, Path], make_recipe: RecipeMaker
+) -> None:
+    source, target = larger_pair
+    recipe = make_recipe("max_shard_size: 20MB\n", source=source, target=target)
+    reference = tmp_path / "reference"
+    assert run_cli("build", "--recipe", str(recipe), "--workdir", str(reference)).code == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    rng = random.Random(20261128)
+    for point in range(EXTRACT_CRASH_POINTS):
+        workdir = tmp_path / f"killed-{point}"
+        assert run_cli("fetch", "--recipe", str(recipe), "--workdir", str(workdir)).code == 0
+        argv = [sys.executable, "-m", "pipeline", "extract", "--recipe", str(recipe), "--workdir", str(workdir)]
+        process = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.2))  # from interpreter start-up to well into the shards
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        _complete_shards(workdir / "draft")  # whatever the moment, no final name holds a partial shard
+
+        assert run_cli("build", "--recipe", str(recipe), "--workdir", str(workdir)).code == 0
+        for path in (reference / "draft").iterdir():
+            assert (workdir / "draft" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 def test_failed_extract_leaves_no_partial_shard(tmp_path: Path, make_recipe: RecipeMaker, workdir: Path) -> None:
