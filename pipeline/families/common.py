@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipeline.families.base import Attention, Geometry, LayerTensor, LoaderRules, require_int
+from pipeline.families.base import Attention, ExtraTensor, Geometry, LayerTensor, LoaderRules, require_int
 
 ShapeRule = Callable[[Geometry, Attention], tuple[int, ...]]
 
@@ -141,3 +141,15 @@ def nextn_loader(fusions: tuple[tuple[str, str], ...]) -> LoaderRules:
 def read_sizes(config: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, int]:
     """`Geometry.sizes` from config fields: {size name: config key}."""
     return {name: require_int(config, key) for name, key in keys.items()}
+
+
+def _embedding_shape(g: Geometry) -> tuple[int, ...]:
+    return (g.vocab_size, g.hidden_size)
+
+
+# Families whose MTP shares the target's embedding and head still ship BF16 copies of both, so a
+# strict loader finds every parameter it builds (whether current vLLM still requires them is unverified).
+EMBED_AND_HEAD_COPIES = (
+    ExtraTensor("model.embed_tokens.weight", _embedding_shape, ("model.embed_tokens.weight",), "model.embed_tokens.weight"),
+    ExtraTensor("lm_head.weight", _embedding_shape, ("lm_head.weight",), "lm_head.weight"),
+)

@@ -11,8 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.families.base import Attention, ExtraTensor, Family, Geometry, LayerTensor, LoaderRules, require_int
-from pipeline.families.common import GATE_UP_FUSIONS, QKV_FUSIONS, cols, concat_proj, gqa_attention, hidden, layer_norms, rows
+from pipeline.families.base import Attention, Family, Geometry, LayerTensor, LoaderRules, require_int
+from pipeline.families.common import (
+    EMBED_AND_HEAD_COPIES,
+    GATE_UP_FUSIONS,
+    QKV_FUSIONS,
+    cols,
+    concat_proj,
+    gqa_attention,
+    hidden,
+    layer_norms,
+    rows,
+)
 
 FULL = "full_attention"
 
@@ -40,10 +50,6 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
     )
 
 
-def _vocab(g: Geometry) -> tuple[int, ...]:
-    return (g.vocab_size, g.hidden_size)
-
-
 MIMO = Family(
     name="mimo",
     summary="MiMo-7B: model.mtp_layers.{i}.* (dense Qwen2 layer plus input norms) plus copies of embed_tokens and lm_head",
@@ -63,10 +69,7 @@ MIMO = Family(
         LayerTensor("mlp.up_proj.weight", rows("intermediate_size"), "mlp.gate_up_proj.weight"),
         LayerTensor("mlp.down_proj.weight", cols("intermediate_size"), "mlp.down_proj.weight"),
     ),
-    extra_tensors=(
-        ExtraTensor("model.embed_tokens.weight", _vocab, ("model.embed_tokens.weight",), "model.embed_tokens.weight"),
-        ExtraTensor("lm_head.weight", _vocab, ("lm_head.weight",), "lm_head.weight"),
-    ),
+    extra_tensors=EMBED_AND_HEAD_COPIES,
     per_layer_arrays=(),
     mtp_layer_type=FULL,
     loader=LoaderRules(

@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline.families.base import Attention, ExtraTensor, Family, Geometry, LayerTensor, LoaderRules, optional_flag, require_int
 from pipeline.families.common import (
+    EMBED_AND_HEAD_COPIES,
     EXPERT_FUSION_EXEMPT,
     EXPERT_RENAMES,
     GATE_UP_FUSIONS,
@@ -61,10 +62,6 @@ def _block(name: str, shape: Callable[[Geometry], tuple[int, ...]]) -> ExtraTens
     return ExtraTensor(f"mtp.{name}", shape, (f"mtp.{name}",), f"model.{name}")
 
 
-def _vocab(g: Geometry) -> tuple[int, ...]:
-    return (g.vocab_size, g.hidden_size)
-
-
 def _width(g: Geometry) -> tuple[int, ...]:
     return (g.hidden_size,)
 
@@ -88,10 +85,7 @@ QWEN3_NEXT = Family(
         *shared_experts("", "shared_expert"),
         LayerTensor("mlp.shared_expert_gate.weight", lambda g, a: (1, g.hidden_size), "mlp.shared_expert_gate.weight"),
     ),
-    extra_tensors=(
-        ExtraTensor("model.embed_tokens.weight", _vocab, ("model.embed_tokens.weight",), "model.embed_tokens.weight"),
-        ExtraTensor("lm_head.weight", _vocab, ("lm_head.weight",), "lm_head.weight"),
-    ),
+    extra_tensors=EMBED_AND_HEAD_COPIES,
     per_layer_arrays=(),
     mtp_layer_type=FULL,
     loader=LoaderRules(
