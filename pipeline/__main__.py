@@ -1,6 +1,6 @@
 import sys
 
-from pipeline.cli import entrypoint
+from pipeline.cli.main import entrypoint
 
 if __name__ == "__main__":
     sys.exit(entrypoint())

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.output import Output
-from pipeline.synthetic import SyntheticSpec, write_source, write_target
+from pipeline.cli.main import main
+from pipeline.cli.output import Output
+from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 
 pytest_plugins = ["tests.hub_fixtures", "tests.release_fixtures"]
 

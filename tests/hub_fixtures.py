@@ -23,8 +23,8 @@ import pytest
 from huggingface_hub import HfApi
 from safetensors.numpy import save_file
 
-from pipeline.hub import HubServer
-from pipeline.synthetic import SyntheticSpec, write_source, write_target
+from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 
 FAKE_TOKEN = "hf_fake_token_for_tests"
 README = "---\nlicense: apache-2.0\nlibrary_name: vllm\ntags:\n- mtp\n---\n# Tiny draft\n"

@@ -8,8 +8,8 @@ import git
 import pytest
 from huggingface_hub import HfApi
 
-from pipeline.hub import HubServer
-from pipeline.synthetic import SyntheticSpec, write_source, write_target
+from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 from tests.conftest import CliResult, run_cli
 from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from pipeline.synthetic import SyntheticSpec, write_source, write_target
+from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 from tests.conftest import RecipeMaker, run_cli
 from tests.safetensors_reader import folder_tensor_hashes
 

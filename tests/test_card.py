@@ -11,10 +11,10 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from pipeline.card import CardInputs, escape_cell, render
+from pipeline.card.render import CardInputs, escape_cell, render
 from pipeline.errors import InputError
 from pipeline.families import FAMILIES
-from pipeline.recipe import load_recipe
+from pipeline.recipe.loader import load_recipe
 from tests.conftest import RecipeMaker, run_cli
 from tests.hub_fixtures import FAKE_TOKEN
 

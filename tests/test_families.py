@@ -15,8 +15,8 @@ from safetensors import safe_open
 
 from pipeline.families import FAMILIES
 from pipeline.families.loader_names import vllm_param_name
-from pipeline.recipe import HubRef, load_recipe
-from pipeline.synthetic_families import write_family_source, write_family_target
+from pipeline.recipe.loader import HubRef, load_recipe
+from pipeline.rehearsal.synthetic_families import write_family_source, write_family_target
 from tests.conftest import run_cli
 from tests.safetensors_reader import drop_tensor, folder_tensor_hashes
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.hub import FaultPlan, HubServer
+from pipeline.rehearsal.hub import FaultPlan, HubServer
 from tests.conftest import run_cli
 from tests.hub_fixtures import FAKE_TOKEN, FAST_RETRIES, files_of, hub_recipe, seed_pair
 from tests.release_fixtures import DESTINATION, Release

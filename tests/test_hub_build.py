@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.hub import FaultPlan, HubServer
+from pipeline.rehearsal.hub import FaultPlan, HubServer
 from tests.conftest import run_cli
 from tests.hub_fixtures import FAST_RETRIES, SOURCE_REPO, files_of, hub_recipe, recipe_file, seed_pair
 

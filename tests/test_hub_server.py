@@ -32,7 +32,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from pipeline.hub import FaultPlan, HubServer
+from pipeline.rehearsal.hub import FaultPlan, HubServer
 from tests.hub_fixtures import FAKE_TOKEN
 
 REPO = "org/tiny-draft"
@@ -155,7 +155,7 @@ def test_non_ascii_paths_over_the_socket_and_in_process(hub_api: HfApi, hub_serv
 
 def test_serve_runs_in_the_foreground(tmp_path: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from pipeline.hub import serve; "
+        "import sys; from pathlib import Path; from pipeline.rehearsal.hub import serve; "
         "serve(Path(sys.argv[1]), '127.0.0.1', 0, on_ready=lambda url: print(url, flush=True))"
     )
     source_root = str(Path(__file__).resolve().parents[1])

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoint import read_shard_header
+from pipeline.checkpoint.readers import read_shard_header
+from pipeline.checkpoint.safetensors_format import DTYPE_BYTES, PlannedTensor, TensorEntry, write_shard
+from pipeline.checkpoint.sources import LocalSource
 from pipeline.families import FAMILIES
-from pipeline.inspect import InspectReport, inspect
-from pipeline.safetensors_io import DTYPE_BYTES, PlannedTensor, TensorEntry, write_shard
-from pipeline.sources import LocalSource
-from pipeline.synthetic import TARGET_VARIANTS, SyntheticSpec, step_config, write_target
+from pipeline.flows.inspect import InspectReport, inspect
+from pipeline.rehearsal.synthetic import TARGET_VARIANTS, SyntheticSpec, step_config, write_target
 from tests.conftest import RecipeMaker, run_cli
 
 STEP = FAMILIES["step3p7"]

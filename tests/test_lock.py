@@ -52,9 +52,9 @@ def test_locked_build_without_a_lock_is_refused(tmp_path: Path, make_recipe: Rec
 
 def test_the_real_drafts_pending_lock_is_what_the_family_and_published_geometry_give() -> None:
     from pipeline.families import FAMILIES
-    from pipeline.lock import pending_lock
-    from pipeline.recipe import load_recipe
-    from pipeline.synthetic import SyntheticSpec, step_config
+    from pipeline.recipe.loader import load_recipe
+    from pipeline.recipe.lock import pending_lock
+    from pipeline.rehearsal.synthetic import SyntheticSpec, step_config
 
     folder = Path(__file__).resolve().parent.parent / "artifacts" / "step-3.7-flash-mtp-draft"
     recipe = load_recipe(folder / "draft.yaml")

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import blob_fetch
-from pipeline.blob_fetch import BlobJob, Part, fetch_blobs, plan_parts
+from pipeline.checkpoint.sources import LocalSource
 from pipeline.errors import RemoteError
-from pipeline.hub import FaultPlan, HubServer
-from pipeline.sources import LocalSource
-from pipeline.synthetic import SyntheticSpec, write_source, write_target
+from pipeline.rehearsal.hub import FaultPlan, HubServer
+from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
+from pipeline.remote import ranged as blob_fetch
+from pipeline.remote.ranged import BlobJob, Part, fetch_blobs, plan_parts
 from tests.conftest import run_cli
 from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
 
@@ -167,7 +167,7 @@ def test_a_killed_fetch_resumes_its_multi_part_tensors(
     hub_endpoint.faults = FaultPlan(bytes_per_second=512 * 1024, drop_after_bytes=SMALL_PART // 2, drop_times=2)
     killed = tmp_path / "killed"
     child = (
-        f"import sys; from pipeline import blob_fetch; blob_fetch.PART_BYTES = {SMALL_PART}; from pipeline.cli import main; "
+        f"import sys; from pipeline.remote import ranged as blob_fetch; blob_fetch.PART_BYTES = {SMALL_PART}; from pipeline.cli.main import main; "
         f"sys.exit(main(['fetch', '--recipe', {str(recipe)!r}, '--workdir', {str(killed)!r}, '-q']))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}

@@ -15,7 +15,7 @@ import pytest
 from pipeline.perf.cases import GROWTH, draft_bytes, run_child, scaled_spec
 from pipeline.perf.cli import main
 from pipeline.perf.report import render, rows
-from pipeline.synthetic import SyntheticSpec
+from pipeline.rehearsal.synthetic import SyntheticSpec
 
 MIB = 1024 * 1024
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.hub import FaultPlan
-from pipeline.publish import ReleaseReport, summary_markdown
+from pipeline.flows.publish import ReleaseReport, summary_markdown
+from pipeline.rehearsal.hub import FaultPlan
+from pipeline.rehearsal.synthetic import SyntheticSpec, write_target
 from pipeline.stages.upload import PlannedFile, UploadPlan
-from pipeline.synthetic import SyntheticSpec, write_target
 from tests.conftest import CliResult, run_cli
 from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
 from tests.release_fixtures import DESTINATION, RECIPE, Release

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import build_parser
+from pipeline.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 

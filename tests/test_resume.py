@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.synthetic import SyntheticSpec, write_source, write_target
+from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 from tests.conftest import RecipeMaker, run_cli
 from tests.safetensors_reader import tensor_bytes
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.safetensors_io import PlannedTensor, write_shard
+from pipeline.checkpoint.safetensors_format import PlannedTensor, write_shard
 from pipeline.stages.verify import SCAN_CHUNK_BYTES, _scan_shard
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.synthetic import SyntheticSpec, write_target
+from pipeline.rehearsal.synthetic import SyntheticSpec, write_target
 from tests.conftest import RecipeMaker, run_cli
 from tests.safetensors_reader import drop_tensor, header_of, rewrite_header
 

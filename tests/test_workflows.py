@@ -21,10 +21,10 @@ import pytest
 import yaml
 from huggingface_hub import HfApi
 
-from pipeline.cli import build_parser
-from pipeline.hub import HubServer
-from pipeline.runner import STAGE_NAMES
-from pipeline.synthetic import SyntheticSpec, write_source, write_target
+from pipeline.cli.main import build_parser
+from pipeline.flows.runner import STAGE_NAMES
+from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
 from tests.release_fixtures import DESTINATION, DRAFT, RECIPE, Release
 

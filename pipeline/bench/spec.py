@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import PurePosixPath
 from typing import Any
 
-from pipeline.fields import Section
+from pipeline.recipe.fields import Section
 
 MODES = ("baseline", "speculative")
 

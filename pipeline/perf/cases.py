@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.checkpoint.files import dump_json
 from pipeline.families.step3p7 import STEP3P7, read_geometry
-from pipeline.fsio import dump_json
-from pipeline.hub import FaultPlan, HubServer
-from pipeline.synthetic import SyntheticSpec, step_config, write_source
+from pipeline.rehearsal.hub import FaultPlan, HubServer
+from pipeline.rehearsal.synthetic import SyntheticSpec, step_config, write_source
 
 GROWTH = 4  # the second case's vocabulary multiplier: its four largest tensors grow 4x
 FAKE_TOKEN = "hf_perf_benchmark_token"

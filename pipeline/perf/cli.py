@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import perf
-from pipeline.fsio import dump_json
+from pipeline.checkpoint.files import dump_json
 from pipeline.perf.cases import GROWTH, Bench, PerfError, disk_needed, draft_bytes, measure_grown, measure_main, scaled_spec
 from pipeline.perf.report import machine, render, rows
 

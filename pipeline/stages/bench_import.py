@@ -26,7 +26,7 @@ from pipeline.bench.collect import collect
 from pipeline.bench.document import build_document, dumps
 from pipeline.bench.plot import render_plot
 from pipeline.bench.spec import BenchmarkSpec
-from pipeline.fsio import atomic_write_bytes
+from pipeline.checkpoint.files import atomic_write_bytes
 
 BENCHMARKS_JSON = "benchmarks.json"
 SPEEDUP_PNG = "speedup.png"

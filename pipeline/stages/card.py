@@ -17,15 +17,15 @@ from typing import Any
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
-from pipeline.card import CardInputs, render
-from pipeline.checkpoint import CARD_FILE
+from pipeline.card.render import CardInputs, render
+from pipeline.checkpoint.files import atomic_write_bytes, sha256_bytes
+from pipeline.checkpoint.readers import CARD_FILE
 from pipeline.errors import InputError
 from pipeline.families import Family
-from pipeline.fsio import atomic_write_bytes, sha256_bytes
-from pipeline.hub_calls import RetryPolicy, call
-from pipeline.lock import LOCK_FILE, REVIEWED_CONFIG, load_lock
-from pipeline.recipe import Recipe
-from pipeline.releases import latest_release
+from pipeline.recipe.loader import Recipe
+from pipeline.recipe.lock import LOCK_FILE, REVIEWED_CONFIG, load_lock
+from pipeline.recipe.versions import latest_release
+from pipeline.remote.calls import RetryPolicy, call
 
 BENCHMARKS_FILE = "benchmarks.json"
 PLOT_FILE = "speedup.png"

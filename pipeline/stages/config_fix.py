@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoint import CONFIG_FILE, LICENSE_FILES, auto_map_files
+from pipeline.checkpoint.files import atomic_write_bytes, atomic_write_json
+from pipeline.checkpoint.readers import CONFIG_FILE, LICENSE_FILES, auto_map_files
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import Family, Geometry
-from pipeline.fsio import atomic_write_bytes, atomic_write_json
-from pipeline.workdir import Workdir
+from pipeline.recipe.layout import Workdir
 
 QUANTIZATION_KEY = "quantization_config"
 

@@ -19,11 +19,11 @@ from typing import Any
 
 from huggingface_hub.utils import tqdm
 
-from pipeline.checkpoint import INDEX_FILE
+from pipeline.checkpoint.files import HASH_CHUNK_BYTES, atomic_output, atomic_write_json, remove_stale_temp_files
+from pipeline.checkpoint.readers import INDEX_FILE
+from pipeline.checkpoint.safetensors_format import PlannedTensor, encode_header, write_shard
 from pipeline.errors import CheckFailed, InputError
-from pipeline.fsio import HASH_CHUNK_BYTES, atomic_output, atomic_write_json, remove_stale_temp_files
-from pipeline.safetensors_io import PlannedTensor, encode_header, write_shard
-from pipeline.workdir import Workdir
+from pipeline.recipe.layout import Workdir
 
 SCHEMA = "mtp-extract/v1"
 SHARD_NAME = "model-{index:05d}-of-{count:05d}.safetensors"

@@ -20,9 +20,8 @@ from typing import Any
 
 from huggingface_hub.utils import tqdm
 
-from pipeline import blob_fetch
-from pipeline.blob_fetch import PART_LOG_SUFFIX, PARTIAL_SUFFIX, BlobJob, fetch_blobs
-from pipeline.checkpoint import (
+from pipeline.checkpoint.files import atomic_write_bytes, atomic_write_json, remove_stale_temp_files
+from pipeline.checkpoint.readers import (
     CARD_FILE,
     CONFIG_FILE,
     INDEX_FILE,
@@ -34,13 +33,14 @@ from pipeline.checkpoint import (
     read_shard_header,
     read_weight_index,
 )
+from pipeline.checkpoint.safetensors_format import Header
+from pipeline.checkpoint.sources import ModelSource, WholeShardSource
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import ExpectedTensor, Family
-from pipeline.fsio import atomic_write_bytes, atomic_write_json, remove_stale_temp_files
-from pipeline.safetensors_io import Header
-from pipeline.sources import ModelSource, WholeShardSource
+from pipeline.recipe.layout import Workdir
+from pipeline.remote import ranged as blob_fetch
+from pipeline.remote.ranged import PART_LOG_SUFFIX, PARTIAL_SUFFIX, BlobJob, fetch_blobs
 from pipeline.stages.config_fix import refuse_short_arrays
-from pipeline.workdir import Workdir
 
 SCHEMA = "mtp-fetch/v1"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")

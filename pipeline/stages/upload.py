@@ -27,10 +27,10 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.hf_api import RepoFile
 
+from pipeline.checkpoint.files import HASH_CHUNK_BYTES, sha256_file
 from pipeline.errors import CheckFailed, InputError
-from pipeline.fsio import HASH_CHUNK_BYTES, sha256_file
-from pipeline.hub_calls import DEFAULT_RETRIES, RetryPolicy, call
-from pipeline.releases import Version, latest_release
+from pipeline.recipe.versions import Version, latest_release
+from pipeline.remote.calls import DEFAULT_RETRIES, RetryPolicy, call
 
 # Remote files a release replaces wholesale: an old shard layout or old benchmark files must not
 # linger. Anything else someone put in the repo (a notebook, the Hub's .gitattributes) is kept.

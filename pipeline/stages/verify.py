@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 
-from pipeline.checkpoint import CARD_FILE, CONFIG_FILE, INDEX_FILE, LICENSE_FILES, auto_map_files, read_card_license
+from pipeline.checkpoint.files import atomic_write_json, sha256_file
+from pipeline.checkpoint.readers import CARD_FILE, CONFIG_FILE, INDEX_FILE, LICENSE_FILES, auto_map_files, read_card_license
+from pipeline.checkpoint.safetensors_format import HEADER_LENGTH_BYTES, Header, HeaderError, header_length, parse_header
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import Family
 from pipeline.families.base import config_value
 from pipeline.families.loader_names import vllm_param_name
-from pipeline.fsio import atomic_write_json, sha256_file
-from pipeline.safetensors_io import HEADER_LENGTH_BYTES, Header, HeaderError, header_length, parse_header
+from pipeline.recipe.layout import Workdir
 from pipeline.stages.config_fix import QUANTIZATION_KEY, short_arrays
-from pipeline.workdir import Workdir
 
 SCHEMA = "mtp-verify/v1"
 # Exponent-all-ones masks: an element is NaN or Inf exactly when its exponent bits are all set.

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline import __version__
+from pipeline.cli.output import Output
 from pipeline.errors import CheckFailed, InputError, PipelineError
-from pipeline.lock import LOCK_FILE, load_lock, pinned, write_or_check
-from pipeline.output import Output
-from pipeline.recipe import HubRef, load_recipe, recipe_path
-from pipeline.releases import ReleaseVersion, draft_names, drafts_to_release, release_version
-from pipeline.runner import STAGE_NAMES, STAGES, Context, run_stages, status
+from pipeline.flows.runner import STAGE_NAMES, STAGES, Context, run_stages, status
+from pipeline.recipe.loader import HubRef, load_recipe, recipe_path
+from pipeline.recipe.lock import LOCK_FILE, load_lock, pinned, write_or_check
+from pipeline.recipe.versions import ReleaseVersion, draft_names, drafts_to_release, release_version
 
 if TYPE_CHECKING:
-    from pipeline.publish import ReleaseReport
-from pipeline.workdir import Workdir
+    from pipeline.flows.publish import ReleaseReport
+from pipeline.recipe.layout import Workdir
 
 DEBUG_ENV = "PIPELINE_DEBUG"  # set to 1 to see tracebacks of our own errors
 BUILD_STAGES = ("fetch", "extract", "config-fix", "verify")
@@ -103,8 +103,8 @@ def _today() -> str:
 
 
 def _build(args: argparse.Namespace, out: Output) -> int:
-    from pipeline.inspect import inspect_recipe
-    from pipeline.publish import inspect_summary
+    from pipeline.flows.inspect import inspect_recipe
+    from pipeline.flows.publish import inspect_summary
 
     ctx = _context(args, out)
     results = run_stages(ctx, BUILD_STAGES)
@@ -175,7 +175,7 @@ def _card_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace, out: Output) -> int:
-    from pipeline.inspect import inspect_recipe
+    from pipeline.flows.inspect import inspect_recipe
 
     report = inspect_recipe(_context(args, out), today=_today())
     out.result(report.render(), report.to_json())
@@ -188,7 +188,7 @@ def _release_version(ctx: Context) -> ReleaseVersion:
 
 
 def _release_result(args: argparse.Namespace, out: Output, ctx: Context, report: ReleaseReport) -> int:
-    from pipeline.publish import SUMMARY_LIMIT_BYTES, describe, summary_markdown
+    from pipeline.flows.publish import SUMMARY_LIMIT_BYTES, describe, summary_markdown
 
     if args.summary:
         # GitHub gives each step a fresh summary file; what an earlier command wrote counts against the limit.
@@ -201,7 +201,7 @@ def _release_result(args: argparse.Namespace, out: Output, ctx: Context, report:
 
 
 def _upload(args: argparse.Namespace, out: Output) -> int:
-    from pipeline.publish import ReleaseOptions, release
+    from pipeline.flows.publish import ReleaseOptions, release
 
     ctx = _context(args, out)
     options = ReleaseOptions(_release_version(ctx), dry_run=args.dry_run, force=args.force, from_lock=args.from_lock)
@@ -218,7 +218,7 @@ def _upload_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _publish(args: argparse.Namespace, out: Output) -> int:
-    from pipeline.publish import ReleaseOptions, publish
+    from pipeline.flows.publish import ReleaseOptions, publish
 
     ctx = _context(args, out, pin=True)
     options = ReleaseOptions(_release_version(ctx), dry_run=args.dry_run, force=args.force)
@@ -253,7 +253,7 @@ def _drafts_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace, out: Output) -> int:
-    from pipeline.demo import run_demo
+    from pipeline.rehearsal.demo import run_demo
 
     return run_demo(Path(args.root), out, refresh=args.refresh_artifacts)
 
@@ -271,7 +271,7 @@ def _demo_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _hub(args: argparse.Namespace, out: Output) -> int:
-    from pipeline.hub import serve
+    from pipeline.rehearsal.hub import serve
 
     if args.hub_command != "serve":
         raise InputError("hub: the only action is 'serve'")
@@ -296,8 +296,8 @@ def _hub_options(parser: argparse.ArgumentParser) -> None:
 
 def _synth(args: argparse.Namespace, out: Output) -> int:
     from pipeline.families import FAMILIES
-    from pipeline.synthetic import TARGET_VARIANTS, SyntheticSpec, write_source, write_target
-    from pipeline.synthetic_families import FamilySpec, write_family_source, write_family_target
+    from pipeline.rehearsal.synthetic import TARGET_VARIANTS, SyntheticSpec, write_source, write_target
+    from pipeline.rehearsal.synthetic_families import FamilySpec, write_family_source, write_family_target
 
     if args.family not in FAMILIES:
         raise InputError(f"--family: must be one of {', '.join(FAMILIES)}")

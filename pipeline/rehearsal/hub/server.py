@@ -16,11 +16,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from pipeline.hub.app import HubApp
-from pipeline.hub.faults import FaultPlan
-from pipeline.hub.stats import ServerStats
-from pipeline.hub.storage import HubStorage
-from pipeline.hub.wsgi import RAW_INPUT_KEY
+from pipeline.rehearsal.hub.app import HubApp
+from pipeline.rehearsal.hub.faults import FaultPlan
+from pipeline.rehearsal.hub.stats import ServerStats
+from pipeline.rehearsal.hub.storage import HubStorage
+from pipeline.rehearsal.hub.wsgi import RAW_INPUT_KEY
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -14,17 +14,17 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, constants
 
+from pipeline.cli.output import Output
 from pipeline.errors import CheckFailed
-from pipeline.hub import HubServer
-from pipeline.output import Output
-from pipeline.publish import ReleaseOptions, publish
-from pipeline.recipe import HubRef, load_recipe
-from pipeline.releases import ReleaseVersion, Version, release_version
-from pipeline.runner import Context, run_stages
-from pipeline.synthetic import SyntheticSpec, write_source, write_target
-from pipeline.workdir import Workdir
+from pipeline.flows.publish import ReleaseOptions, publish
+from pipeline.flows.runner import Context, run_stages
+from pipeline.recipe.layout import Workdir
+from pipeline.recipe.loader import HubRef, load_recipe
+from pipeline.recipe.versions import ReleaseVersion, Version, release_version
+from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 DEMO_RECIPE = ARTIFACTS / "demo" / "draft.yaml"
 DEMO_VERSION = Version(1, 0, 0)
 # Any token works on the embedded Hub; this one is recognisable so a leak would be easy to spot.
@@ -48,9 +48,9 @@ def _synthetic(root: Path) -> tuple[Path, Path]:
 
 def _refresh_artifacts(ctx: Context, today: str) -> None:
     """Rewrite the demo's committed lock, config and card from a fresh build (for maintainers)."""
-    from pipeline.inspect import inspect_recipe
-    from pipeline.lock import write_or_check
-    from pipeline.publish import BUILD_STAGES, inspect_summary
+    from pipeline.flows.inspect import inspect_recipe
+    from pipeline.flows.publish import BUILD_STAGES, inspect_summary
+    from pipeline.recipe.lock import write_or_check
     from pipeline.stages import card
 
     run_stages(ctx, BUILD_STAGES)

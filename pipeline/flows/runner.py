@@ -15,16 +15,16 @@ from typing import Any
 
 from huggingface_hub import HfApi
 
+from pipeline.checkpoint.files import sha256_file
+from pipeline.checkpoint.sources import LocalSource, ModelSource
+from pipeline.cli.output import Output
 from pipeline.errors import InputError
 from pipeline.families import FAMILIES, Family
-from pipeline.fsio import sha256_file
-from pipeline.hub_calls import RetryPolicy, default_api
-from pipeline.ledger import Ledger, fingerprint
-from pipeline.output import Output
-from pipeline.recipe import HubRef, LocalRef, ModelRef, Recipe
-from pipeline.sources import LocalSource, ModelSource
+from pipeline.flows.ledger import Ledger, fingerprint
+from pipeline.recipe.layout import Workdir
+from pipeline.recipe.loader import HubRef, LocalRef, ModelRef, Recipe
+from pipeline.remote.calls import RetryPolicy, default_api
 from pipeline.stages import bench_import, config_fix, extract, fetch, verify
-from pipeline.workdir import Workdir
 
 SourceOpener = Callable[[ModelRef, str, HfApi, RetryPolicy], ModelSource]
 
@@ -33,7 +33,7 @@ def open_local_or_hub(ref: ModelRef, role: str, api: HfApi, retries: RetryPolicy
     """The default opener: folders directly, Hub repos through the huggingface_hub client."""
     if isinstance(ref, LocalRef):
         return LocalSource(ref.path, f"{role} folder {ref.path.name}")
-    from pipeline.hub_source import HubSource
+    from pipeline.remote.source import HubSource
 
     return HubSource(ref, role, api=api, attempts=retries.attempts, backoff_seconds=retries.backoff_seconds)
 

@@ -12,11 +12,11 @@ from http import HTTPStatus
 from typing import IO, Any
 from urllib.parse import parse_qs
 
-from pipeline.hub.storage import HubRequestError, RepoRef
+from pipeline.rehearsal.hub.storage import HubRequestError, RepoRef
 
 # Set by our own request handler: `wsgi.input` is then the raw socket stream, so a chunked
 # body still needs decoding (wsgiref passes it through as sent).
-RAW_INPUT_KEY = "pipeline.hub.raw_input"
+RAW_INPUT_KEY = "pipeline.rehearsal.hub.raw_input"
 READ_CHUNK = 1024 * 1024
 # JSON bodies are small; anything bigger is a client error, not something to buffer.
 MAX_JSON_BODY = 64 * 1024 * 1024

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
+from pipeline.checkpoint.files import atomic_write_bytes, atomic_write_json
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import Family, Geometry
-from pipeline.fsio import atomic_write_bytes, atomic_write_json
-from pipeline.recipe import HubRef, LocalRef, ModelRef, Recipe
-from pipeline.workdir import Workdir
+from pipeline.recipe.layout import Workdir
+from pipeline.recipe.loader import HubRef, LocalRef, ModelRef, Recipe
 
 SCHEMA = "mtp-draft-lock/v1"
 LOCK_FILE = "draft.lock.json"

@@ -8,6 +8,7 @@ escaped. Nothing here touches the network or the clock, so a render is byte-stab
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,9 +21,10 @@ from huggingface_hub import ModelCardData
 from pipeline import __version__
 from pipeline.errors import InputError
 from pipeline.families import Family
-from pipeline.recipe import HubRef, Recipe
+from pipeline.recipe.loader import HubRef, Recipe
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "card_templates"
+# The required top-level card_templates/ folder, shipped inside this package as its data.
+TEMPLATES = Path(str(importlib.resources.files("pipeline.card") / "templates"))
 TEMPLATE = "mtp-draft.md.j2"
 CARD_TAGS = ("speculative-decoding", "mtp", "nextn", "draft-model")
 HUB_URL = "https://huggingface.co"

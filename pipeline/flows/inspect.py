@@ -41,12 +41,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pipeline.checkpoint import CONFIG_FILE, INDEX_FILE, WeightIndex, read_config, read_shard_header, read_weight_index
+from pipeline.checkpoint.readers import CONFIG_FILE, INDEX_FILE, WeightIndex, read_config, read_shard_header, read_weight_index
+from pipeline.checkpoint.sources import ModelSource
 from pipeline.errors import InputError
 from pipeline.families import ExpectedTensor, Family, Geometry
 from pipeline.families.base import config_value
 from pipeline.families.loader_names import vllm_param_name
-from pipeline.inspect_report import (
+from pipeline.flows.inspect_report import (
     ArrayCoverage,
     FoundTensor,
     GeometryRow,
@@ -55,11 +56,10 @@ from pipeline.inspect_report import (
     Verdict,
     listed,
 )
-from pipeline.recipe import HubRef, ModelRef
-from pipeline.sources import ModelSource
+from pipeline.recipe.loader import HubRef, ModelRef
 
 if TYPE_CHECKING:
-    from pipeline.runner import Context
+    from pipeline.flows.runner import Context
 
 GEOMETRY_KEYS = ("hidden_size", "vocab_size", "num_hidden_layers")  # then the family's count_key
 # Files that fix token ids: a difference makes the draft's embedding and heads meaningless.

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.checkpoint.files import atomic_output, dump_json
+from pipeline.checkpoint.safetensors_format import DTYPE_BYTES, PlannedTensor, write_shard
 from pipeline.families.step3p7 import FULL, LAYER_TENSORS, SLIDING, read_geometry
-from pipeline.fsio import atomic_output, dump_json
-from pipeline.safetensors_io import DTYPE_BYTES, PlannedTensor, write_shard
 
 GENERATE_CHUNK_ELEMENTS = 1 << 21
 LICENSE_TEXT = "Synthetic test weights, made by the pipeline's generator.\nLicensed under the Apache License, Version 2.0.\n"

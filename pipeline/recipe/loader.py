@@ -16,8 +16,8 @@ import yaml
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from pipeline.errors import InputError
-from pipeline.fields import Section
-from pipeline.hub_calls import RetryPolicy
+from pipeline.recipe.fields import Section
+from pipeline.remote.calls import RetryPolicy
 
 RECIPE_FILE = "draft.yaml"
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
-from pipeline.hub.faults import ANY_ROUTE, FaultInjector, FaultPlan
-from pipeline.hub.stats import ServerStats
-from pipeline.hub.storage import (
+from pipeline.rehearsal.hub.faults import ANY_ROUTE, FaultInjector, FaultPlan
+from pipeline.rehearsal.hub.stats import ServerStats
+from pipeline.rehearsal.hub.storage import (
     DEFAULT_BRANCH,
     AddFile,
     DeleteFile,
@@ -36,7 +36,7 @@ from pipeline.hub.storage import (
     lfs_entry,
     wants_lfs,
 )
-from pipeline.hub.views import (
+from pipeline.rehearsal.hub.views import (
     InvalidMetadata,
     card_data,
     commit_json,
@@ -44,7 +44,7 @@ from pipeline.hub.views import (
     front_matter,
     sibling_json,
 )
-from pipeline.hub.wsgi import (
+from pipeline.rehearsal.hub.wsgi import (
     RangeNotSatisfiable,
     Request,
     RequestBody,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
-from pipeline.fsio import atomic_write_json
+from pipeline.checkpoint.files import atomic_write_json
 
 SCHEMA = "mtp-stage-record/v1"
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from huggingface_hub import ModelCard
 
+from pipeline.checkpoint.files import DuplicateKeyError, loads_strict
+from pipeline.checkpoint.safetensors_format import Header, HeaderError, read_header
+from pipeline.checkpoint.sources import ModelSource, check_repo_path
 from pipeline.errors import InputError
-from pipeline.fsio import DuplicateKeyError, loads_strict
-from pipeline.safetensors_io import Header, HeaderError, read_header
-from pipeline.sources import ModelSource, check_repo_path
 
 CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from pipeline.hub.stats import ServerStats
+from pipeline.rehearsal.hub.stats import ServerStats
 
 ANY_ROUTE = "*"
 # Ten pacing steps a second keep a throttled stream smooth without busy sleeping.

@@ -1,6 +1,6 @@
 """The inspect report: what was found in the target, and how it reads in the card, lock and terminal.
 
-Pure data and wording; `pipeline.inspect` decides the verdict from the two repos.
+Pure data and wording; `pipeline.flows.inspect` decides the verdict from the two repos.
 """
 
 from __future__ import annotations

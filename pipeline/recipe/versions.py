@@ -15,7 +15,7 @@ from pathlib import Path
 import git
 
 from pipeline.errors import InputError
-from pipeline.recipe import RECIPE_FILE, Recipe, load_recipe
+from pipeline.recipe.loader import RECIPE_FILE, Recipe, load_recipe
 
 SEMVER = re.compile(r"^v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 

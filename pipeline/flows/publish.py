@@ -20,13 +20,13 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
 from pipeline import __version__
-from pipeline.card import escape_cell
+from pipeline.card.render import escape_cell
+from pipeline.checkpoint.files import atomic_write_bytes
 from pipeline.errors import CheckFailed, InputError
-from pipeline.fsio import atomic_write_bytes
-from pipeline.hub_calls import call, status_of
-from pipeline.lock import LOCK_FILE, build_lock, differences, load_lock
-from pipeline.releases import ReleaseVersion
-from pipeline.runner import Context, run_stages
+from pipeline.flows.runner import Context, run_stages
+from pipeline.recipe.lock import LOCK_FILE, build_lock, differences, load_lock
+from pipeline.recipe.versions import ReleaseVersion
+from pipeline.remote.calls import call, status_of
 from pipeline.stages import card
 from pipeline.stages.upload import (
     LockedFile,
@@ -255,7 +255,7 @@ def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None =
 
 def publish(ctx: Context, options: ReleaseOptions, today: str) -> ReleaseReport:
     """All stages in order, then the release."""
-    from pipeline.inspect import inspect_recipe
+    from pipeline.flows.inspect import inspect_recipe
 
     run_stages(ctx, BUILD_STAGES)
     lock = _check_lock(ctx)

@@ -4,7 +4,7 @@ The source holds backbone and MTP tensors spread over several shards, a config w
 own keys, a LICENSE, a card with `license:` and tokenizer files. The target is a quantized export
 of the same model; its variant (`TARGET_VARIANTS`) chooses the verdict inspect should give. MTP
 tensor names and shapes come from the family's table, the backbone is a few tensors per layer.
-Step-3.7 is delegated to `pipeline.synthetic`, which models its nested VLM config and arrays.
+Step-3.7 is delegated to `pipeline.rehearsal.synthetic`, which models its nested VLM config and arrays.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.checkpoint.files import dump_json
 from pipeline.families import FAMILIES, Family
-from pipeline.fsio import dump_json
-from pipeline.synthetic import (
+from pipeline.rehearsal.synthetic import (
     LICENSE_TEXT,
     TARGET_VARIANTS,
     TOKENIZER_FILES,

@@ -23,9 +23,9 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.checkpoint.files import PUBLISHED_FILE_MODE
+from pipeline.checkpoint.sources import ModelSource
 from pipeline.errors import InputError
-from pipeline.fsio import PUBLISHED_FILE_MODE
-from pipeline.sources import ModelSource
 
 # Small enough that eight connections share one 1 GB tensor, large enough that per-request
 # overhead (headers, a new connection, one fdatasync) stays well under 1% of the transfer.

@@ -28,11 +28,11 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff
 
+from pipeline.checkpoint.files import sha256_file
+from pipeline.checkpoint.sources import MAX_SMALL_FILE_BYTES, check_repo_path
 from pipeline.errors import InputError, RemoteError
-from pipeline.fsio import sha256_file
-from pipeline.hub_calls import RetryPolicy, call
-from pipeline.recipe import HubRef
-from pipeline.sources import MAX_SMALL_FILE_BYTES, check_repo_path
+from pipeline.recipe.loader import HubRef
+from pipeline.remote.calls import RetryPolicy, call
 
 DEFAULT_ATTEMPTS = 6  # a dropped body or a 5xx/429 is retried this many times before exit 3
 DEFAULT_BACKOFF_SECONDS = 0.5

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.hub.storage import (
+from pipeline.rehearsal.hub.storage import (
     Commit,
     FileEntry,
     HubStorage,
