@@ -95,6 +95,8 @@ def _fetch_inputs(ctx: Context) -> dict[str, Any]:
         "family": ctx.recipe.family,
         "license": ctx.recipe.license,
         "mode": ctx.recipe.fetch.mode,
+        "max_shard_bytes": ctx.recipe.max_shard_bytes,  # the shard layout the bytes land in
+        "landed": fetch.landed_state(ctx.workdir),  # a shard whose bytes were lost is fetched again
     }
 
 
@@ -107,6 +109,7 @@ def _fetch(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
             expected_license=ctx.recipe.license,
             connections=ctx.recipe.fetch.connections,
             workdir=ctx.workdir,
+            max_shard_bytes=ctx.recipe.max_shard_bytes,
             mode=ctx.recipe.fetch.mode,
         ),
         show_progress=ctx.out.show_progress,
