@@ -185,3 +185,52 @@ class WholeShardSource:
     def stream_range(self, name: str, start: int, end: int) -> Iterator[bytes]:
         local = self._local(name)
         yield from local.stream_range(self._paths[name].name, start, end)
+
+
+class RememberedReads:
+    """A source that reads each small file once per run and hands the same bytes to every later reader.
+
+    Fetch, the shard planner, inspect and the lock all read the config, index and card; without this
+    each would ask the remote again. The source is pinned to one commit for the run, so the bytes
+    cannot change underneath.
+    """
+
+    def __init__(self, inner: ModelSource) -> None:
+        self.inner = inner
+        self.label = inner.label
+        self._small: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def bytes_transferred(self) -> int:
+        return self.inner.bytes_transferred
+
+    def resolve(self) -> str | None:
+        return self.inner.resolve()
+
+    def exists(self, name: str) -> bool:
+        return self.inner.exists(name)
+
+    def size(self, name: str) -> int:
+        return self.inner.size(name)
+
+    def read(self, name: str) -> bytes:
+        with self._lock:
+            if name not in self._small:
+                self._small[name] = self.inner.read(name)
+            return self._small[name]
+
+    def read_range(self, name: str, start: int, end: int) -> bytes:
+        return self.inner.read_range(name, start, end)
+
+    def stream_range(self, name: str, start: int, end: int) -> Iterator[bytes]:
+        return self.inner.stream_range(name, start, end)
+
+    def lfs_sha256(self, name: str) -> str | None:
+        return self.inner.lfs_sha256(name)
+
+    def local_path(self, name: str) -> Path:
+        return self.inner.local_path(name)
+
+    def fingerprint(self, name: str) -> str:
+        return self.inner.fingerprint(name)

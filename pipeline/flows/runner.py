@@ -16,7 +16,7 @@ from typing import Any
 from huggingface_hub import HfApi
 
 from pipeline.checkpoint.files import sha256_file
-from pipeline.checkpoint.sources import LocalSource, ModelSource
+from pipeline.checkpoint.sources import LocalSource, ModelSource, RememberedReads
 from pipeline.cli.output import Output
 from pipeline.errors import InputError
 from pipeline.families import FAMILIES, Family
@@ -59,7 +59,7 @@ class Context:
         """The opened source or target, once per run (its resolved commit is reused)."""
         if role not in self._sources:
             ref = self.pins.get(role) or (self.recipe.source if role == "source" else self.recipe.target)
-            self._sources[role] = self.open_source(ref, role, self.api, self.recipe.retries)
+            self._sources[role] = RememberedReads(self.open_source(ref, role, self.api, self.recipe.retries))
         return self._sources[role]
 
     @property
