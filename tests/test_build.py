@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
+import pytest
 from safetensors import safe_open
 
+from pipeline.checkpoint import disk
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 from tests.conftest import RecipeMaker, run_cli
 from tests.safetensors_reader import folder_tensor_hashes
@@ -107,3 +112,56 @@ def test_fetch_reads_only_the_needed_bytes(make_recipe: RecipeMaker, workdir: Pa
     assert manifest["bytes_needed"] == sum(t["nbytes"] for t in manifest["tensors"])
     assert 0 < headers < 0.1 * source_size
     assert manifest["bytes_fetched"] < source_size
+
+
+def _preflight(recipe: Path, workdir: Path) -> dict:
+    result = run_cli("build", "--recipe", str(recipe), "--workdir", str(workdir), "--preflight", "--json")
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_preflight_counts_the_shards_and_small_files_the_build_writes(tmp_path: Path, make_recipe: RecipeMaker, workdir: Path) -> None:
+    recipe = make_recipe("max_shard_size: 100KB\n")
+
+    before = _preflight(recipe, workdir)
+
+    assert not workdir.exists()  # a preflight writes nothing
+    assert run_cli("build", "--recipe", str(recipe), "--workdir", str(workdir)).code == 0
+    shard_bytes = sum(p.stat().st_size for p in (workdir / "draft").glob("model-*.safetensors"))
+    small = sum(p.stat().st_size for folder in ("source", "target") for p in (workdir / "fetch" / folder).iterdir())
+    assert before["needed_bytes"] == shard_bytes + 2 * small
+    assert before["folder"] == str(workdir) and before["free_bytes"] > 0
+    assert _preflight(recipe, workdir)["needed_bytes"] == 2 * small  # the shards are on disk already
+
+
+def _report_free(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    """The filesystem reports `free` bytes available, whatever it really has."""
+    real = shutil.disk_usage
+
+    def reported(path: str | os.PathLike[str]) -> Any:
+        usage = real(path)
+        return type(usage)(usage.total, usage.total - free, free)
+
+    monkeypatch.setattr(disk.shutil, "disk_usage", reported)
+
+
+def test_build_refuses_up_front_when_the_workdir_filesystem_is_too_small(
+    make_recipe: RecipeMaker, workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = make_recipe("max_shard_size: 100KB\n")
+    needed = _preflight(recipe, tmp_path / "probe")["needed_bytes"]
+    _report_free(monkeypatch, needed - 1)
+
+    for argv in (["build"], ["build", "--preflight"], ["fetch"]):
+        result = run_cli(*argv, "--recipe", str(recipe), "--workdir", str(workdir))
+
+        assert result.code == 1, argv
+        error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert error == [
+            f"error: {workdir}: {needed - 1} bytes ({(needed - 1) / 1e9:.3g} GB) free, the build needs {needed} bytes ({needed / 1e9:.3g} GB)"
+        ]
+        assert "hint:" in result.stderr and "Traceback" not in result.stderr
+        assert not (workdir / "fetch" / "shards").exists() and not (workdir / "draft").exists()
+
+    _report_free(monkeypatch, needed)
+    assert run_cli("build", "--recipe", str(recipe), "--workdir", str(workdir)).code == 0

@@ -26,7 +26,7 @@ class DiskCheck:
 
 
 def _gb(count: int) -> str:
-    return f"{count / 1e9:.2f} GB"
+    return f"{count / 1e9:.3g} GB"
 
 
 def free_bytes(folder: Path) -> int:

@@ -107,6 +107,10 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     from pipeline.flows.publish import inspect_summary
 
     ctx = _context(args, out)
+    if args.preflight:
+        from pipeline.cli.preflight import preflight
+
+        return preflight(ctx, out)
     results = run_stages(ctx, BUILD_STAGES)
     finding = inspect_summary(inspect_recipe(ctx, _today()))
     lock_path, changed = write_or_check(ctx.recipe, ctx.workdir, locked=args.locked, inspect=finding)
@@ -126,6 +130,11 @@ def _build(args: argparse.Namespace, out: Output) -> int:
 
 def _build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--locked", action="store_true", help="fetch the locked commits and refuse any difference from the committed lock")
+    parser.add_argument(
+        "--preflight",
+        action="store_true",
+        help="only check that the workdir's filesystem can hold what the build will write (reads headers, writes nothing); exit 1 if not",
+    )
 
 
 def _status(args: argparse.Namespace, out: Output) -> int:
@@ -342,7 +351,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "build",
         "run fetch, extract, config-fix and verify in order, then write (or with --locked, check) the lock",
-        "python -m pipeline build --draft demo\npython -m pipeline build --draft demo --locked",
+        "python -m pipeline build --draft demo\npython -m pipeline build --draft demo --locked\npython -m pipeline build --draft demo --preflight",
         _build,
         _build_options,
     ),

@@ -100,20 +100,22 @@ def _fetch_inputs(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _fetch(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
-    result = fetch.run(
-        fetch.FetchInputs(
-            source=ctx.source("source"),
-            target=ctx.source("target"),
-            family=ctx.family,
-            expected_license=ctx.recipe.license,
-            connections=ctx.recipe.fetch.connections,
-            workdir=ctx.workdir,
-            max_shard_bytes=ctx.recipe.max_shard_bytes,
-            mode=ctx.recipe.fetch.mode,
-        ),
-        show_progress=ctx.out.show_progress,
+def fetch_inputs(ctx: Context) -> fetch.FetchInputs:
+    """The fetch stage's inputs for this run: also what the disk preflight plans from."""
+    return fetch.FetchInputs(
+        source=ctx.source("source"),
+        target=ctx.source("target"),
+        family=ctx.family,
+        expected_license=ctx.recipe.license,
+        connections=ctx.recipe.fetch.connections,
+        workdir=ctx.workdir,
+        max_shard_bytes=ctx.recipe.max_shard_bytes,
+        mode=ctx.recipe.fetch.mode,
     )
+
+
+def _fetch(ctx: Context) -> tuple[list[Path], dict[str, Any]]:
+    result = fetch.run(fetch_inputs(ctx), show_progress=ctx.out.show_progress)
     ctx.out.info(
         f"fetch: {result.tensors} tensors, {result.bytes_fetched} bytes fetched for {result.bytes_needed} needed ({result.bytes_fetched / max(result.bytes_needed, 1):.4f}x)"
     )
