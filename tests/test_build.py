@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -165,3 +166,24 @@ def test_build_refuses_up_front_when_the_workdir_filesystem_is_too_small(
 
     _report_free(monkeypatch, needed)
     assert run_cli("build", "--recipe", str(recipe), "--workdir", str(workdir)).code == 0
+
+
+# sha256 of each shard of the default synthetic Step-3.7 source's draft at max_shard_size 100KB, as
+# built by commit 4bd0a4c, when fetch still wrote one blob per tensor and extract copied them into
+# the shards. Landing the bytes in place must not change one byte of the output.
+SHARDS_BEFORE_IN_PLACE_FETCH = {
+    "model-00001-of-00005.safetensors": "6e4ee5f66c5ada976bfc421a1291c2caceab83b90d63a3f6bbc4a07d1912e2e4",
+    "model-00002-of-00005.safetensors": "02123c8ea8f7398f496eaac4a39aaa94d8ca2f7891925296f5671aeb7efea518",
+    "model-00003-of-00005.safetensors": "c7e56b2c64f704800ae3532bf88d87e62c6c9b1daa55fc13bd009a53f2624850",
+    "model-00004-of-00005.safetensors": "8f8a210034fcbb364e0c6061dbeebca6ed9cd95857907a79032c2e0a0b9e2cf7",
+    "model-00005-of-00005.safetensors": "fe7da80277556bafda69d0f942def246bc56432690ee4434b835268cf8c8bc2b",
+}
+
+
+def test_shards_are_byte_identical_to_the_builds_before_in_place_fetch(make_recipe: RecipeMaker, workdir: Path) -> None:
+    recipe = make_recipe("max_shard_size: 100KB\n")
+
+    assert run_cli("build", "--recipe", str(recipe), "--workdir", str(workdir)).code == 0
+
+    shards = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (workdir / "draft").glob("model-*.safetensors")}
+    assert shards == SHARDS_BEFORE_IN_PLACE_FETCH

@@ -91,14 +91,16 @@ def test_whole_shard_mode_checks_lfs_hashes_and_gives_the_same_bytes(
 ) -> None:
     source, target = medium_pair
     seed_pair(hub_endpoint, source, target)
-    assert run_cli("build", "--recipe", str(hub_recipe(tmp_path / "ranges")), "--workdir", str(tmp_path / "w1")).code == 0
+    several = "max_shard_size: 1MB\n"  # several landed shards, each filled from more than one source shard
+    assert run_cli("build", "--recipe", str(hub_recipe(tmp_path / "ranges", several)), "--workdir", str(tmp_path / "w1")).code == 0
 
     result = run_cli(
-        "build", "--recipe", str(hub_recipe(tmp_path / "shards", "fetch: {mode: shards}\n")), "--workdir", str(tmp_path / "w2")
+        "build", "--recipe", str(hub_recipe(tmp_path / "shards", several + "fetch: {mode: shards}\n")), "--workdir", str(tmp_path / "w2")
     )
 
     assert result.code == 0, result.stderr
     assert files_of(tmp_path / "w2" / "draft") == files_of(tmp_path / "w1" / "draft")
+    assert len(list((tmp_path / "w2" / "draft").glob("model-*.safetensors"))) > 1
     manifest = json.loads((tmp_path / "w2" / "fetch" / "fetch.json").read_text())
     needed_shards = {t["source_file"] for t in manifest["tensors"]}
     assert manifest["bytes_fetched"] >= sum((source / name).stat().st_size for name in needed_shards)
