@@ -195,6 +195,7 @@ def test_a_killed_fetch_resumes_its_multi_part_tensors(
     assert process.returncode == -signal.SIGKILL, "fetch finished before it could be killed"
     logged_parts = sum(len(p.read_text().split()) for p in tensors.glob("*.parts"))
     assert logged_parts >= 2
+    assert not (killed / "draft").exists() and not (killed / "fetch" / "fetch.json").exists()  # nothing final yet
     assert hub_endpoint.stats.faults_fired.get("drop") == 2
     hub_endpoint.faults = FaultPlan()
     hub_endpoint.stats.reset()

@@ -23,8 +23,9 @@ class Workdir:
         return self.fetch / "target"
 
     @property
-    def blobs(self) -> Path:
-        return self.fetch / "tensors"
+    def landed_shards(self) -> Path:
+        """Where fetch lands the draft's shards before extract seals them into `draft/`."""
+        return self.fetch / "shards"
 
     @property
     def fetch_manifest(self) -> Path:

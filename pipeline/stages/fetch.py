@@ -61,7 +61,7 @@ class FetchResult:
 
 def landing_path(workdir: Workdir, shard: str) -> Path:
     """Where fetch lands a shard's tensor bytes before extract seals it under its final name."""
-    return workdir.fetch / "shards" / (shard.removesuffix(".safetensors") + UNSEALED_SUFFIX)
+    return workdir.landed_shards / (shard.removesuffix(".safetensors") + UNSEALED_SUFFIX)
 
 
 def _tensor_source(inputs: FetchInputs) -> ModelSource:
@@ -176,7 +176,7 @@ def _tensor_record(source: ModelSource, item: Selected) -> dict[str, Any]:
 
 def _land_shards(source: ModelSource, plan: FetchPlan, workdir: Workdir, connections: int, show_progress: bool) -> dict[str, str]:
     """Each shard's tensor bytes at their final offsets, large tensors in parallel parts; landed shards are reused."""
-    folder = workdir.fetch / "shards"
+    folder = workdir.landed_shards
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(folder)
     shutil.rmtree(workdir.fetch / "tensors", ignore_errors=True)  # one blob per tensor, as older versions fetched
