@@ -1,7 +1,8 @@
 """config-fix: the draft's config.json is the source's, verbatim, minus `quantization_config`.
 
 Reads `<workdir>/fetch/source/` (config, licence files, `auto_map` files). Writes `config.json`
-and copies of those files into `<workdir>/draft/`. Per-layer arrays must already cover every MTP
+and byte-for-byte copies of those files into `<workdir>/draft/`: the source's LICENSE and NOTICE
+travel with every release, as Apache-2.0 §4(a) and §4(d) ask. Per-layer arrays must already cover every MTP
 layer index in the source: tails are only ever taken from the source, never invented, so a short
 array is a refusal naming the field.
 """
@@ -49,6 +50,26 @@ def draft_config(source_config: Mapping[str, Any]) -> tuple[dict[str, Any], list
     return config, removed
 
 
+def config_changes(source: Mapping[str, Any], draft: Mapping[str, Any], scope: str = "") -> list[dict[str, str]]:
+    """Every field in which the draft config differs from the source's: `{"change": removed|added|changed, "field": dotted path}`.
+
+    Computed from the two files, not from what this stage meant to do, so the card's list of changes
+    stays true whatever a stage alters. Nested objects are compared field by field; lists as values.
+    """
+    changes = []
+    for key in [*source, *(k for k in draft if k not in source)]:
+        path = f"{scope}{key}"
+        if key not in draft:
+            changes.append({"change": "removed", "field": path})
+        elif key not in source:
+            changes.append({"change": "added", "field": path})
+        elif isinstance(source[key], Mapping) and isinstance(draft[key], Mapping):
+            changes += config_changes(source[key], draft[key], f"{path}.")
+        elif source[key] != draft[key] or type(source[key]) is not type(draft[key]):
+            changes.append({"change": "changed", "field": path})
+    return changes
+
+
 def short_arrays(config: Mapping[str, Any], family: Family, geometry: Geometry) -> list[tuple[str, int]]:
     """Per-layer arrays that do not reach the last MTP layer: (dotted field, length)."""
     short = []
@@ -93,4 +114,7 @@ def run(inputs: ConfigFixInputs) -> ConfigFixResult:
         if carried.is_file():
             data = carried.read_bytes()
             digests[name] = atomic_write_bytes(draft / name, data)
+        elif name in LICENSE_FILES:
+            # A licence or notice file left by an earlier run must not outlive its removal from the source.
+            (draft / name).unlink(missing_ok=True)
     return ConfigFixResult(draft / CONFIG_FILE, digests, tuple(removed))
