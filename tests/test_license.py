@@ -90,7 +90,24 @@ def test_the_card_credits_by_name_and_lists_every_file_and_its_change(
         assert f"| [`{shard}`]({shard}) | re-sharded: holds {held} of the copied tensors; every tensor's bytes unchanged |" in card
     for carried in ("LICENSE", "configuration_step3p7.py", "modeling_step3p7.py"):
         assert f"| [`{carried}`]({carried}) | none: copied byte for byte from the source |" in card
+    assert "every tensor of MTP layers 45, 46 and 47 (`model.layers.<i>.*`) and `model.embed_tokens.weight`." in card
     assert "No weight was modified" in card
+
+
+def test_the_committed_step_card_credits_stepfun_and_names_the_licence_and_changes() -> None:
+    card = (Path(__file__).resolve().parent.parent / "artifacts" / "step-3.7-flash-mtp-draft" / "README.md").read_text()
+    section = card[card.index("## License and attribution") :]
+
+    assert "All credit for the model and its MTP layers goes to **StepFun**" in section
+    assert "[Apache License 2.0](https://www.apache.org/licenses/LICENSE-2.0)" in section
+    assert "[`LICENSE`](LICENSE)" in section
+    for row in (
+        "| `model-*.safetensors` | re-sharded",
+        "| `model.safetensors.index.json` | new",
+        "| `config.json` | the source's, minus `quantization_config`",
+    ):
+        assert row in section
+    assert "every tensor's bytes unchanged" in section and "No weight was modified" in section
 
 
 def test_an_apache_card_with_a_licence_file_that_is_not_apache_is_refused_naming_both_files(

@@ -100,16 +100,26 @@ def _changes(lock: Mapping[str, Any]) -> list[dict[str, str]]:
 
 def _taken(recipe: Recipe, family: Family, lock: Mapping[str, Any], mtp_layer_count: int) -> str:
     source_lock = lock.get("source") or {}
-    layers = "the MTP layer" if mtp_layer_count == 1 else f"the {mtp_layer_count} MTP layers"
+    pattern = re.compile(re.escape(family.output_prefix).replace(re.escape("{layer}"), r"(\d+)"))
+    indices = sorted({int(m.group(1)) for t in lock.get("tensors") or [] if (m := pattern.match(t["name"]))})
+    if indices:
+        numbers = ", ".join(map(str, indices[:-1])) + (" and " if len(indices) > 1 else "") + str(indices[-1])
+        under = family.output_prefix.replace("{layer}", "<i>")
+        layers = f"every tensor of MTP layer{'s' if len(indices) > 1 else ''} {numbers} (`{under}*`)"
+    else:
+        layers = "the MTP layer" if mtp_layer_count == 1 else f"the {mtp_layer_count} MTP layers"
     parts = [layers] + [f"`{extra.name}`" for extra in family.extra_tensors]
-    what = f"{len(lock.get('tensors') or [])} tensors ({' and '.join(parts)})"
+    count = len(lock.get("tensors") or [])
     if isinstance(recipe.source, HubRef):
         commit = source_lock.get("commit")
         at = f"at commit `{commit}`" if commit else f"at revision `{inline(recipe.source.revision)}` (commit not yet resolved)"
         where = f"[{recipe.source.repo_id}](https://huggingface.co/{recipe.source.repo_id}) {at}"
     else:
         where = "a local copy of the source"
-    return f"{what} from {where}; `draft.lock.json` lists each by name with its sha256 and the source file it came from."
+    return (
+        f"{count} tensors from {where}: {' and '.join(parts)}. "
+        "`draft.lock.json` lists each by name with its sha256 and the source file it came from."
+    )
 
 
 def _licence_files(lock: Mapping[str, Any]) -> tuple[str, str]:
