@@ -129,7 +129,11 @@ def test_card_check_fails_with_a_diff_when_the_committed_card_is_stale(tmp_path:
     code, output = _card(recipe, tmp_path / "w", "--check")
 
     assert code == 1
-    assert "-" in output and "+" in output and "differs from a fresh render" in output
+    removed = [line for line in output.splitlines() if line.startswith("-") and not line.startswith("---")]
+    added = [line for line in output.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    assert len(removed) == len(added) == 1
+    assert "Freeform" in removed[0] and added[0] == "+" + removed[0][1:].replace("Freeform", "Free-form", 1)
+    assert "differs from a fresh render" in output
 
 
 DRAFTS = sorted(p.parent.name for p in (ROOT / "artifacts").glob("*/draft.lock.json"))
