@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.checkpoint.config_diff import config_changes
 from pipeline.checkpoint.readers import read_card_citation
 from pipeline.recipe.loader import hub_license_ids
-from pipeline.stages.config_fix import config_changes
 from tests.conftest import CliResult, RecipeMaker, run_cli
 
 CREDIT = "card: {credit: mtp-draft-pipeline (synthetic weights)}\n"

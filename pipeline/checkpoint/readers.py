@@ -24,6 +24,7 @@ CARD_FILE = "README.md"
 FENCED_BLOCK = re.compile(r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.MULTILINE | re.DOTALL)
 BIBTEX_ENTRY = re.compile(r"^\s*@[A-Za-z]+\s*[{(]")
 BIBTEX_LANGUAGES = ("bibtex", "bib")
+QUANTIZATION_KEY = "quantization_config"  # dropped from the draft config: the MTP layers stay BF16
 LICENSE_TEXT_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt")
 NOTICE_FILES = ("NOTICE", "NOTICE.md", "NOTICE.txt")
 LICENSE_FILES = (*LICENSE_TEXT_FILES, *NOTICE_FILES)
