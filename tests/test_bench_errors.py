@@ -268,7 +268,7 @@ def test_run_with_failed_requests_is_left_out_with_a_warning(tmp_path: Path) -> 
     edit_record(bench / BASELINE, 1, setter("failed", 2))
     result = import_bench(bench, SERVE_SPEC)
     assert result.warnings == (
-        f"{bench / BASELINE}:1: failed: 2 requests failed; left out of every figure",
+        f"{BASELINE}:1: failed: 2 requests failed; left out of every figure",
         "code: the baseline figure rests on 2 run(s), fewer than 3",
     )
     document = json.loads(result.benchmarks_json.read_text())
@@ -291,12 +291,12 @@ def test_summary_row_without_usable_runs_of_a_mode_is_refused(tmp_path: Path) ->
     assert message == f"{bench}: workload: no speculative run labeled 'code' (3 left out for failed or missing requests)"
 
 
-def test_synthetic_prompts_hide_acceptance_with_a_warning(tmp_path: Path) -> None:
+def test_random_prompts_keep_acceptance_and_are_flagged(tmp_path: Path) -> None:
     bench = copy_fixture(tmp_path, "vllm-serve")
     for file in (BASELINE, SPECULATIVE):
         for line in (1, 2, 3):
             edit_record(bench / file, line, setter("dataset", "random"))
     result = import_bench(bench, SERVE_SPEC)
-    assert result.warnings == ("code: random (synthetic) prompts overstate speculative gains; acceptance not shown",)
+    assert result.warnings == ("code: random (synthetic) prompts overstate speculative gains and accept differently from real text",)
     row = json.loads(result.benchmarks_json.read_text())["summary"][0]
-    assert (row["synthetic"], row["acceptance"], row["display"]["acceptance_rate"]) == (True, None, None)
+    assert (row["synthetic"], row["dataset"], row["display"]["acceptance_rate"]) == (True, "random", "0.53")

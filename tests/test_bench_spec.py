@@ -56,7 +56,10 @@ def test_labels_accept_metadata_style_strings_and_prometheus_pairs() -> None:
     ("section", "message"),
     [
         ({"runs": [{"files": "a.json", "wrkload": "code"}]}, "runs[0].wrkload: unknown key (did you mean 'workload'?)"),
-        ({"runs": [{"files": "a.json"}], "labelz": {}}, "labelz: unknown key (did you mean 'labels'?)"),
+        (
+            {"runs": [{"files": "a.json"}], "labelz": {}},
+            "labelz: unknown key (did you mean 'labels'?); valid keys: labels, matrix, runs, workloads",
+        ),
         ({"labels": {"gpus": 2}, "runs": [{"files": "a"}]}, "labels.gpus: unknown key (did you mean 'gpu'?)"),
         ({"runs": [{"files": "a"}, {"files": "b"}, {"files": "c", "mode": "fast"}]}, "runs[2].mode: must be one of baseline, speculative"),
         ({"runs": [{"mode": "baseline"}]}, "runs[0].files: is required"),
@@ -64,7 +67,9 @@ def test_labels_accept_metadata_style_strings_and_prometheus_pairs() -> None:
         ({"runs": []}, "runs: must be a non-empty list"),
         ({"runs": [{"files": "../other/*.json"}]}, "runs[0].files: must be a path inside the benchmarks folder"),
         ({"runs": [{"files": "/abs/*.json"}]}, "runs[0].files: must be a path inside the benchmarks folder"),
-        ({"runs": [{"files": "a", "k": 0}]}, "runs[0].k: must be a positive integer"),
+        ({"runs": [{"files": "a", "k": -1}]}, "runs[0].k: must be a whole number of at least 0, not -1"),
+        ({"runs": [{"files": "a", "tp": 0}]}, "runs[0].tp: must be a positive integer, not 0"),
+        ({"runs": [{"files": "a", "gpu": "H100", "hardware": "H200"}]}, "runs[0].hardware: gpu is given too"),
         ({"runs": [{"files": "a", "concurrency": True}]}, "runs[0].concurrency: must be a positive integer, not True"),
         ({"runs": [{"files": "a", "temperature": "hot"}]}, "runs[0].temperature: must be a non-negative number"),
         ({"runs": [{"files": "a", "match": {}}]}, "runs[0].match: must name at least one key"),

@@ -7,6 +7,7 @@ requests, and the record says so. Rates are fractions and times are ms.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ REQUIRED_LABELS = {
     "output_len": "output_len",
 }
 _CONTEXT = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKmM]?)$")
+CONTEXT_TOLERANCE = 0.15  # 8000 and 8192 tokens are both "8K"; 100000 is no usual name, declare it
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Run:
     acceptance: Acceptance | None
     synthetic: bool
     measured_lengths: tuple[str, ...]  # labels filled from token totals rather than declared
+    inferred: tuple[tuple[str, str], ...]  # (label, record key) for labels read off other keys
     prometheus: PrometheusPair | None
     excluded: str | None  # why the run is left out of every figure
 
@@ -67,6 +70,11 @@ def normalize_run(
     """Resolve one run's labels and acceptance; raise InputError naming the file and the field."""
     origin = raw.origin
     values = _resolve(raw, group, group_index, section_labels)
+    inferred = _infer_mode(raw, values, group_index)
+    if values["context"] is None and values["input_len"] is not None:
+        values["context"] = context_name(values["input_len"])
+        if values["context"] is not None:
+            inferred["context"] = raw.file_label("input_len")[0] if raw.file_label("input_len") else "input_len"
     measured_lengths = []
     for name, total in (("input_len", raw.measured.total_input_tokens), ("output_len", raw.measured.total_output_tokens)):
         if values[name] is None and total:
@@ -76,12 +84,12 @@ def normalize_run(
         if values[name] is None:
             raise InputError(
                 f"{origin}: {key}: not found, and the recipe gives no {name}",
-                hint=f"set {name} under benchmarks.runs[{group_index}] or pass --metadata {name}=VALUE",
+                hint=f"set {name} under benchmarks.runs[{group_index}]{_metadata_hint(raw, f'{name}=VALUE')}",
             )
     if values["engine_version"] is None and values["image"] is None:
         raise InputError(
             f"{origin}: engine_version: not found, and no image either",
-            hint="pass --metadata vllm_version=X.Y.Z (or image=...) or set engine_version in the recipe",
+            hint=f"set engine_version (or image) under benchmarks.labels{_metadata_hint(raw, 'vllm_version=X.Y.Z')}",
         )
 
     acceptance = raw.acceptance
@@ -104,7 +112,7 @@ def normalize_run(
         if values["k"] is None:
             raise InputError(
                 f"{origin}: k: not found, and the recipe gives no k",
-                hint=f"set k under benchmarks.runs[{group_index}] or pass --metadata k=N",
+                hint=f"set k under benchmarks.runs[{group_index}]{_metadata_hint(raw, 'k=N')}",
             )
         if acceptance.per_position and len(acceptance.per_position) != values["k"]:
             key = PER_POSITION if counters is not None else "spec_decode_per_position_acceptance_rates"
@@ -122,9 +130,50 @@ def normalize_run(
         acceptance=acceptance,
         synthetic=raw.synthetic or dataset.startswith("random"),
         measured_lengths=tuple(measured_lengths),
+        inferred=tuple(sorted(inferred.items())),
         prometheus=pair,
         excluded=_exclusion(raw.measured),
     )
+
+
+def _metadata_hint(raw: RawRun, pair: str) -> str:
+    """How the tool that wrote the file could have carried the label: SGLang has no --metadata."""
+    if raw.engine == "vllm":
+        return f", or pass --metadata {pair} to vllm bench serve"
+    return ""
+
+
+def _infer_mode(raw: RawRun, values: dict[str, Any], group_index: int) -> dict[str, str]:
+    """Fill `mode` from K (0 means no speculation) or from what the record shows; return what was inferred."""
+    k = values["k"]
+    if values["mode"] == "speculative" and k == 0:
+        found = raw.file_label("k")
+        key = found[0] if found is not None else "k"
+        raise InputError(
+            f"{raw.origin}: {key}: 0 means no speculation, but the run is labeled speculative",
+            hint=f"label it mode: baseline under benchmarks.runs[{group_index}], or give the K it ran with",
+        )
+    if values["mode"] is not None:
+        return {}
+    if k is not None:
+        values["mode"] = "baseline" if k == 0 else "speculative"
+        found = raw.file_label("k")
+        return {"mode": found[0] if found is not None else "k"}
+    if raw.mode_hint is not None:
+        values["mode"], key = raw.mode_hint
+        return {"mode": key}
+    return {}
+
+
+def context_name(input_len: int) -> str | None:
+    """An input length as the usual context name (1K, 8K, 32K, 128K ...), if it is within 15 % of one."""
+    kib = input_len / 1024
+    if kib < 0.85:
+        return None
+    nearest = 2 ** round(math.log2(kib))
+    if abs(kib / nearest - 1) > CONTEXT_TOLERANCE:
+        return None
+    return f"{nearest}K"
 
 
 def _resolve(raw: RawRun, group: RunGroup, group_index: int, section_labels: Labels) -> dict[str, Any]:
@@ -170,9 +219,9 @@ def _from_counters(counters: SpecCounters, origin: Origin) -> Acceptance | None:
 
 
 def _speculative_evidence(raw: RawRun, acceptance: Acceptance | None, from_metrics: bool) -> str | None:
-    """The key that shows a run used speculative decoding, if any."""
+    """The key that shows a run used speculative decoding, if any (a K of 0 shows none)."""
     found = raw.file_label("k")
-    if found is not None:
+    if found is not None and coerce_label("k", found[1]) != 0:
         return found[0]
     if acceptance is not None and acceptance.length > 1:
         if from_metrics:
