@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.bench.spec import Labels, MissingCell, PrometheusPair, parse_benchmark_spec
+from pipeline.bench.spec import LABEL_NAMES, Labels, MissingCell, PrometheusPair, parse_benchmark_spec
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "artifacts" / "step-3.7-flash-mtp-draft" / "draft.yaml"
 
@@ -104,3 +104,33 @@ def test_bad_section_names_the_dotted_field(section: object, message: str) -> No
         parse_benchmark_spec(section)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _readme_benchmarks() -> str:
+    text = README.read_text(encoding="utf-8")
+    return text[text.index("### The `benchmarks:` section") : text.index("## How a build works")]
+
+
+def test_readme_schema_table_names_every_key_and_label() -> None:
+    section = _readme_benchmarks()
+    keys = ["labels", "runs", "runs[].files", "runs[].match", "runs[].prometheus", "workloads", "matrix", "matrix.missing"]
+    for key in (*keys, *LABEL_NAMES, "hardware"):
+        assert f"`{key}`" in section, key
+
+
+def test_readme_examples_parse() -> None:
+    blocks = _readme_benchmarks().split("```yaml\n")[1:]
+    specs = [yaml.safe_load(block.split("```")[0])["benchmarks"] for block in blocks]
+    assert len(specs) == 2
+    for spec in specs:
+        parse_benchmark_spec(spec)
+
+
+def test_bench_import_help_names_the_section_and_the_folder() -> None:
+    from tests.test_repository import _subcommands
+
+    text = _subcommands()["bench-import"].format_help()  # type: ignore[attr-defined]
+    assert "`benchmarks:` section" in text and "artifacts/<draft>/benchmarks/" in text

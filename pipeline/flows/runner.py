@@ -190,7 +190,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("extract", "write the draft's safetensors shards and index", _extract_inputs, _extract),
     Stage("config-fix", "write the draft config.json and carry licence and auto_map files", _config_fix_inputs, _config_fix),
     Stage("verify", "check the draft folder byte for byte and write verify.json", _verify_inputs, _verify),
-    Stage("bench-import", "normalize the recipe's benchmark results into benchmarks.json and a plot", _bench_inputs, _bench_import),
+    Stage(
+        "bench-import",
+        "read the result files in the benchmarks/ folder beside the recipe (artifacts/<draft>/benchmarks/) that its "
+        "`benchmarks:` section names (README, Benchmarks); write <workdir>/benchmarks/benchmarks.json and speedup.png",
+        _bench_inputs,
+        _bench_import,
+    ),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 
