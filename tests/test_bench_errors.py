@@ -139,7 +139,7 @@ def test_glob_matching_nothing_names_the_field() -> None:
     assert message == f"{DATA}: benchmarks.runs[0].files: 'vllm-serve/*.jsonl' matches no file"
 
 
-SWEEP_LABELS = {"workload": "chat", "engine_version": "0.16.0"}
+SWEEP_LABELS = {"workload": "chat", "engine_version": "0.33.0"}
 
 
 def test_failed_sweep_run_record_is_refused(tmp_path: Path) -> None:
@@ -228,7 +228,7 @@ def test_prometheus_snapshot_without_spec_decode_counters_is_refused(tmp_path: P
         ("output_len", "512", "output_len"),
         ("total_input_tokens", 9000, "input_len"),
         ("max_concurrency", 2, "concurrency"),
-        ("vllm_version", "0.16.1", "engine_version"),
+        ("vllm_version", "stepfun37", "engine_version"),
         ("gpu", "NVIDIA H200", "gpu"),
         ("temperature", "0.7", "temperature"),
         ("dataset", "spec_bench/math", "dataset"),

@@ -56,11 +56,13 @@ def test_k0_label_means_baseline(tmp_path: Path, key: str) -> None:
 def test_k0_baseline_on_other_hardware_is_refused_naming_the_field(tmp_path: Path) -> None:
     bench = copy_fixture(tmp_path, "vllm-serve")
     relabel_baseline(bench, "num_speculative_tokens", "0")
-    edit_record(bench / BASELINE, 1, setter("gpu", "NVIDIA H200"))
+    edit_record(bench / SPECULATIVE, 1, setter("gpu", "NVIDIA H200"))
     with pytest.raises(CheckFailed) as caught:
         import_bench(bench, ONE_LINE)
     assert caught.value.exit_code == 1
-    assert caught.value.message.startswith(f"{bench / BASELINE}:1 and {bench / BASELINE}:2 differ in gpu: 'NVIDIA H200' vs ")
+    assert caught.value.message == (
+        f"{bench / BASELINE}:1 and {bench / SPECULATIVE}:1 differ in gpu: 'NVIDIA H100 80GB HBM3' vs 'NVIDIA H200'"
+    )
 
 
 def test_k0_on_a_run_labeled_speculative_is_refused(tmp_path: Path) -> None:
