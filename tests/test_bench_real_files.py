@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.bench.normalize import context_name
+from pipeline.bench.inferred import context_name
 from pipeline.bench.spec import parse_benchmark_spec
 from pipeline.errors import CheckFailed, InputError
 from pipeline.stages.bench_import import BenchImportInputs, BenchImportResult, run

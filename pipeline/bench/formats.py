@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.bench.inferred import k_in_benchmark_name, mode_hint
 from pipeline.bench.records import Acceptance, Measured, Origin, RawRun
 from pipeline.errors import InputError
 
@@ -65,12 +66,6 @@ SGLANG_LABEL_KEYS: dict[str, tuple[str, ...]] = {
     "dataset": ("dataset", "dataset_name"),
 }
 SGLANG_RANDOM_LENGTH_KEYS = {"input_len": ("random_input_len",), "output_len": ("random_output_len",)}
-
-# A sweep's `_benchmark_name` is the user's name for a combination: "baseline", "no-spec" or "k0"
-# mean no speculation, "mtp-k3" or "k=3" name K (a "k" not inside a word, so "ctx8k" is no K).
-BASELINE_NAME = re.compile(r"(?<![a-z0-9])(baseline|no[-_ ]?spec)(?![a-z0-9])", re.IGNORECASE)
-K_IN_NAME = re.compile(r"(?<![a-z0-9])k=?(\d+)(?![0-9])", re.IGNORECASE)
-BENCHMARK_NAME = "_benchmark_name"
 
 VLLM_MARKERS = ("model_id", "tokenizer_id", "endpoint_type")
 SGLANG_MARKERS = ("accept_length", "server_info", "total_output_tokens_retokenized", "total_output_retokenized")
@@ -202,11 +197,10 @@ def _read_record(record: object, origin: Origin) -> RawRun | None:
             if value is not None:
                 file_labels.append((label, key, value))
                 break
-    name = record.get(BENCHMARK_NAME)
-    if isinstance(name, str) and not any(label == "k" for label, _, _ in file_labels):
-        k_match = K_IN_NAME.search(name)
-        if k_match:
-            file_labels.append(("k", BENCHMARK_NAME, int(k_match.group(1))))
+    if not any(label == "k" for label, _, _ in file_labels):
+        named = k_in_benchmark_name(record)
+        if named is not None:
+            file_labels.append(named)
     dataset_name = record.get("dataset_name")
     return RawRun(
         origin=origin,
@@ -216,31 +210,8 @@ def _read_record(record: object, origin: Origin) -> RawRun | None:
         acceptance=acceptance,
         file_labels=tuple(file_labels),
         synthetic=isinstance(dataset_name, str) and dataset_name.startswith("random"),
-        mode_hint=_mode_hint(record, acceptance, run_number),
+        mode_hint=mode_hint(record, acceptance, run_number),
     )
-
-
-def _mode_hint(record: Mapping[str, Any], acceptance: Acceptance | None, run_number: int | None) -> tuple[str, str] | None:
-    """The mode a record shows without a mode or K label, and the key that shows it.
-
-    - a `_benchmark_name` such as "baseline" or "no-spec";
-    - acceptance data: only a server running speculation reports drafts (vLLM) or an accept length (SGLang);
-    - SGLang's server dump with no `speculative_algorithm`;
-    - a sweep run with neither `speculative_config` nor `spec_decode_*` keys: the sweep writes every
-      serve override into the run, and vLLM's bench writes `spec_decode_*` whenever the server drafted.
-    """
-    name = record.get(BENCHMARK_NAME)
-    if isinstance(name, str) and BASELINE_NAME.search(name):
-        return ("baseline", BENCHMARK_NAME)
-    if acceptance is not None:
-        return ("speculative", "accept_length" if acceptance.source == "sglang_server_cumulative" else "spec_decode_num_drafts")
-    server_info = record.get("server_info")
-    if isinstance(server_info, Mapping) and "speculative_algorithm" in server_info and server_info["speculative_algorithm"] is None:
-        return ("baseline", "server_info.speculative_algorithm")
-    speculative_keys = any(key == "speculative_config" or key.startswith(("speculative_config.", "spec_decode_")) for key in record)
-    if run_number is not None and not speculative_keys:
-        return ("baseline", "speculative_config")
-    return None
 
 
 def _lookup(record: Mapping[str, Any], key: str) -> object:

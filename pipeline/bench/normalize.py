@@ -7,11 +7,11 @@ requests, and the record says so. Rates are fractions and times are ms.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.bench.inferred import infer_context, infer_mode
 from pipeline.bench.prometheus import DRAFTS, PER_POSITION, SpecCounters
 from pipeline.bench.records import Acceptance, Measured, Origin, RawRun
 from pipeline.bench.spec import LABEL_NAMES, Labels, PrometheusPair, RunGroup, coerce_label
@@ -27,7 +27,6 @@ REQUIRED_LABELS = {
     "output_len": "output_len",
 }
 _CONTEXT = re.compile(r"^(\d+(?:\.\d+)?)\s*([kKmM]?)$")
-CONTEXT_TOLERANCE = 0.15  # 8000 and 8192 tokens are both "8K"; 100000 is no usual name, declare it
 
 
 @dataclass(frozen=True)
@@ -70,11 +69,8 @@ def normalize_run(
     """Resolve one run's labels and acceptance; raise InputError naming the file and the field."""
     origin = raw.origin
     values = _resolve(raw, group, group_index, section_labels)
-    inferred = _infer_mode(raw, values, group_index)
-    if values["context"] is None and values["input_len"] is not None:
-        values["context"] = context_name(values["input_len"])
-        if values["context"] is not None:
-            inferred["context"] = raw.file_label("input_len")[0] if raw.file_label("input_len") else "input_len"
+    inferred = infer_mode(raw, values, group_index)
+    inferred.update(infer_context(raw, values))
     measured_lengths = []
     for name, total in (("input_len", raw.measured.total_input_tokens), ("output_len", raw.measured.total_output_tokens)):
         if values[name] is None and total:
@@ -141,39 +137,6 @@ def _metadata_hint(raw: RawRun, pair: str) -> str:
     if raw.engine == "vllm":
         return f", or pass --metadata {pair} to vllm bench serve"
     return ""
-
-
-def _infer_mode(raw: RawRun, values: dict[str, Any], group_index: int) -> dict[str, str]:
-    """Fill `mode` from K (0 means no speculation) or from what the record shows; return what was inferred."""
-    k = values["k"]
-    if values["mode"] == "speculative" and k == 0:
-        found = raw.file_label("k")
-        key = found[0] if found is not None else "k"
-        raise InputError(
-            f"{raw.origin}: {key}: 0 means no speculation, but the run is labeled speculative",
-            hint=f"label it mode: baseline under benchmarks.runs[{group_index}], or give the K it ran with",
-        )
-    if values["mode"] is not None:
-        return {}
-    if k is not None:
-        values["mode"] = "baseline" if k == 0 else "speculative"
-        found = raw.file_label("k")
-        return {"mode": found[0] if found is not None else "k"}
-    if raw.mode_hint is not None:
-        values["mode"], key = raw.mode_hint
-        return {"mode": key}
-    return {}
-
-
-def context_name(input_len: int) -> str | None:
-    """An input length as the usual context name (1K, 8K, 32K, 128K ...), if it is within 15 % of one."""
-    kib = input_len / 1024
-    if kib < 0.85:
-        return None
-    nearest = 2 ** round(math.log2(kib))
-    if abs(kib / nearest - 1) > CONTEXT_TOLERANCE:
-        return None
-    return f"{nearest}K"
 
 
 def _resolve(raw: RawRun, group: RunGroup, group_index: int, section_labels: Labels) -> dict[str, Any]:
