@@ -178,8 +178,10 @@ def test_sglang_speculative_run_without_accept_length_is_refused(tmp_path: Path)
     bench = copy_fixture(tmp_path, "sglang")
     jsonl = bench / "sglang" / "sglang_0306_50_sharegpt.jsonl"
     edit_record(jsonl, 4, setter("accept_length", None))
-    message = refused(InputError, bench, SGLANG_SPEC)
-    assert message.startswith(f"{jsonl}:4: accept_length: missing; a speculative run needs acceptance data")
+    with pytest.raises(InputError) as caught:
+        import_bench(bench, SGLANG_SPEC)
+    assert caught.value.message == f"{jsonl}:4: accept_length: missing; a speculative run needs acceptance data"
+    assert caught.value.hint == "bench_serving writes accept_length only with a --backend whose name contains sglang"
 
 
 LEGACY = "vllm-legacy"

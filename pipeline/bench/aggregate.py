@@ -269,7 +269,8 @@ def _matrix(runs: list[Run], spec: MatrixSpec, bench_dir: Path, warnings: list[s
         if run.labels.context is None:
             raise InputError(
                 f"{run.origin}: context: not found, and the recipe gives no context",
-                hint="every run of the matrix workload needs a context label (--metadata context=8K)",
+                hint="every run of the matrix workload needs a context: set it in the recipe, pass --metadata context=8K "
+                "to vllm bench serve, or give the input length (random_input_len)",
             )
         by_cell[(run.labels.context, run.labels.concurrency or 0)].append(run)
     shown = {(c, n) for c in spec.contexts for n in spec.concurrencies}

@@ -99,12 +99,15 @@ def normalize_run(
         acceptance = None
     else:
         if acceptance is None:
-            key = "accept_length" if raw.engine == "sglang" else "spec_decode_num_drafts"
-            raise InputError(
-                f"{origin}: {key}: missing; a speculative run needs acceptance data",
-                hint=f"declare /metrics snapshots under benchmarks.runs[{group_index}].prometheus, "
-                "or use a vLLM that writes spec_decode_* keys",
-            )
+            if raw.engine == "sglang":
+                key, hint = "accept_length", "bench_serving writes accept_length only with a --backend whose name contains sglang"
+            else:
+                key = "spec_decode_num_drafts"
+                hint = (
+                    f"declare /metrics snapshots under benchmarks.runs[{group_index}].prometheus, "
+                    "or use a vLLM that writes spec_decode_* keys"
+                )
+            raise InputError(f"{origin}: {key}: missing; a speculative run needs acceptance data", hint=hint)
         if values["k"] is None:
             raise InputError(
                 f"{origin}: k: not found, and the recipe gives no k",
