@@ -204,8 +204,8 @@ def check_fair(runs: Sequence[Run]) -> None:
     for other in runs[1:]:
         _same(reference, other, "engine", reference.engine, other.engine)
         for name in PAIRING_FIELDS:
-            if name == "output_len" and name in reference.measured_lengths + other.measured_lengths:
-                # a mean of generated tokens, not a setting: it varies from run to run wherever EOS is honoured
+            if name == "output_len" and name in reference.measured_lengths and name in other.measured_lengths:
+                # two means of generated tokens, not settings: they vary from run to run wherever EOS is honoured
                 continue
             _same(reference, other, name, getattr(reference.labels, name), getattr(other.labels, name))
         _same(reference, other, "num_prompts", reference.measured.num_prompts, other.measured.num_prompts)
