@@ -190,3 +190,20 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     for key, item in items:
         flat.update(_flatten(item, f"{prefix}.{key}" if prefix else key))
     return flat
+
+
+def test_document_does_not_depend_on_the_checkout_path(spec: BenchmarkSpec, tmp_path: Path) -> None:
+    """Two checkouts of the example, one run with failed requests: the same bytes, no local path."""
+    documents = []
+    for checkout in ("a", "b/c"):
+        bench = tmp_path / checkout / "benchmarks"
+        shutil.copytree(BENCH_DIR, bench)
+        code = bench / "single-stream" / "code-baseline.json"
+        records = [json.loads(line) for line in code.read_text().splitlines()]
+        records[0]["failed"] = 1
+        code.write_text("\n".join(json.dumps(record) for record in records))
+        result = run(BenchImportInputs(bench, spec, tmp_path / checkout / "out"))
+        assert result.warnings[0] == "single-stream/code-baseline.json:1: failed: 1 requests failed; left out of every figure"
+        documents.append(result.benchmarks_json.read_bytes())
+    assert documents[0] == documents[1]
+    assert str(tmp_path).encode() not in documents[0]

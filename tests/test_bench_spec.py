@@ -48,6 +48,11 @@ def test_labels_accept_metadata_style_strings_and_prometheus_pairs() -> None:
     assert group.prometheus == (PrometheusPair("m/0.before.prom", "m/0.after.prom"),)
 
 
+def test_hardware_is_another_name_for_gpu_and_k_may_be_zero() -> None:
+    spec = parse_benchmark_spec({"labels": {"hardware": "RTX PRO 6000"}, "runs": [{"files": "a", "k": 0}]})
+    assert (spec.labels.gpu, spec.runs[0].labels.k) == ("RTX PRO 6000", 0)
+
+
 @pytest.mark.parametrize(
     ("section", "message"),
     [
