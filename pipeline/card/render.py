@@ -168,8 +168,8 @@ def benchmark_view(doc: Mapping[str, Any] | None, plot: str | None) -> dict[str,
     matrix = doc.get("matrix")
     matrix_view = None
     if matrix:
-        cells = [cell for line in matrix["cells"] for cell in line if cell["speedup"] is not None]
-        datasets = sorted({_dataset_cell(cell["dataset"], cell["synthetic"]) for cell in cells})
+        measured = [cell for line in matrix["cells"] for cell in line if cell["speedup"] is not None]
+        datasets = sorted({_dataset_cell(cell["dataset"], cell["synthetic"]) for cell in measured})
         matrix_view = {
             "name": escape_cell(matrix["name"]),
             "datasets": ", ".join(datasets) if datasets else NOT_GIVEN,
@@ -188,10 +188,10 @@ def benchmark_view(doc: Mapping[str, Any] | None, plot: str | None) -> dict[str,
     dates = (doc.get("provenance") or {}).get("dates")
     if dates:
         provenance.append(f"measured: {escape_cell(dates['first'])} to {escape_cell(dates['last'])}")
-    cells = [cell for line in (matrix or {}).get("cells", []) for cell in line]
+    all_cells = [cell for line in (matrix or {}).get("cells", []) for cell in line]
     return {
         "k": ", ".join(str(k) for k in sorted(ks)),
-        "synthetic": any(item["synthetic"] for item in [*doc["summary"], *cells]),
+        "synthetic": any(item["synthetic"] for item in [*doc["summary"], *all_cells]),
         "rows": rows,
         "alone": alone,
         "matrix": matrix_view,
