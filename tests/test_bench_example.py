@@ -207,3 +207,16 @@ def test_document_does_not_depend_on_the_checkout_path(spec: BenchmarkSpec, tmp_
         documents.append(result.benchmarks_json.read_bytes())
     assert documents[0] == documents[1]
     assert str(tmp_path).encode() not in documents[0]
+
+
+def test_sweep_summary_csv_written_by_pandas_gives_the_same_matrix(tmp_path: Path) -> None:
+    """The root summary.csv (pandas: ints of partly empty columns as floats, dicts as reprs) reads like the runs."""
+    section = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))["benchmarks"]
+    section["runs"][1]["files"] = "context-sweep/20260305_091500/summary.csv"
+    csv_text = next(BENCH_DIR.rglob("summary.csv")).read_text(encoding="utf-8")
+    assert ",{'method': 'mtp'," in csv_text.replace('"', "")
+    doc = json.loads(run(BenchImportInputs(BENCH_DIR, parse_benchmark_spec(section), tmp_path)).benchmarks_json.read_text())
+    assert [[cell["display"] for cell in row] for row in doc["matrix"]["cells"]] == MATRIX
+    assert {run["source"]["file"] for run in doc["runs"] if run["workload"]["name"] == "long-context"} == {
+        "context-sweep/20260305_091500/summary.csv"
+    }
