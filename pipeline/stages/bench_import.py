@@ -7,26 +7,35 @@ JSONL, and Prometheus `/metrics` snapshots taken around a run.
 
 Writes `<out_dir>/benchmarks.json` (schema mtp-bench/v1: summary rows, the context x concurrency
 matrix, provenance, warnings, and every normalized run with its source file's sha256) and
-`<out_dir>/speedup.png`, each atomically.
+`<out_dir>/speedup.png`, each atomically. Every path in them is relative to the benchmarks folder,
+so the same inputs give the same bytes from any checkout.
+
+Labels come from the recipe or from the keys the tools wrote; a K of 0 means no speculation, and
+mode, K and context are read off `speculative_config`, `_benchmark_name`, the acceptance keys and
+the input length when no label names them. A workload measured without any speculative run makes
+a baseline row.
 
 Refuses with InputError (exit 2) a file it cannot parse, a figure that is missing or not finite,
 a speculative run without acceptance data, and a label that is missing or contradicts the recipe.
-Refuses with CheckFailed (exit 1) to compare runs whose model, input/output lengths, concurrency,
-engine build or other pairing field differ, naming both files and the field. Warns when fewer
-than 3 runs back a figure.
+Refuses with CheckFailed (exit 1) to compare runs whose model, hardware, prompt count,
+input/output lengths, concurrency, engine build or other pairing field differ, naming both files
+and the field. Warns when fewer than 3 runs back a figure and when a run is left out for failed
+requests.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.bench.aggregate import build_report
 from pipeline.bench.collect import collect
 from pipeline.bench.document import build_document, dumps
 from pipeline.bench.plot import render_plot
 from pipeline.bench.spec import BenchmarkSpec
-from pipeline.checkpoint.files import atomic_write_bytes
+from pipeline.checkpoint.files import atomic_write_bytes, sha256_file
+from pipeline.stages.context import Context, Stage, StageOutcome
 
 BENCHMARKS_JSON = "benchmarks.json"
 SPEEDUP_PNG = "speedup.png"
@@ -68,3 +77,34 @@ def run(inputs: BenchImportInputs) -> BenchImportResult:
         sha256=sha256,
         warnings=report.warnings,
     )
+
+
+def _bench_dir(ctx: Context) -> Path:
+    return ctx.recipe.folder / "benchmarks"
+
+
+def _inputs(ctx: Context) -> dict[str, Any]:
+    folder = _bench_dir(ctx)
+    files = sorted((p.relative_to(folder).as_posix(), sha256_file(p)) for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    return {"spec": repr(ctx.recipe.benchmarks), "files": files}
+
+
+def _run(ctx: Context) -> StageOutcome:
+    if ctx.recipe.benchmarks is None:
+        ctx.out.info("bench-import: the recipe declares no benchmarks")
+        return [], {"declared": False}
+    result = run(BenchImportInputs(_bench_dir(ctx), ctx.recipe.benchmarks, ctx.workdir.benchmarks))
+    for warning in result.warnings:
+        ctx.out.warn(f"bench-import: {warning}")
+    ctx.out.info(f"bench-import: {result.benchmarks_json.name} written" + (" with the speedup plot" if result.plot_png else ""))
+    outputs = [result.benchmarks_json] + ([result.plot_png] if result.plot_png else [])
+    return outputs, {"declared": True, "files": result.sha256, "warnings": list(result.warnings)}
+
+
+STAGE = Stage(
+    "bench-import",
+    "read the result files in the benchmarks/ folder beside the recipe (artifacts/<draft>/benchmarks/) that its "
+    "`benchmarks:` section names (README, Benchmarks); write <workdir>/benchmarks/benchmarks.json and speedup.png",
+    _inputs,
+    _run,
+)

@@ -12,7 +12,6 @@ No byte of tensor data is written again. Refuses when a shard's bytes no longer 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,12 @@ from typing import Any
 
 from huggingface_hub.utils import tqdm
 
-from pipeline.checkpoint.files import atomic_write_json, remove_stale_temp_files
+from pipeline.checkpoint.files import atomic_write_json, read_json, remove_stale_temp_files
 from pipeline.checkpoint.readers import INDEX_FILE
 from pipeline.checkpoint.shard_layout import ShardDigests, ShardLayout, TensorSlot, hash_shard, lay_out
 from pipeline.errors import CheckFailed, InputError
 from pipeline.recipe.layout import Workdir
-from pipeline.stages.fetch import landing_path
+from pipeline.stages.context import Context, Stage, StageOutcome, file_digest
 
 SCHEMA = "mtp-extract/v1"
 
@@ -106,7 +105,7 @@ def _layouts(manifest: dict[str, Any], max_shard_bytes: int, workdir: Workdir) -
 def _seal_or_reuse(workdir: Workdir, layout: ShardLayout, expected: dict[str, str], bar: Any) -> ShardDigests:
     """The digests of the shard now under its final name: the landed one sealed, or a sealed one kept."""
     final = workdir.draft / layout.name
-    landing = landing_path(workdir, layout.name)
+    landing = workdir.landed_shard(layout.name)
     if landing.is_file():
         size = landing.stat().st_size
         if size != layout.size:
@@ -137,11 +136,19 @@ def _write_header(path: Path, layout: ShardLayout) -> None:
         os.close(fd)
 
 
-def load_report(workdir: Workdir) -> dict[str, Any]:
-    try:
-        return json.loads(workdir.extract_report.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{workdir.extract_report}: missing", hint="run the extract stage first") from None
+__all__ = ["STAGE", "ExtractInputs", "ExtractResult", "run"]
 
 
-__all__ = ["ExtractInputs", "ExtractResult", "load_report", "run"]
+def _inputs(ctx: Context) -> dict[str, Any]:
+    return {"fetch": file_digest(ctx.workdir.fetch_manifest), "max_shard_bytes": ctx.recipe.max_shard_bytes}
+
+
+def _run(ctx: Context) -> StageOutcome:
+    manifest = read_json(ctx.workdir.fetch_manifest, hint="run the fetch stage first")
+    result = run(ExtractInputs(manifest, ctx.workdir, ctx.recipe.max_shard_bytes), show_progress=ctx.out.show_progress)
+    ctx.out.info(f"extract: {len(result.shards)} shard(s), {result.total_bytes} tensor bytes")
+    outputs = [ctx.workdir.draft / name for name in result.shards] + [ctx.workdir.draft / INDEX_FILE, result.report]
+    return outputs, {"shards": list(result.shards), "total_bytes": result.total_bytes}
+
+
+STAGE = Stage("extract", "seal the landed shards into the draft's safetensors shards and index", _inputs, _run)

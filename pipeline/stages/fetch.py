@@ -26,15 +26,16 @@ from pipeline.checkpoint.files import atomic_write_bytes, atomic_write_json, rem
 from pipeline.checkpoint.readers import CARD_FILE, read_card_license
 from pipeline.checkpoint.shard_layout import ShardLayout, hash_shard
 from pipeline.checkpoint.sources import ModelSource, WholeShardSource
-from pipeline.errors import CheckFailed, InputError
+from pipeline.errors import CheckFailed
 from pipeline.families import Family
 from pipeline.recipe.layout import Workdir
+from pipeline.recipe.loader import HubRef
 from pipeline.remote import ranged
 from pipeline.remote.ranged import FileJob, Segment, fetch_files
+from pipeline.stages.context import Context, Stage, StageOutcome, folder_state
 from pipeline.stages.fetch_plan import FetchPlan, Selected, plan_fetch
 
 SCHEMA = "mtp-fetch/v2"
-UNSEALED_SUFFIX = ".unsealed"
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,6 @@ class FetchResult:
     bytes_fetched: int
 
 
-def landing_path(workdir: Workdir, shard: str) -> Path:
-    """Where fetch lands a shard's tensor bytes before extract seals it under its final name."""
-    return workdir.landed_shards / (shard.removesuffix(".safetensors") + UNSEALED_SUFFIX)
-
-
 def _tensor_source(inputs: FetchInputs) -> ModelSource:
     return WholeShardSource(inputs.source) if inputs.mode == "shards" else inputs.source
 
@@ -86,8 +82,8 @@ def disk_check(plan: FetchPlan, workdir: Workdir, mode: str) -> DiskCheck:
 
 def _allocated(workdir: Workdir, shard: ShardLayout) -> bool:
     """The shard's space is already taken: landed, being landed (preallocated), or sealed."""
-    folder = landing_path(workdir, shard.name).parent
-    candidates = [landing_path(workdir, shard.name), workdir.draft / shard.name, *folder.glob(f"{shard.stem}.*{ranged.PARTIAL_SUFFIX}")]
+    folder = workdir.landed_shard(shard.name).parent
+    candidates = [workdir.landed_shard(shard.name), workdir.draft / shard.name, *folder.glob(f"{shard.stem}.*{ranged.PARTIAL_SUFFIX}")]
     return any(path.is_file() and path.stat().st_size == shard.size for path in candidates)
 
 
@@ -188,7 +184,7 @@ def _land_shards(source: ModelSource, plan: FetchPlan, workdir: Workdir, connect
         for shard in plan.shards:
             items = [by_name[placed.slot.name] for placed in shard.tensors]
             record = {**_shard_record(shard), "origins": [_tensor_record(source, item) for item in items]}
-            landing, record_path = landing_path(workdir, shard.name), folder / f"{shard.stem}.json"
+            landing, record_path = workdir.landed_shard(shard.name), folder / f"{shard.stem}.json"
             keep |= {landing, record_path}
             previous = _load_record(record_path)
             if previous is not None and {k: previous.get(k) for k in record} == record and _still_landed(workdir, shard, previous):
@@ -223,7 +219,7 @@ def _recorder(record: dict[str, Any], path: Path, names: list[str], digests: dic
 
 def _still_landed(workdir: Workdir, shard: ShardLayout, previous: dict[str, Any]) -> bool:
     """The shard's bytes are here: landed and waiting for extract, or sealed by it with the same tensors."""
-    landing = landing_path(workdir, shard.name)
+    landing = workdir.landed_shard(shard.name)
     if landing.is_file():
         return landing.stat().st_size == shard.size
     sealed = hash_shard(workdir.draft / shard.name, shard)
@@ -247,14 +243,56 @@ def landed_state(workdir: Workdir) -> list[str]:
         return []
     present = []
     for name, size in shards:
-        if any(path.is_file() and path.stat().st_size == size for path in (landing_path(workdir, name), workdir.draft / name)):
+        if any(path.is_file() and path.stat().st_size == size for path in (workdir.landed_shard(name), workdir.draft / name)):
             present.append(name)
     return present
 
 
-def load_manifest(workdir: Workdir) -> dict[str, Any]:
-    """The manifest a finished fetch wrote; later stages refuse to run without it."""
-    try:
-        return json.loads(workdir.fetch_manifest.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{workdir.fetch_manifest}: missing", hint="run the fetch stage first") from None
+def _source_identity(ctx: Context, role: str) -> dict[str, Any]:
+    ref = ctx.ref(role)
+    if isinstance(ref, HubRef):
+        return {"repo": ref.repo_id, "commit": ctx.source(role).resolve()}
+    return {"folder_files": folder_state(ref.path)}
+
+
+def _inputs(ctx: Context) -> dict[str, Any]:
+    return {
+        "source": _source_identity(ctx, "source"),
+        "target": _source_identity(ctx, "target"),
+        "family": ctx.recipe.family,
+        "license": ctx.recipe.license,
+        "mode": ctx.recipe.fetch.mode,
+        "max_shard_bytes": ctx.recipe.max_shard_bytes,  # the shard layout the bytes land in
+        "landed": landed_state(ctx.workdir),  # a shard whose bytes were lost is fetched again
+    }
+
+
+def fetch_inputs(ctx: Context) -> FetchInputs:
+    """The fetch stage's inputs for this run: also what the disk preflight plans from."""
+    return FetchInputs(
+        source=ctx.source("source"),
+        target=ctx.source("target"),
+        family=ctx.family,
+        expected_license=ctx.recipe.license,
+        connections=ctx.recipe.fetch.connections,
+        workdir=ctx.workdir,
+        max_shard_bytes=ctx.recipe.max_shard_bytes,
+        mode=ctx.recipe.fetch.mode,
+    )
+
+
+def _run(ctx: Context) -> StageOutcome:
+    result = run(fetch_inputs(ctx), show_progress=ctx.out.show_progress)
+    ratio = result.bytes_fetched / max(result.bytes_needed, 1)
+    ctx.out.info(f"fetch: {result.tensors} tensors, {result.bytes_fetched} bytes fetched for {result.bytes_needed} needed ({ratio:.4f}x)")
+    summary = {
+        "source_commit": result.source_commit,
+        "target_commit": result.target_commit,
+        "tensors": result.tensors,
+        "bytes_needed": result.bytes_needed,
+        "bytes_fetched": result.bytes_fetched,
+    }
+    return [result.manifest], summary
+
+
+STAGE = Stage("fetch", "resolve source and target, land only the draft's tensor bytes in its shards", _inputs, _run)

@@ -27,7 +27,7 @@ from pipeline.checkpoint.shard_layout import ShardLayout, TensorSlot, lay_out
 from pipeline.checkpoint.sources import ModelSource
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import ExpectedTensor, Family
-from pipeline.stages.config_fix import refuse_short_arrays
+from pipeline.families.arrays import refuse_short_arrays
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
 

@@ -2,14 +2,16 @@
 
 Reads `<workdir>/draft/`, the fetch manifest (source sha256 of every tensor) and the target's
 config. Writes `<workdir>/verify.json`: every check with a stable id, pass/fail and evidence, and
-the size and sha256 of every draft file, so publish can refuse a folder changed after verify.
+the size and sha256 of every draft file, so publish can refuse a folder changed after verify, and
+the fields in which the draft config differs from the source's, which the card lists. Licence
+checks: the source card's id equals the recipe's, the source's LICENSE/NOTICE files are carried
+byte for byte, and the source's licence file really holds the declared licence's text.
 Each shard is read once: hashing, the NaN/Inf scan and the structure checks share that pass.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,15 +21,27 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 
-from pipeline.checkpoint.files import atomic_write_json, sha256_file
-from pipeline.checkpoint.readers import CARD_FILE, CONFIG_FILE, INDEX_FILE, LICENSE_FILES, auto_map_files, read_card_license
+from pipeline.card.licenses import license_terms
+from pipeline.checkpoint.config_diff import config_changes
+from pipeline.checkpoint.files import atomic_write_json, read_json, sha256_file
+from pipeline.checkpoint.readers import (
+    CARD_FILE,
+    CONFIG_FILE,
+    INDEX_FILE,
+    LICENSE_FILES,
+    LICENSE_TEXT_FILES,
+    QUANTIZATION_KEY,
+    auto_map_files,
+    read_card_license,
+)
 from pipeline.checkpoint.safetensors_format import HEADER_LENGTH_BYTES, Header, HeaderError, header_length, parse_header
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import Family
+from pipeline.families.arrays import short_arrays
 from pipeline.families.base import config_value
 from pipeline.families.loader_names import vllm_param_name
 from pipeline.recipe.layout import Workdir
-from pipeline.stages.config_fix import QUANTIZATION_KEY, short_arrays
+from pipeline.stages.context import Context, Stage, StageOutcome, file_digest, folder_state
 
 SCHEMA = "mtp-verify/v1"
 # Exponent-all-ones masks: an element is NaN or Inf exactly when its exponent bits are all set.
@@ -71,10 +85,10 @@ def run(inputs: VerifyInputs) -> VerifyResult:
     """Run every check, write verify.json, and raise CheckFailed naming the first failure."""
     workdir, family = inputs.workdir, inputs.family
     draft = workdir.draft
-    manifest = _load_json(workdir.fetch_manifest, "run the fetch stage first")
-    config = _load_json(draft / CONFIG_FILE, "run the config-fix stage first")
-    index = _load_json(draft / INDEX_FILE, "run the extract stage first")
-    target_config = _load_json(workdir.target_files / CONFIG_FILE, "run the fetch stage first")
+    manifest = read_json(workdir.fetch_manifest, "run the fetch stage first")
+    config = read_json(draft / CONFIG_FILE, "run the config-fix stage first")
+    index = read_json(draft / INDEX_FILE, "run the extract stage first")
+    target_config = read_json(workdir.target_files / CONFIG_FILE, "run the fetch stage first")
     try:
         geometry = family.read_geometry(config)
     except ValueError as exc:
@@ -102,6 +116,8 @@ def run(inputs: VerifyInputs) -> VerifyResult:
         _check_target_geometry(config, target_config),
         _check_auto_map(config, draft),
         _check_license(workdir, inputs.expected_license),
+        _check_license_files(workdir),
+        _check_license_text(workdir, inputs.expected_license),
     ]
     files = {
         path.relative_to(draft).as_posix(): {
@@ -112,7 +128,10 @@ def run(inputs: VerifyInputs) -> VerifyResult:
         if path.is_file() and not path.name.startswith(".")
     }
     passed = all(check.passed for check in checks)
-    report = {"schema": SCHEMA, "passed": passed, "checks": [c.__dict__ for c in checks], "files": files}
+    # What differs from the source, field by field, for the card's list of changed files.
+    source_config = read_json(workdir.source_files / CONFIG_FILE, "run the fetch stage first")
+    changes = {CONFIG_FILE: config_changes(source_config, config)}
+    report = {"schema": SCHEMA, "passed": passed, "checks": [c.__dict__ for c in checks], "files": files, "changes": changes}
     atomic_write_json(workdir.verify_report, report)
     result = VerifyResult(workdir.verify_report, passed, tuple(checks), files)
     failed = [c for c in checks if not c.passed]
@@ -120,15 +139,6 @@ def run(inputs: VerifyInputs) -> VerifyResult:
         others = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         raise CheckFailed(f"verify: {failed[0].id}: {failed[0].evidence}{others}", hint=f"details in {workdir.verify_report}")
     return result
-
-
-def _load_json(path: Path, hint: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing", hint=hint) from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError(f"{path}: not valid JSON") from None
 
 
 # Fits a core's L2 cache, so the second digest and the scan read each chunk from cache, not memory.
@@ -359,12 +369,61 @@ def _check_license(workdir: Workdir, expected: str) -> Check:
     found = read_card_license(card, str(card)) if card.is_file() else None
     if found != expected:
         return Check("license.match", False, f"source card says {found!r}, recipe expects {expected!r}")
+    return Check("license.match", True, f"the source card's license is {found}, as the recipe expects")
+
+
+def _check_license_files(workdir: Workdir) -> Check:
+    """The source's LICENSE and NOTICE files travel unchanged, and the draft adds none of its own."""
+    carried = []
     for name in LICENSE_FILES:
-        source_file = workdir.source_files / name
-        if source_file.is_file() and sha256_file(source_file) != _sha_or_none(workdir.draft / name):
-            return Check("license.match", False, f"{name} from the source is missing or changed in the draft")
-    return Check("license.match", True, f"license {found}; the source's licence files are carried verbatim")
+        source_sha, draft_sha = _sha_or_none(workdir.source_files / name), _sha_or_none(workdir.draft / name)
+        if source_sha is None and draft_sha is not None:
+            return Check("license.files", False, f"draft {name} does not come from the source")
+        if source_sha is not None and draft_sha != source_sha:
+            state = "missing from" if draft_sha is None else "changed in"
+            return Check("license.files", False, f"source {name} is {state} the draft")
+        if source_sha is not None:
+            carried.append(name)
+    return Check(
+        "license.files", True, f"carried byte for byte: {', '.join(carried)}" if carried else "the source ships no licence or notice file"
+    )
+
+
+def _check_license_text(workdir: Workdir, declared: str) -> Check:
+    """A declared licence must come with its text: the source's licence file holds the licence's own phrases."""
+    try:
+        terms = license_terms(declared)
+    except InputError as exc:
+        return Check("license.text", False, exc.message)
+    present = [name for name in LICENSE_TEXT_FILES if (workdir.source_files / name).is_file()]
+    if not present:
+        return Check("license.text", False, f"source {CARD_FILE} declares license {declared}, but the source ships no LICENSE file")
+    name = present[0]
+    text = (workdir.source_files / name).read_bytes().decode("utf-8", errors="replace")
+    missing = terms.text_lacks(text)
+    if missing:
+        lacking = " and ".join(repr(marker) for marker in missing)
+        return Check("license.text", False, f"source {CARD_FILE} declares license {declared}, but source {name} lacks {lacking}")
+    return Check("license.text", True, f"source {name} is a copy of the {terms.name}")
 
 
 def _sha_or_none(path: Path) -> str | None:
     return sha256_file(path) if path.is_file() else None
+
+
+def _inputs(ctx: Context) -> dict[str, Any]:
+    return {
+        "fetch": file_digest(ctx.workdir.fetch_manifest),
+        "draft": folder_state(ctx.workdir.draft),
+        "license": ctx.recipe.license,
+        "family": ctx.recipe.family,
+    }
+
+
+def _run(ctx: Context) -> StageOutcome:
+    result = run(VerifyInputs(ctx.workdir, ctx.family, ctx.recipe.license))
+    ctx.out.info(f"verify: {len(result.checks)} checks passed")
+    return [result.report], {"passed": result.passed, "checks": len(result.checks)}
+
+
+STAGE = Stage("verify", "check the draft folder byte for byte and write verify.json", _inputs, _run)
