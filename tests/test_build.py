@@ -188,3 +188,18 @@ def test_shards_are_byte_identical_to_the_builds_before_in_place_fetch(make_reci
 
     shards = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (workdir / "draft").glob("model-*.safetensors")}
     assert shards == SHARDS_BEFORE_IN_PLACE_FETCH
+
+
+def test_whole_shard_mode_from_a_local_folder_gives_the_same_draft(make_recipe: RecipeMaker, tmp_path: Path) -> None:
+    ranges = make_recipe("max_shard_size: 100KB\n")
+    assert run_cli("build", "--recipe", str(ranges), "--workdir", str(tmp_path / "ranges")).code == 0
+    shards = ranges.parent / "shards.yaml"
+    shards.write_text(ranges.read_text() + "fetch: {mode: shards}\n")
+
+    assert run_cli("build", "--recipe", str(shards), "--workdir", str(tmp_path / "shards")).code == 0
+
+    def files(workdir: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in (workdir / "draft").iterdir()}
+
+    assert files(tmp_path / "shards") == files(tmp_path / "ranges")
+    assert len(list((tmp_path / "shards" / "draft").glob("model-*.safetensors"))) == 5
