@@ -125,6 +125,24 @@ def test_an_interrupted_fetch_keeps_finished_parts_and_fetches_only_the_rest(tmp
     assert not job.partial.exists() and not job.part_log.exists()
 
 
+def test_a_file_killed_just_before_its_rename_is_hashed_again_not_fetched_again(tmp_path: Path, data_file: Path) -> None:
+    data = data_file.read_bytes()
+    folder = tmp_path / "landed"
+    folder.mkdir()
+    job = _job(folder, "a.bin", [(0, 3 * SMALL_PART), (3 * SMALL_PART, len(data))], gap=8)
+    first: list[list[str]] = []
+    fetch_files(LocalSource(data_file.parent, "test"), [(job, first.append)], 2, lambda n: None, SMALL_PART)
+    job.path.rename(job.partial)  # the state a kill leaves between the digests' record and the rename
+    job.part_log.write_text("".join(f"{number}\n" for number in range(11)))
+    again: list[list[str]] = []
+    counting = _CountingSource(data_file.parent)
+
+    fetch_files(counting, [(job, again.append)], 2, lambda n: None, SMALL_PART)  # type: ignore[arg-type]
+
+    assert counting.calls == 0
+    assert again == first and job.path.is_file() and not job.partial.exists() and not job.part_log.exists()
+
+
 @pytest.fixture(scope="module")
 def multi_part_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("multi-part")

@@ -131,10 +131,14 @@ class _LandingFile:
             self.finish()
 
     def finish(self) -> None:
-        """Every segment is landed and hashed: the file takes its final name."""
+        """Every segment is landed and hashed: the caller records the digests, then the file takes its name.
+
+        In that order a kill between the two leaves a complete part log beside the partial file, so
+        the next run only hashes it again instead of fetching it again.
+        """
+        self.on_complete([segment.digest.hexdigest() for segment in self.segments])
         self.job.partial.replace(self.job.path)
         self.job.part_log.unlink(missing_ok=True)
-        self.on_complete([segment.digest.hexdigest() for segment in self.segments])
 
 
 class _Segment:
@@ -250,8 +254,9 @@ def fetch_files(
 ) -> None:
     """Fetch every job's missing parts over `connections` parallel connections.
 
-    Each job's callback receives its segments' sha256s, in order, once the file is complete under
-    its final name; a file finished before another part fails stays finished. The first failure
+    Each job's callback receives its segments' sha256s, in order, once every part is landed and
+    hashed, just before the file takes its final name; a file finished before another part fails
+    stays finished. The first failure
     stops the other parts at their next chunk and is raised once every connection has stopped.
     """
     landings = [_LandingFile(job, part_bytes, on_complete) for job, on_complete in jobs]
