@@ -38,6 +38,7 @@ from pipeline.checkpoint.sources import ModelSource, WholeShardSource
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import ExpectedTensor, Family
 from pipeline.families.arrays import refuse_short_arrays
+from pipeline.families.quant_excludes import QUANT_CONFIG_FILE
 from pipeline.recipe.layout import Workdir
 from pipeline.recipe.loader import HubRef
 from pipeline.remote import ranged as blob_fetch
@@ -103,7 +104,7 @@ def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
     bytes_before = source.bytes_transferred
     index = read_weight_index(source)
     expected = family.expected_tensors(geometry)
-    _refuse_unknown_mtp_tensors(source.label, family, geometry.mtp_layers, index, expected)
+    _refuse_unknown_mtp_tensors(source.label, family, geometry.mtp_layers, index, family.known_source_names(geometry))
     selected = _select(source, index, expected)
 
     source_files = _copy_small_files(source, workdir.source_files, _source_small_files(source, config))
@@ -127,8 +128,7 @@ def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
     return FetchResult(workdir.fetch_manifest, source_commit, target_commit, len(records), needed, fetched)
 
 
-def _refuse_unknown_mtp_tensors(label: str, family: Family, mtp_layers: range, index: WeightIndex, expected: list[ExpectedTensor]) -> None:
-    known = {name for tensor in expected for name in tensor.source_names}
+def _refuse_unknown_mtp_tensors(label: str, family: Family, mtp_layers: range, index: WeightIndex, known: set[str]) -> None:
     prefixes = tuple(prefix for prefix, _ in family.mtp_prefixes(mtp_layers))
     unknown = sorted(name for name in index.weight_map if name.startswith(prefixes) and name not in known)
     if unknown:
@@ -166,7 +166,7 @@ def _source_small_files(source: ModelSource, config: dict[str, Any]) -> list[str
 
 
 def _target_small_files(target: ModelSource) -> list[str]:
-    names = [CONFIG_FILE, INDEX_FILE, CARD_FILE, *TOKENIZER_FILES]
+    names = [CONFIG_FILE, QUANT_CONFIG_FILE, INDEX_FILE, CARD_FILE, *TOKENIZER_FILES]
     return [name for name in names if target.exists(name)]
 
 
@@ -266,6 +266,7 @@ def _inputs(ctx: Context) -> dict[str, Any]:
         "source": _source_identity(ctx, "source"),
         "target": _source_identity(ctx, "target"),
         "family": ctx.recipe.family,
+        "shared_weights": ctx.recipe.shared_weights,
         "license": ctx.recipe.license,
         "mode": ctx.recipe.fetch.mode,
     }
