@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from pipeline.families import FAMILIES
 from pipeline.recipe.loader import HubRef, load_recipe
-from pipeline.rehearsal.synthetic_families import write_family_source, write_family_target
+from pipeline.rehearsal.synthetic_families import FamilySpec, write_family_source, write_family_target
 from tests.conftest import run_cli
 from tests.safetensors_reader import drop_tensor, folder_tensor_hashes
 
@@ -283,3 +283,60 @@ def test_every_family_has_an_example_recipe_and_a_readme_row() -> None:
     for name, family in FAMILIES.items():
         assert name == "step3p7" or name in examples, name
         assert f"| `{name}` |" in table and family.vllm_class in table, name
+
+
+def test_a_glm46_shaped_source_builds_and_verifies_with_either_shared_weights_choice(tmp_path: Path) -> None:
+    """GLM-4.6 ships no per-layer embed_tokens / shared_head.head; vLLM 0.33.0 takes the target's
+    (and reads a top-level lm_head into the layer's head), so both choices build."""
+    source = write_family_source(tmp_path / "glm46", "glm4_moe", FamilySpec(per_layer_heads=False))
+    target = write_family_target(tmp_path / "target", "glm4_moe")
+    source_hashes = folder_tensor_hashes(source)
+    assert "model.layers.4.shared_head.head.weight" not in source_hashes
+
+    _, omit = _build(tmp_path / "omit", "glm4_moe", source, target)
+    assert set(folder_tensor_hashes(omit / "draft")) == DRAFT_TENSORS["glm4_moe"]
+
+    _, copy = _build(tmp_path / "copy", "glm4_moe", source, target, "shared_weights: copy\n")
+    produced = folder_tensor_hashes(copy / "draft")
+    assert set(produced) == DRAFT_TENSORS["glm4_moe"] | SHARED_COPIES["glm4_moe"]
+    assert produced["model.layers.4.shared_head.head.weight"] == source_hashes["lm_head.weight"]
+    assert produced["model.layers.4.embed_tokens.weight"] == source_hashes["model.embed_tokens.weight"]
+    assert json.loads((copy / "verify.json").read_text())["passed"] is True
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_shared_weights_copy_ships_the_copies_and_omit_reports_what_it_saves(family: str, family_root: Path, tmp_path: Path) -> None:
+    source, target = family_root / family / "source", family_root / family / "no-mtp"
+    recipe = _recipe(tmp_path / "omit", family, source, target, "card: {credit: mtp-draft-pipeline (synthetic weights)}\n")
+    result = run_cli("build", "--recipe", str(recipe), "--workdir", str(tmp_path / "omit" / "work"))
+    assert result.code == 0, result.stderr
+    # Two [256, 64] BF16 copies: 2 * 256 * 64 * 2 bytes.
+    assert (
+        f"shared_weights: omit leaves out 2 copies vLLM replaces ({', '.join(sorted(SHARED_COPIES[family], key=_order(family)))}), saving 65536 bytes"
+        in (result.stderr + result.stdout)
+    )
+    index = json.loads((tmp_path / "omit" / "work" / "draft" / "model.safetensors.index.json").read_text())
+    assert not SHARED_COPIES[family] & set(index["weight_map"])
+    card = run_cli("card", "--recipe", str(recipe), "--workdir", str(tmp_path / "omit" / "work"))
+    assert card.code == 0, card.stderr
+    assert "(`shared_weights: omit`): vLLM 0.33.0 replaces them with the target's" in (recipe.parent / "README.md").read_text()
+
+    _, copy = _build(tmp_path / "copy", family, source, target, "shared_weights: copy\n")
+    produced = folder_tensor_hashes(copy / "draft")
+    assert set(produced) == DRAFT_TENSORS[family] | SHARED_COPIES[family]
+    assert json.loads((copy / "verify.json").read_text())["passed"] is True
+
+
+def _order(family: str) -> Any:
+    """The copies in the family's output order: extras before layer tensors, embedding first."""
+    return lambda name: 0 if "embed_tokens" in name else 1
+
+
+def test_a_step_recipe_asking_to_omit_its_copies_is_refused_in_one_line(family_root: Path, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "step3p7", family_root / "step3p7" / "source", family_root / "step3p7" / "no-mtp", "shared_weights: omit\n")
+
+    result = run_cli("inspect", "--recipe", str(recipe))
+
+    assert result.code == 2
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "shared_weights: must be copy for step3p7" in error[0] and "per-layer heads" in error[0]

@@ -47,6 +47,22 @@ def _add_tensor(draft: Path) -> None:
     rewrite_header(shard, header)
 
 
+def _rename(draft: Path, new: str) -> None:
+    """Store MTP_TENSOR under another name (same bytes), in its shard and in the index."""
+    shard = _shard_holding(draft, MTP_TENSOR)
+    header, _ = header_of(shard)
+    header[new] = header.pop(MTP_TENSOR)
+    rewrite_header(shard, header)
+    index_path = draft / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    index["weight_map"][new] = index["weight_map"].pop(MTP_TENSOR)
+    index_path.write_text(json.dumps(index))
+
+
+LANGUAGE_MODEL_NAME = "model.language_model.layers.46.mlp.down_proj.weight"
+BARE_NAME = "layers.46.mlp.down_proj.weight"
+
+
 def _truncate_array(draft: Path) -> None:
     path = draft / "config.json"
     config = json.loads(path.read_text())
@@ -69,6 +85,8 @@ DRAFT_DAMAGE: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "changed byte": (_flip_byte, "tensors.source-bytes", MTP_TENSOR),
     "missing tensor": (_drop_tensor, "tensors.expected-set", MTP_TENSOR),
     "extra tensor": (_add_tensor, "tensors.expected-set", "model.layers.46.mlp.extra.weight"),
+    "model.language_model. prefix": (lambda draft: _rename(draft, LANGUAGE_MODEL_NAME), "tensors.expected-set", LANGUAGE_MODEL_NAME),
+    "bare layers. prefix": (lambda draft: _rename(draft, BARE_NAME), "tensors.expected-set", BARE_NAME),
     "array of 45": (_truncate_array, "config.arrays", "swiglu_limits_shared has 45 entries"),
     "missing auto_map file": (_remove_auto_map_file, "files.auto-map", "configuration_step3p7.py"),
     "quantization_config": (_add_quantization, "config.no-quantization", "quantization_config"),
@@ -120,3 +138,29 @@ def test_verify_refuses_a_target_with_other_geometry(
 
     assert result.code == 1
     assert "target.geometry" in result.stderr and field in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "mapped"),
+    [
+        (LANGUAGE_MODEL_NAME, "model.language_model.layers.46.mtp_block.mlp.down_proj.weight"),
+        (BARE_NAME, "layers.46.mlp.down_proj.weight"),
+        ("model.layers.46.mlp.extra.weight", "model.layers.46.mtp_block.mlp.extra.weight"),
+    ],
+)
+def test_the_loader_replay_names_the_key_error_vllm_would_raise(name: str, mapped: str, make_recipe: RecipeMaker, workdir: Path) -> None:
+    """vLLM 0.33.0's Step3p5MTP matches these names as MTP layer 46 but never renames them onto a
+    parameter it declares (step3p5_mtp.py:296, :323-345), so loading raises KeyError."""
+    recipe = make_recipe()
+    assert run_cli("build", "--recipe", str(recipe), "--workdir", str(workdir)).code == 0
+    if name == "model.layers.46.mlp.extra.weight":
+        _add_tensor(workdir / "draft")
+    else:
+        _rename(workdir / "draft", name)
+
+    assert run_cli("verify", "--recipe", str(recipe), "--workdir", str(workdir)).code == 1
+
+    report = json.loads((workdir / "verify.json").read_text())
+    loader = next(c for c in report["checks"] if c["id"] == "loader.names")
+    assert not loader["passed"]
+    assert loader["evidence"] == f"{name} maps to {mapped}, which vLLM 0.33.0 Step3p5MTP does not declare (KeyError while loading)"

@@ -112,7 +112,8 @@ QWEN3_NEXT = Family(
     vllm_file="qwen3_next_mtp.py",
     facts=(
         "vLLM 0.33.0 config/speculative.py:908-913: model_type qwen3_next routes to Qwen3NextMTP",
-        "vLLM 0.33.0 qwen3_next_mtp.py:63: num_nextn_predict_layers defaults to 1; the released config appears to lack it (unverified), so 1 is assumed",
+        "vLLM 0.33.0 qwen3_next_mtp.py:63: num_nextn_predict_layers defaults to 1",
+        "unverified: the released config lacks num_nextn_predict_layers, so one MTP layer is assumed",
         "vLLM 0.33.0 qwen3_next_mtp.py:230-245: keeps mtp.* and names with embed_tokens or lm_head, renames mtp. to model.; qwen3_next.py:634-645 fuses q/k/v and gate/up; routed experts load into experts.routed_experts.{w13,w2}_weight",
         "vLLM 0.33.0 qwen3_next_mtp.py:89-96: the MTP layers are mtp.layers.{0..n-1} under one shared fc and norms, full attention",
         "vLLM 0.33.0 qwen3_next_mtp.py:70-87: mtp.fc is forced unquantized under modelopt_fp4; every other MTP linear takes the target's quant_config",

@@ -157,9 +157,10 @@ def _quantization(target: ModelSource, family: Family, geometry: Geometry, confi
 
 
 def _expected_mtp(family: Family, geometry: Geometry) -> list[ExpectedTensor]:
-    """The draft's MTP-layer tensors; the extras (the embedding) every target has anyway are left out."""
+    """The draft's MTP-layer tensors; the extras (the embedding) every target has anyway, and the
+    copies vLLM replaces with the target's own, are left out."""
     extras = {extra.name for extra in family.extra_tensors}
-    return [tensor for tensor in family.expected_tensors(geometry) if tensor.name not in extras]
+    return [tensor for tensor in family.expected_tensors(geometry) if tensor.name not in extras and not tensor.shared]
 
 
 def _locate(

@@ -34,6 +34,7 @@ from pipeline.checkpoint.readers import (
     read_weight_index,
 )
 from pipeline.checkpoint.safetensors_format import Header
+from pipeline.checkpoint.shared_copies import omitted_copies
 from pipeline.checkpoint.sources import ModelSource, WholeShardSource
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import ExpectedTensor, Family
@@ -287,12 +288,16 @@ def _run(ctx: Context) -> StageOutcome:
     )
     ratio = result.bytes_fetched / max(result.bytes_needed, 1)
     ctx.out.info(f"fetch: {result.tensors} tensors, {result.bytes_fetched} bytes fetched for {result.bytes_needed} needed ({ratio:.4f}x)")
+    omitted = omitted_copies(ctx.source("source"), ctx.family)
+    if omitted.names:
+        ctx.out.info(f"fetch: {omitted.line()}")
     summary = {
         "source_commit": result.source_commit,
         "target_commit": result.target_commit,
         "tensors": result.tensors,
         "bytes_needed": result.bytes_needed,
         "bytes_fetched": result.bytes_fetched,
+        "shared_weights": {"choice": ctx.family.shared_weights, "omitted": list(omitted.names), "bytes_saved": omitted.source_bytes},
     }
     return [result.manifest], summary
 
