@@ -118,7 +118,7 @@ QWEN3_NEXT = Family(
         "vLLM 0.33.0 qwen3_next_mtp.py:89-96: the MTP layers are mtp.layers.{0..n-1} under one shared fc and norms, full attention",
         "vLLM 0.33.0 qwen3_next_mtp.py:70-87: mtp.fc is forced unquantized under modelopt_fp4; every other MTP linear takes the target's quant_config",
         "vLLM 0.33.0 llm_base_proposer.py:1418-1575: embed_tokens and lm_head are replaced by the target's",
-        "unverified: q_proj projects query and gate together (2 x heads x head_dim rows) when attn_output_gate is true, its default",
+        "vLLM 0.33.0 qwen3_next.py:314-324: q_proj projects query and gate together (2 x heads x head_dim rows) when attn_output_gate is true, its default",
     ),
     card_notes=(
         "vLLM assumes one MTP layer when the config has no `num_nextn_predict_layers`; set `num_speculative_tokens` explicitly.",

@@ -111,7 +111,7 @@ def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
     source_files = _copy_small_files(source, workdir.source_files, _source_small_files(source, config))
     _check_license(source, workdir.source_files, inputs.expected_license)
     read_config(target)
-    target_files = _copy_small_files(target, workdir.target_files, _target_small_files(target))
+    target_files = _copy_small_files(target, workdir.target_files, _target_small_files(target, family))
 
     records = _fetch_tensors(source, selected, workdir.blobs, inputs.connections, show_progress)
     needed = sum(item.nbytes for item in selected)
@@ -166,8 +166,10 @@ def _source_small_files(source: ModelSource, config: dict[str, Any]) -> list[str
     return [name for name in dict.fromkeys(names) if source.exists(name) or name in auto_map_files(config)]
 
 
-def _target_small_files(target: ModelSource) -> list[str]:
-    names = [CONFIG_FILE, QUANT_CONFIG_FILE, INDEX_FILE, CARD_FILE, *TOKENIZER_FILES]
+def _target_small_files(target: ModelSource, family: Family) -> list[str]:
+    # The legacy ModelOpt quantization file matters only where vLLM builds the MTP with the target's config.
+    quant = [QUANT_CONFIG_FILE] if family.quantization_from == "target" else []
+    names = [CONFIG_FILE, *quant, INDEX_FILE, CARD_FILE, *TOKENIZER_FILES]
     return [name for name in names if target.exists(name)]
 
 
