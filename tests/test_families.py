@@ -174,10 +174,23 @@ def test_a_build_of_the_synthetic_source_passes_verify_with_exactly_the_mtp_tens
     assert len(produced) == DRAFT_COUNTS[family]
     source_hashes = folder_tensor_hashes(source)
     assert all(source_hashes[name] == sha for name, sha in produced.items())
+    # vLLM 0.33.0 consumes every tensor and fills every parameter but the ones it takes from the target.
+    consumes = _upstream(family)["consumes"]["names"]
+    replaced = {consumes[name] for name in SHARED_COPIES[family]}
+    assert {consumes[name] for name in produced} == set(_upstream(family)["params"]["names"]) - replaced
     index = json.loads((draft / "model.safetensors.index.json").read_text())
     for name, shape in SHAPES[family].items():
         with safe_open(str(draft / index["weight_map"][name]), framework="numpy") as handle:
             assert tuple(handle.get_slice(name).get_shape()) == shape, name
+
+
+def test_a_step_draft_fills_every_parameter_vllms_step3p5mtp_declares(family_root: Path, tmp_path: Path) -> None:
+    _, workdir = _build(tmp_path, "step3p7", family_root / "step3p7" / "source", family_root / "step3p7" / "no-mtp")
+
+    produced = folder_tensor_hashes(workdir / "draft")
+    consumes = _upstream("step3p7")["consumes"]["names"]
+    assert len(produced) == 52
+    assert {consumes[name] for name in produced} == set(_upstream("step3p7")["params"]["names"])
 
 
 def test_a_qwen3_next_draft_without_a_count_routes_with_vllms_default(family_root: Path, tmp_path: Path) -> None:

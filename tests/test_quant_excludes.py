@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.families import FAMILIES
 from pipeline.families.base import QuantModule
 from pipeline.families.quant_excludes import (
     compressed_tensors_ignored,
@@ -20,7 +21,10 @@ from pipeline.families.quant_excludes import (
     modelopt_excluded,
     read_target_quantization,
 )
+from pipeline.recipe.layout import Artifacts
+from pipeline.recipe.loader import load_recipe
 from pipeline.rehearsal.synthetic_families import QUANT_FORMS, write_family_source, write_family_target
+from pipeline.stages.card import CardStageInputs, render_card
 from tests.conftest import run_cli
 
 FUSED_QKV_A = QuantModule("model.layers.4.self_attn.fused_qkv_a_proj", "linear", ("q_a_proj", "kv_a_proj_with_mqa"))
@@ -168,3 +172,32 @@ def test_a_target_whose_exclude_list_covers_the_mtp_leaves_the_draft_needed(fami
     assert report["verdict"] == "needed", report["reasons"]
     quantization = report["quantization"]
     assert isinstance(quantization, dict) and quantization["covered"] is True and quantization["uncovered"] == []
+
+
+def test_a_target_shipping_its_mtp_is_not_redundant_when_vllm_would_quantize_it(sources: Path, tmp_path: Path) -> None:
+    target = write_family_target(tmp_path / "target", "deepseek_v3", variant="mtp-shard", mtp_excluded=False)
+
+    report = _inspect(tmp_path, "deepseek_v3", sources / "deepseek_v3", target)
+
+    assert report["verdict"] == "incompatible"
+
+
+def test_a_forced_release_of_an_incompatible_draft_says_why_on_its_card(sources: Path, tmp_path: Path) -> None:
+    target = write_family_target(tmp_path / "target", "glm4_moe", mtp_excluded=False)
+    recipe = tmp_path / "recipe" / "draft.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text(
+        f"family: glm4_moe\nsource: {{path: {sources / 'glm4_moe'}}}\ntarget: {{path: {target}}}\nlicense: apache-2.0\n"
+        "card: {credit: mtp-draft-pipeline (synthetic weights)}\n"
+    )
+
+    build = run_cli("build", "--recipe", str(recipe), "--workdir", str(tmp_path / "work"))
+    assert build.code == 0, build.stderr
+    assert "target.mtp-quantization" in build.stderr and "model.layers.4*" in build.stderr  # verify's warning
+
+    loaded = load_recipe(recipe)
+    family = FAMILIES["glm4_moe"].with_shared_weights(loaded.shared_weights)
+    card = render_card(CardStageInputs(loaded, family, tmp_path / "bench", Artifacts(recipe.parent), "incompatible"))
+    warning = next(line for line in card.splitlines() if "Published with --force" in line)
+    assert "inspection found this draft incompatible" in warning
+    assert "vLLM would load the MTP quantized with the target's config (exclude list misses model.layers.4*)" in warning
