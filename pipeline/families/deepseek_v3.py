@@ -119,6 +119,7 @@ DEEPSEEK_V3 = Family(
         "vLLM 0.33.0 utils.py:575-601 and deepseek_mtp.py:341-359: model.layers.{num_hidden_layers+i}. is read; layers.L. and model.language_model.layers.L. are matched too but never renamed, so they end in KeyError",
         "vLLM 0.33.0 deepseek_mtp.py:305-310: q_a_proj and kv_a_proj_with_mqa fuse into fused_qkv_a_proj, gate/up into gate_up_proj; routed experts load into experts.routed_experts.{w13,w2}_weight",
         "vLLM 0.33.0 deepseek_mtp.py:541-570: the layer's embed_tokens becomes model.embed_tokens (first MTP layer only); the rest of the decoder gets .mtp_block.",
+        "vLLM 0.33.0 deepseek_mtp.py:345-355: a top-level model.embed_tokens.weight loads as well (facts sheet vllm-loaders.md §3 says only model.layers.N.* loads; the wheel wins)",
         "vLLM 0.33.0 deepseek_mtp.py:520-537: at least one tensor per MTP layer must load",
         "vLLM 0.33.0 v1/spec_decode/llm_base_proposer.py:1265-1315: the module is built with the target's quant_config, so the target's exclude list must cover model.layers.{num_hidden_layers}",
         "vLLM 0.33.0 llm_base_proposer.py:1418-1575: embed_tokens and shared_head.head are replaced by the target's (the embedding only with pipeline parallelism 1)",
