@@ -176,12 +176,13 @@ def _locate(
         else:
             located.append((tensor, name, index.weight_map[name]))
     headers = {shard: read_shard_header(target, shard) for shard in sorted({shard for _, _, shard in located})}
+    declared = family.declared_params(geometry)
     found = []
     for tensor, name, shard in located:
         entry = headers[shard].tensors.get(name)
         if entry is None:
             raise InputError(f"{target.label}: {INDEX_FILE}: weight_map.{name} points at {shard}, whose header lacks it")
-        loadable = family.vllm_param(name, geometry) == tensor.param
+        loadable = family.replay(name, geometry, declared) == tensor.param
         found.append(FoundTensor(tensor.name, name, shard, entry.dtype, entry.shape, tensor.shape, loadable))
     return tuple(found), tuple(missing)
 
