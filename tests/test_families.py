@@ -19,7 +19,7 @@ from pipeline.families import FAMILIES
 from pipeline.recipe.loader import HubRef, load_recipe
 from pipeline.rehearsal.synthetic_families import FamilySpec, write_family_source, write_family_target
 from tests.conftest import run_cli
-from tests.safetensors_reader import drop_tensor, folder_tensor_hashes
+from tests.safetensors_reader import drop_tensor, folder_tensor_hashes, rename_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo")
@@ -223,6 +223,49 @@ def test_verify_refuses_a_draft_missing_an_mtp_tensor(family: str, family_root: 
     assert result.code == 1
     error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
     assert "tensors.expected-set" in error and MISSING[family] in error
+
+
+# A draft tensor stored under a name vLLM 0.33.0's loader matches but cannot load (KeyError), per family.
+UNLOADABLE = [
+    ("deepseek_v3", "model.layers.4.enorm.weight", "layers.4.enorm.weight", "layers.4.enorm.weight"),
+    (
+        "deepseek_v3",
+        "model.layers.4.enorm.weight",
+        "model.language_model.layers.4.enorm.weight",
+        "model.language_model.layers.4.enorm.weight",
+    ),
+    ("glm4_moe", "model.layers.4.self_attn.o_proj.weight", "layers.4.self_attn.o_proj.weight", "layers.4.self_attn.o_proj.weight"),
+    (
+        "glm4_moe",
+        "model.layers.4.self_attn.o_proj.weight",
+        "model.language_model.layers.4.self_attn.o_proj.weight",
+        "model.language_model.layers.4.mtp_block.self_attn.o_proj.weight",
+    ),
+    ("qwen3_next", "mtp.norm.weight", "mtp.layers.1.norm.weight", "model.layers.1.norm.weight"),
+    (
+        "mimo",
+        "model.mtp_layers.0.final_layernorm.weight",
+        "model.mtp_layers.1.final_layernorm.weight",
+        "model.mtp_layers.1.final_layernorm.weight",
+    ),
+]
+
+
+@pytest.mark.parametrize(("family", "name", "stored_as", "mapped"), UNLOADABLE)
+def test_verify_refuses_a_draft_tensor_vllm_cannot_load_and_names_it(
+    family: str, name: str, stored_as: str, mapped: str, family_root: Path, tmp_path: Path
+) -> None:
+    recipe, workdir = _build(tmp_path, family, family_root / family / "source", family_root / family / "no-mtp")
+    rename_tensor(workdir / "draft", name, stored_as)
+
+    result = run_cli("verify", "--recipe", str(recipe), "--workdir", str(workdir))
+
+    assert result.code == 1 and stored_as in result.stderr
+    loader = next(c for c in json.loads((workdir / "verify.json").read_text())["checks"] if c["id"] == "loader.names")
+    assert (
+        loader["evidence"]
+        == f"{stored_as} maps to {mapped}, which vLLM 0.33.0 {FAMILIES[family].vllm_class} does not declare (KeyError while loading)"
+    )
 
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)

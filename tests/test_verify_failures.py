@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_target
 from tests.conftest import RecipeMaker, run_cli
-from tests.safetensors_reader import drop_tensor, header_of, rewrite_header
+from tests.safetensors_reader import drop_tensor, header_of, rename_tensor, rewrite_header
 
 MTP_TENSOR = "model.layers.46.mlp.down_proj.weight"
 
@@ -48,15 +48,7 @@ def _add_tensor(draft: Path) -> None:
 
 
 def _rename(draft: Path, new: str) -> None:
-    """Store MTP_TENSOR under another name (same bytes), in its shard and in the index."""
-    shard = _shard_holding(draft, MTP_TENSOR)
-    header, _ = header_of(shard)
-    header[new] = header.pop(MTP_TENSOR)
-    rewrite_header(shard, header)
-    index_path = draft / "model.safetensors.index.json"
-    index = json.loads(index_path.read_text())
-    index["weight_map"][new] = index["weight_map"].pop(MTP_TENSOR)
-    index_path.write_text(json.dumps(index))
+    rename_tensor(draft, MTP_TENSOR, new)
 
 
 LANGUAGE_MODEL_NAME = "model.language_model.layers.46.mlp.down_proj.weight"
