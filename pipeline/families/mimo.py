@@ -88,6 +88,7 @@ MIMO = Family(
     read_geometry=read_geometry,
     param_layer_after_backbone=True,
     quant_modules=QUANT_MODULES,
+    unknown_name_error="ValueError",
     vllm_file="mimo_mtp.py",
     facts=(
         "vLLM 0.33.0 config/speculative.py:795-804: architectures[0] == MiMoForCausalLM routes to MiMoMTP (architecture MiMoMTPModel); the override's num_hidden_layers: 0 does not renumber the module, which reads the target's config",

@@ -109,6 +109,7 @@ QWEN3_NEXT = Family(
     count_key=COUNT_KEY,
     count_default=COUNT_DEFAULT,
     quant_modules=QUANT_MODULES,
+    unknown_name_error="ValueError",
     vllm_file="qwen3_next_mtp.py",
     facts=(
         "vLLM 0.33.0 config/speculative.py:908-913: model_type qwen3_next routes to Qwen3NextMTP",

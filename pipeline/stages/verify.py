@@ -350,7 +350,11 @@ def _check_loader_names(family: Family, geometry: Geometry, located: Mapping[str
         if param is None:
             return Check("loader.names", False, f"{name}: {release} skips this tensor, so the draft must not ship it")
         if param not in declared:
-            return Check("loader.names", False, f"{name} maps to {param}, which {release} does not declare (KeyError while loading)")
+            return Check(
+                "loader.names",
+                False,
+                f"{name} maps to {param}, which {release} does not declare ({family.unknown_name_error} while loading)",
+            )
         filled.add(param)
     unfilled = sorted(wanted - filled)
     if unfilled:
