@@ -135,7 +135,7 @@ STEP3P7 = Family(
         "vLLM 0.33.0 step3p5_mtp.py:202-301: keeps model.layers.{45..47}.* and names with embed_tokens; .mtp_block. replaces model.layers.L. (:323-345), so bare layers.L.* and model.language_model.layers.L.* end in KeyError",
         "vLLM 0.33.0 step3p5_mtp.py:302-320: every declared parameter must be loaded (per-layer heads included); the embedding is required by name",
         "vLLM 0.33.0 step3p5_mtp.py:159-160 (has_own_lm_head): the per-layer heads stay; the embedding is replaced by the target's when pipeline parallelism is 1",
-        "layer_types needs exactly 48 entries (transformers Step3p7TextConfig splits the tail into mtp_layer_types; vLLM step3p5.py _get_layer_type reads it); shorter arrays give IndexError",
+        "vLLM 0.33.0 step3p5.py:65-68: _get_layer_type indexes layer_types + mtp_layer_types at layers 45-47, so layer_types needs 48 entries (transformers' Step3p7TextConfig moves the tail into mtp_layer_types); 45 entries give IndexError",
     ),
     card_notes=(
         "Norm weights are zero-centred: vLLM computes `x * (1 + w)`. A consumer that applies a plain RMSNorm must add 1 to these weights, or acceptance falls to zero.",
