@@ -32,10 +32,6 @@ HUB_URL = "https://huggingface.co"
 UNRESOLVED = "not yet resolved"
 NOT_SHOWN = "—"  # a table cell with no figure
 NOT_GIVEN = "not given"  # a label no input file or recipe states
-# The vLLM release whose MTP loaders the verify stage's name and config rules were read from
-# (shared/facts/vllm-loaders.md). The card names this release, never an engine version that
-# could not have served the model.
-LOADER_RULES_VLLM = "0.33.0"
 
 
 def escape_cell(value: object) -> str:
@@ -236,7 +232,7 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
         "k_note": _k_note(recipe, max(n_predict, 1)),
         "min_vllm": escape_cell(recipe.card.min_vllm) if recipe.card.min_vllm else None,
         "benchmarks": benchmark_view(inputs.benchmarks, inputs.plot),
-        "loader_rules_vllm": LOADER_RULES_VLLM,
+        "loader_rules_vllm": inputs.family.vllm_release,
         "notes": [*inputs.family.card_notes, *filter(None, [inputs.family.shared_weights_note()])],
         "inspect_line": inspect.get("summary"),
         "tool_version": lock.get("tool_version", __version__),
