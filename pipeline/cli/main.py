@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline import __version__
+from pipeline.cli import watch as watch_command
 from pipeline.cli.output import Output
 from pipeline.errors import CheckFailed, InputError, PipelineError
 from pipeline.flows.runner import STAGE_NAMES, STAGES, Context, run_stages, status
@@ -109,7 +110,7 @@ def _build(args: argparse.Namespace, out: Output) -> int:
     ctx = _context(args, out)
     results = run_stages(ctx, BUILD_STAGES)
     finding = inspect_summary(inspect_recipe(ctx, _today()))
-    lock_path, changed = write_or_check(ctx.recipe, ctx.workdir, locked=args.locked, inspect=finding)
+    lock_path, changed = write_or_check(ctx.recipe, ctx.workdir, locked=args.locked, inspect=finding, source=ctx.source("source"))
     state = "reproduced" if args.locked else ("updated" if changed else "unchanged")
     out.info(f"inspect: {finding['verdict']}: {finding['summary']}")
     out.info(f"lock: {lock_path} {state}")
@@ -399,6 +400,7 @@ COMMANDS: tuple[Command, ...] = (
         "python -m pipeline inspect --draft demo\npython -m pipeline inspect --recipe path/to/draft.yaml --json",
         _inspect,
     ),
+    Command("watch", watch_command.SUMMARY, watch_command.EXAMPLE, watch_command.watch, watch_command.watch_options),
     Command(
         "synth",
         "write a synthetic BF16 source (with MTP layers) and a quantized-like target for any family",

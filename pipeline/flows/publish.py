@@ -105,7 +105,7 @@ def _check_lock(ctx: Context) -> dict[str, Any]:
     """The committed lock must be what this build produces (inspect aside: it is re-checked at publish)."""
     lock_path = ctx.recipe.folder / LOCK_FILE
     committed = _committed_lock(ctx)
-    diff = differences(committed, build_lock(ctx.recipe, ctx.workdir, committed.get("inspect")))
+    diff = differences(committed, build_lock(ctx.recipe, ctx.workdir, committed.get("inspect"), ctx.source("source")))
     if diff:
         more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
         raise CheckFailed(f"{lock_path}: the build does not reproduce the lock at {diff[0]}{more}")

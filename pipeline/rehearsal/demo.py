@@ -54,7 +54,7 @@ def _refresh_artifacts(ctx: Context, today: str) -> None:
     from pipeline.stages import card
 
     run_stages(ctx, BUILD_STAGES)
-    write_or_check(ctx.recipe, ctx.workdir, locked=False, inspect=inspect_summary(inspect_recipe(ctx, today)))
+    write_or_check(ctx.recipe, ctx.workdir, locked=False, inspect=inspect_summary(inspect_recipe(ctx, today)), source=ctx.source("source"))
     run_stages(ctx, ("bench-import",))
     card.run(card.CardStageInputs(ctx.recipe, ctx.family, ctx.workdir.benchmarks))
 
