@@ -89,7 +89,7 @@ def pull_request_body(report: DraftWatch, card_diff: str) -> str:
     if report.target is not None:
         t = report.target
         lines.append(f"| Target | {escape_cell(report.target_repo)} | `{t.old_commit}` | `{t.new_commit}` | {t.phrase} |")
-    lines += ["", "### Evidence", "", *(f"- {escape_cell(line.strip())}" for line in report.details()), "", "### Merging", ""]
+    lines += ["", "### Evidence", "", *(f"- {' '.join(line.split())}" for line in report.details()), "", "### Merging", ""]
     lines += _merging(report)
     lines += ["", "### Card diff", ""]
     if card_diff:
