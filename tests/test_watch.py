@@ -3,6 +3,7 @@ watcher says and proposes about them, reading headers and small files only."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from pathlib import Path
@@ -298,3 +299,15 @@ def test_config_and_licence_changes_are_reported_field_by_field(release: Release
     human = release.cli("watch").stdout
     assert "source config.json: text_config.rope_theta: 48 entries -> 45" in human
     assert "source README.md: license: apache-2.0 -> mit" in human
+
+
+def test_the_lock_records_the_lfs_sha256_of_every_source_shard_holding_a_draft_tensor(
+    release: Release, synthetic_pairs: dict[str, Path]
+) -> None:
+    release.prepare(tag=None)
+    source = json.loads((release.folder / "draft.lock.json").read_text())["source"]
+    shards = {t: _shard_of(synthetic_pairs["source"], t) for t in [MTP_TENSOR, "model.embed_tokens.weight"]}
+    assert set(shards.values()) <= set(source["shards_read"])
+    assert source["shard_sha256"] == {
+        shard: hashlib.sha256((synthetic_pairs["source"] / shard).read_bytes()).hexdigest() for shard in source["shards_read"]
+    }

@@ -426,19 +426,14 @@ def test_the_watch_workflow_runs_daily_and_on_demand_with_only_branch_and_pull_r
 
 
 def test_the_watch_workflow_pushes_the_proposal_and_opens_a_pull_request_with_the_card_review(
-    tmp_path: Path, hub_endpoint: HubServer, synthetic_weights: dict[str, Path]
+    tmp_path: Path, release: Release, synthetic_pairs: dict[str, Path]
 ) -> None:
-    api = HfApi(endpoint=hub_endpoint.url, token=FAKE_TOKEN)
-    seed_repo(api, SOURCE_REPO, synthetic_weights["source"])
-    seed_repo(api, TARGET_REPO, synthetic_weights["target"])
-    project = Release(tmp_path / "origin", hub_endpoint)
-    project.folder.mkdir(parents=True)
-    project.recipe.write_text(RECIPE)
-    (project.root / ".gitignore").write_text("build/\n")
+    project = release
     project.prepare(tag=None)
     project.repo.git.branch("-M", "main")
-    redundant = write_target(tmp_path / "redundant", SyntheticSpec(), "mtp-shard")
-    new_target = api.upload_folder(repo_id=TARGET_REPO, folder_path=str(redundant), commit_message="Restore the MTP layers").oid
+    new_target = project.api.upload_folder(
+        repo_id=TARGET_REPO, folder_path=str(synthetic_pairs["redundant-target"]), commit_message="Restore the MTP layers"
+    ).oid
     tools = tmp_path / "tools"
     tools.mkdir()
     (tools / "gh").write_text(FAKE_GH)
