@@ -266,7 +266,7 @@ def test_the_human_report_names_the_shard(release: Release, synthetic_pairs: dic
     _commit_file(release, SOURCE_REPO, shard, change((synthetic_pairs["source"] / shard).read_bytes(), MTP_TENSOR), "Change")
     result = release.cli("watch")
     assert result.code == 1
-    assert f"{DRAFT}: rebuild needed (" in result.stdout and f"source shard {shard}: sha256" in result.stdout
+    assert f"{DRAFT}: rebuild needed (source " in result.stdout and f"source shard {shard}: sha256" in result.stdout
     assert (f"header {MTP_TENSOR}: shape [64,128] -> [128,64]" in result.stdout) == (kind == "shape")
 
 
@@ -311,3 +311,33 @@ def test_the_lock_records_the_lfs_sha256_of_every_source_shard_holding_a_draft_t
     assert source["shard_sha256"] == {
         shard: hashlib.sha256((synthetic_pairs["source"] / shard).read_bytes()).hexdigest() for shard in source["shards_read"]
     }
+
+
+def test_all_watches_every_draft_but_the_offline_demos(hub_endpoint: HubServer) -> None:
+    # What the scheduled workflow runs on this repository: the demo's repos exist only on the embedded
+    # Hub, and the real draft's lock is still pending, so nothing is asked of the Hub.
+    hub_endpoint.stats.reset()
+    result = run_cli("watch", "--all", "--artifacts", str(ROOT / "artifacts"), "--json")
+    assert result.code == 0, result.stderr
+    drafts = json.loads(result.stdout)["drafts"]
+    assert [d["draft"] for d in drafts] == ["step-3.7-flash-mtp-draft"] and drafts[0]["skipped"]
+    assert hub_endpoint.stats.requests == 0
+
+
+def test_all_proposes_for_each_draft_that_moved(release: Release, synthetic_pairs: dict[str, Path]) -> None:
+    release.prepare(tag=None)
+    pending = release.folder.parent / "pending-draft"
+    pending.mkdir()
+    (pending / "draft.yaml").write_text(release.recipe.read_text())
+    release.api.upload_folder(repo_id=TARGET_REPO, folder_path=str(synthetic_pairs["redundant-target"]))
+
+    argv = ["--artifacts", str(release.folder.parent), "--workdir", str(release.root / "build"), "--json"]
+    result = run_cli("watch", "--all", "--propose", *argv)
+
+    assert result.code == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["changed"] == [DRAFT]
+    assert {d["draft"]: d["skipped"] for d in report["drafts"]} == {"pending-draft": "no committed lock", DRAFT: None}
+    assert [(p["branch"], p["pull_request"]) for p in report["proposals"]] == [
+        (BRANCH, str(release.root / "build" / DRAFT / "watch" / DRAFT / "pull-request.md"))
+    ]

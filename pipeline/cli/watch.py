@@ -21,7 +21,11 @@ EXAMPLE = "python -m pipeline watch --draft demo\npython -m pipeline watch --all
 
 
 def watch_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--all", action="store_true", help="every draft under --artifacts (the offline demo's draft is left out)")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every draft under --artifacts (the offline demo's draft is left out); --workdir DIR then holds DIR/<draft>/",
+    )
     parser.add_argument(
         "--propose",
         action="store_true",
@@ -46,7 +50,10 @@ def _recipes(args: argparse.Namespace) -> list[Recipe]:
 
 
 def _workdir(args: argparse.Namespace, recipe: Recipe) -> Workdir:
-    return Workdir(Path(args.workdir) if args.workdir and not args.all else Path("build") / recipe.name)
+    """--workdir is the draft's workdir, or with --all the folder holding one per draft (default build/)."""
+    if args.all:
+        return Workdir(Path(args.workdir or "build") / recipe.name)
+    return Workdir(Path(args.workdir) if args.workdir else Path("build") / recipe.name)
 
 
 def watch(args: argparse.Namespace, out: Output) -> int:

@@ -132,7 +132,7 @@ class DraftWatch:
             return f"{self.draft}: unchanged"
         parts = []
         if self.source is not None and self.source.state != "unchanged":
-            parts.append(f"{self.source.phrase} ({_short(self.source.old_commit)} -> {_short(self.source.new_commit)})")
+            parts.append(f"{self.source.phrase} (source {_short(self.source.old_commit)} -> {_short(self.source.new_commit)})")
         if self.target is not None and self.target.moved:
             parts.append(f"target moved ({_short(self.target.old_commit)} -> {_short(self.target.new_commit)}), {self.target.phrase}")
         return f"{self.draft}: " + "; ".join(parts)

@@ -122,7 +122,10 @@ def _shard_change(
 ) -> ShardChange:
     """One changed shard: its two sha256 and the draft tensors whose header entry changed."""
     new_shard = tensor_shards[tensors[0]["name"]]
-    before = _header(old, shard)
+    try:
+        before = _header(old, shard)
+    except InputError:  # the locked commit is gone (history squashed): the lock's dtype and shape stand in
+        before = None
     after = {name: _header(new, name) for name in {tensor_shards[t["name"]] for t in tensors} if name}
     changes = []
     for tensor in tensors:
