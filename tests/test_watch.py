@@ -13,7 +13,7 @@ import git
 import pytest
 from huggingface_hub import CommitOperationAdd
 
-from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.hub import FaultPlan, HubServer
 from tests.conftest import run_cli
 from tests.hub_fixtures import SOURCE_REPO, TARGET_REPO, files_of
 from tests.release_fixtures import DRAFT, Release
@@ -341,3 +341,20 @@ def test_all_proposes_for_each_draft_that_moved(release: Release, synthetic_pair
     assert [(p["branch"], p["pull_request"]) for p in report["proposals"]] == [
         (BRANCH, str(release.root / "build" / DRAFT / "watch" / DRAFT / "pull-request.md"))
     ]
+
+
+def test_a_hub_that_keeps_failing_exits_3_and_proposes_nothing(
+    release: Release, synthetic_pairs: dict[str, Path], hub_endpoint: HubServer
+) -> None:
+    release.prepare(tag=None)
+    readme = (synthetic_pairs["source"] / "README.md").read_bytes() + b"\nReworded.\n"
+    _commit_file(release, SOURCE_REPO, "README.md", readme, "Reword")
+    hub_endpoint.faults = FaultPlan(error_status=503, error_route="resolve", error_times=10_000)
+
+    result = release.cli("watch", "--propose")
+
+    assert result.code == 3
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "503" in errors[0] and SOURCE_REPO in errors[0] and "Traceback" not in result.stderr
+    assert BRANCH not in [head.name for head in release.repo.heads]
+    assert not (release.workdir / "watch").exists()

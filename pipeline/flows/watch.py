@@ -46,8 +46,8 @@ def watch_draft(ctx: Context, today: str) -> WatchResult:
     target_repo = recipe.target.repo_id if isinstance(recipe.target, HubRef) else None
     lock = load_lock(recipe.folder / LOCK_FILE)
     skipped = _why_skipped(recipe.source, recipe.target, lock)
-    if skipped or lock is None:
-        return WatchResult(DraftWatch(recipe.name, source_repo, target_repo, skipped=skipped or "no lock"), None)
+    if skipped is not None or lock is None:
+        return WatchResult(DraftWatch(recipe.name, source_repo, target_repo, skipped=skipped), None)
     assert isinstance(recipe.source, HubRef) and isinstance(recipe.target, HubRef)
 
     new_source = ctx.open_source(recipe.source, "source", ctx.api, recipe.retries)
@@ -61,7 +61,8 @@ def watch_draft(ctx: Context, today: str) -> WatchResult:
     target, finding = None, None
     if target_commit != lock["target"]["commit"] or comparison is not None:
         pins = {"source": HubRef(recipe.source.repo_id, source_commit), "target": HubRef(recipe.target.repo_id, target_commit)}
-        report = inspect_recipe(Context(recipe, ctx.workdir, ctx.out, ctx.api, ctx.open_source, pins=pins), today)
+        pinned = Context(recipe=recipe, workdir=ctx.workdir, out=ctx.out, api=ctx.api, open_source=ctx.open_source, pins=pins)
+        report = inspect_recipe(pinned, today)
         finding = inspect_summary(report)
         old = lock.get("inspect") or {}
         target = TargetWatch(
