@@ -9,10 +9,10 @@ from typing import Any
 
 from pipeline.cli.output import Output
 from pipeline.errors import InputError
-from pipeline.flows.runner import Context
 from pipeline.recipe.layout import Workdir
 from pipeline.recipe.loader import RECIPE_FILE, Recipe, load_recipe, recipe_path
 from pipeline.recipe.versions import draft_names
+from pipeline.stages.context import Context
 
 SUMMARY = (
     "compare each draft's locked source and target commits with the Hub (no weights read); --propose writes a branch and pull-request text"
@@ -75,7 +75,7 @@ def watch(args: argparse.Namespace, out: Output) -> int:
         for ctx, result in zip(contexts, results, strict=True):
             if result.lock is None:
                 continue
-            outcome = propose_change(ctx, result, open_repository(ctx.recipe.folder))
+            outcome = propose_change(ctx, result, open_repository(ctx.artifacts.folder))
             proposals.append(
                 {
                     "draft": ctx.recipe.name,

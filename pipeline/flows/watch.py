@@ -17,13 +17,13 @@ from typing import Any
 from pipeline.checkpoint.files import sha256_bytes
 from pipeline.checkpoint.readers import CARD_FILE, CONFIG_FILE, INDEX_FILE
 from pipeline.checkpoint.sources import ModelSource
+from pipeline.flows.build import inspect_summary
 from pipeline.flows.inspect import inspect_recipe
-from pipeline.flows.publish import inspect_summary
-from pipeline.flows.runner import Context
 from pipeline.flows.watch_report import DraftWatch, TargetWatch
 from pipeline.flows.watch_source import SourceComparison, compare_source
 from pipeline.recipe.loader import HubRef
-from pipeline.recipe.lock import LOCK_FILE, load_lock
+from pipeline.recipe.lock import load_lock
+from pipeline.stages.context import Context
 from pipeline.stages.fetch import TOKENIZER_FILES
 
 # The target files a build records in the lock (the fetch stage's list).
@@ -44,7 +44,7 @@ def watch_draft(ctx: Context, today: str) -> WatchResult:
     recipe = ctx.recipe
     source_repo = recipe.source.repo_id if isinstance(recipe.source, HubRef) else None
     target_repo = recipe.target.repo_id if isinstance(recipe.target, HubRef) else None
-    lock = load_lock(recipe.folder / LOCK_FILE)
+    lock = load_lock(ctx.artifacts.lock)
     skipped = _why_skipped(recipe.source, recipe.target, lock)
     if skipped is not None or lock is None:
         return WatchResult(DraftWatch(recipe.name, source_repo, target_repo, skipped=skipped), None)

@@ -1,13 +1,13 @@
 """The watcher's proposal for one draft: the re-pinned lock, the card rendered from it, and the
 pull-request text saying what moved, from which commit to which, the verdict and the card diff.
 
-The card is rendered in a staging copy of the draft's folder (`<workdir>/watch/<draft>/proposal/`),
-so the checkout is not touched; the branch commit then holds exactly the lock and card changes.
+The card is rendered from a staging folder (`<workdir>/watch/<draft>/proposal/`, holding the
+proposed lock and the committed config), so the checkout is not touched; the branch commit then
+holds exactly the lock and card changes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -15,14 +15,14 @@ import git
 
 from pipeline.card.render import escape_cell
 from pipeline.checkpoint.files import atomic_write_bytes, dump_json
-from pipeline.checkpoint.readers import CARD_FILE
 from pipeline.flows.proposal import Proposal, ProposalResult, propose, relative_path
 from pipeline.flows.publish import _fenced as fenced
-from pipeline.flows.runner import Context, run_stages
+from pipeline.flows.runner import run_stages
 from pipeline.flows.watch import WatchResult
 from pipeline.flows.watch_report import SHORT, DraftWatch
-from pipeline.recipe.lock import LOCK_FILE, REVIEWED_CONFIG
+from pipeline.recipe.layout import Artifacts
 from pipeline.stages import card
+from pipeline.stages.context import Context
 
 BRANCH_PREFIX = "watch/"
 
@@ -35,26 +35,23 @@ def watch_folder(ctx: Context) -> Path:
 def propose_change(ctx: Context, result: WatchResult, repo: git.Repo) -> ProposalResult:
     """Stage the new lock and card, commit them on `watch/<draft>` and write pull-request.md."""
     assert result.lock is not None
-    recipe = ctx.recipe
-    staging = watch_folder(ctx) / "proposal"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    shutil.copyfile(recipe.path, staging / recipe.path.name)
-    if (recipe.folder / REVIEWED_CONFIG).exists():
-        shutil.copyfile(recipe.folder / REVIEWED_CONFIG, staging / REVIEWED_CONFIG)
+    committed, staged = ctx.artifacts, Artifacts(watch_folder(ctx) / "proposal")
+    shutil.rmtree(staged.folder, ignore_errors=True)
+    staged.folder.mkdir(parents=True)
+    if committed.config.exists():
+        shutil.copyfile(committed.config, staged.config)
     lock_bytes = dump_json(result.lock)
-    atomic_write_bytes(staging / LOCK_FILE, lock_bytes)
+    atomic_write_bytes(staged.lock, lock_bytes)
     run_stages(ctx, ("bench-import",))  # the card shows the benchmarks the recipe declares
-    staged = dataclasses.replace(recipe, path=staging / recipe.path.name)
-    text = card.render_card(card.CardStageInputs(staged, ctx.family, ctx.workdir.benchmarks))
-    atomic_write_bytes(staging / CARD_FILE, text.encode("utf-8"))
+    text = card.render_card(card.CardStageInputs(ctx.recipe, ctx.family, ctx.workdir.benchmarks, staged))
+    atomic_write_bytes(staged.readme, text.encode("utf-8"))
 
-    lock_path, card_path = relative_path(repo, recipe.folder / LOCK_FILE), relative_path(repo, recipe.folder / CARD_FILE)
-    committed = (recipe.folder / CARD_FILE).read_text(encoding="utf-8") if (recipe.folder / CARD_FILE).exists() else ""
-    card_diff = card.unified_diff(committed, text, f"a/{card_path}", f"b/{card_path}")
+    lock_path, card_path = relative_path(repo, committed.lock), relative_path(repo, committed.readme)
+    old_card = committed.readme.read_text(encoding="utf-8") if committed.readme.exists() else ""
+    card_diff = card.unified_diff(old_card, text, f"a/{card_path}", f"b/{card_path}")
     report = result.report
     proposal = Proposal(
-        branch=BRANCH_PREFIX + recipe.name,
+        branch=BRANCH_PREFIX + ctx.recipe.name,
         title=pull_request_title(report),
         body=pull_request_body(report, card_diff),
         files={lock_path: lock_bytes, card_path: text.encode("utf-8")},
