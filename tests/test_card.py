@@ -109,7 +109,7 @@ def test_card_of_a_local_build_has_no_token_and_no_local_path(
     make_recipe: RecipeMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
-    recipe = make_recipe()
+    recipe = make_recipe("card: {credit: mtp-draft-pipeline (synthetic weights)}\n")
     assert run_cli("build", "--recipe", str(recipe), "--workdir", str(tmp_path / "w")).code == 0
 
     result = run_cli("card", "--recipe", str(recipe), "--workdir", str(tmp_path / "w"))

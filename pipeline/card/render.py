@@ -19,6 +19,7 @@ import jinja2
 from huggingface_hub import ModelCardData
 
 from pipeline import __version__
+from pipeline.card.attribution import attribution_view
 from pipeline.errors import InputError
 from pipeline.families import Family
 from pipeline.recipe.loader import HubRef, Recipe
@@ -211,7 +212,7 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
     forced = None
     if inputs.forced_verdict:
         forced = f"Published with --force although inspection found this draft {inputs.forced_verdict}: {inspect.get('summary', 'see the provenance section')}."
-    license_files = sorted(name for name in (lock.get("files") or {}) if name.startswith(("LICENSE", "NOTICE")))
+    license_id = source_lock.get("license") or recipe.license
     return {
         "title": escape_cell(recipe.card.title or (recipe.destination.repo_id.split("/")[1] if recipe.destination else recipe.name)),
         "draft": recipe.name,
@@ -232,10 +233,10 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
         "checks": [f"`{c}`" for c in (lock.get("verify") or {}).get("checks", [])],
         "unresolved": list(lock.get("unresolved", [])),
         "files": _files(lock),
-        "license": source_lock.get("license") or recipe.license,
+        "license": license_id,
         "license_checked": bool(source_lock.get("license")),
         "benchmark_note": " ".join(recipe.card.benchmark_note.split()) if recipe.card.benchmark_note else None,
-        "license_files": [f"`{name}`" for name in license_files],
+        "attribution": attribution_view(recipe, inputs.family, lock, license_id, n_predict),
         "changelog": [{"version": escape_cell(n.version), "notes": " ".join(n.notes.split())} for n in recipe.card.release_notes],
     }
 
