@@ -13,6 +13,8 @@ import git
 import pytest
 from huggingface_hub import CommitOperationAdd
 
+from pipeline.errors import InputError
+from pipeline.flows.proposal import Proposal, propose
 from pipeline.rehearsal.hub import FaultPlan, HubServer
 from tests.conftest import run_cli
 from tests.hub_fixtures import SOURCE_REPO, TARGET_REPO, files_of
@@ -358,3 +360,32 @@ def test_a_hub_that_keeps_failing_exits_3_and_proposes_nothing(
     assert len(errors) == 1 and "503" in errors[0] and SOURCE_REPO in errors[0] and "Traceback" not in result.stderr
     assert BRANCH not in [head.name for head in release.repo.heads]
     assert not (release.workdir / "watch").exists()
+
+
+def test_a_proposal_commits_only_its_files_and_leaves_staged_work_and_the_branch_alone(tmp_path: Path) -> None:
+    repo = git.Repo.init(tmp_path / "project")
+    repo.config_writer().set_value("user", "name", "Watcher").release()
+    repo.config_writer().set_value("user", "email", "watch@example.invalid").release()
+    root = Path(repo.working_tree_dir or "")
+    (root / "kept.txt").write_text("committed\n")
+    (root / "lock.json").write_text("{}\n")
+    repo.index.add(["kept.txt", "lock.json"])
+    head = repo.index.commit("base")
+    (root / "kept.txt").write_text("staged, not proposed\n")
+    repo.index.add(["kept.txt"])
+    proposal = Proposal("watch/x", "x: re-pin", "Body.", {"lock.json": b'{"commit": "new"}\n', "card.md": b"# Card\n"})
+
+    result = propose(repo, proposal, tmp_path / "out")
+
+    branch = repo.commit("watch/x")
+    assert result.commit == branch.hexsha and branch.parents == (head,)
+    assert {d.a_path or d.b_path for d in head.diff(branch)} == {"lock.json", "card.md"} == set(result.changed)
+    assert _blob(branch, "kept.txt") == b"committed\n" and _blob(branch, "lock.json") == b'{"commit": "new"}\n'
+    assert repo.head.commit == head and repo.active_branch.name != "watch/x"
+    assert [d.a_path for d in repo.index.diff("HEAD")] == ["kept.txt"]  # the staged change is still staged
+    assert (tmp_path / "out" / "pull-request.md").read_text() == "# x: re-pin\n\nBody.\n"
+    again = propose(repo, Proposal("watch/x", "x: re-pin", "Body.", {"lock.json": b"{}\n"}), tmp_path / "out")
+    assert again.commit is None and again.changed == ()  # HEAD already holds it: nothing to commit
+    repo.git.checkout("watch/x")
+    with pytest.raises(InputError, match=r"^watch/x: is the checked-out branch$"):
+        propose(repo, Proposal("watch/x", "x: re-pin", "Body.", {"lock.json": b"{}\n"}), tmp_path / "out")
