@@ -94,7 +94,7 @@ def _check_lock(ctx: Context) -> dict[str, Any]:
     """The committed lock must be what this build produces (inspect aside: it is re-checked at publish)."""
     lock_path = ctx.artifacts.lock
     committed = _committed_lock(ctx)
-    diff = differences(committed, build_lock(ctx.recipe, ctx.workdir, committed.get("inspect")))
+    diff = differences(committed, build_lock(ctx.recipe, ctx.workdir, committed.get("inspect"), ctx.source("source")))
     if diff:
         more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
         raise CheckFailed(f"{lock_path}: the build does not reproduce the lock at {diff[0]}{more}")
