@@ -20,6 +20,7 @@ from huggingface_hub import ModelCardData
 
 from pipeline import __version__
 from pipeline.card.attribution import attribution_view
+from pipeline.card.markdown import escape_cell
 from pipeline.errors import InputError
 from pipeline.families import Family
 from pipeline.recipe.loader import HubRef, Recipe
@@ -32,14 +33,6 @@ HUB_URL = "https://huggingface.co"
 UNRESOLVED = "not yet resolved"
 NOT_SHOWN = "—"  # a table cell with no figure
 NOT_GIVEN = "not given"  # a label no input file or recipe states
-
-
-def escape_cell(value: object) -> str:
-    """Text safe inside a Markdown table cell: no column breaks, no raw HTML, one line."""
-    text = str(value)
-    for raw, safe in (("\\", "\\\\"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;"), ("`", "\\`")):
-        text = text.replace(raw, safe)
-    return " ".join(text.split())
 
 
 def environment(folder: Path = TEMPLATES) -> jinja2.Environment:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import git
 
-from pipeline.card.render import escape_cell
+from pipeline.card.markdown import escape_cell, fenced
 from pipeline.checkpoint.files import atomic_write_bytes, dump_json
 from pipeline.flows.proposal import Proposal, ProposalResult, propose, relative_path
-from pipeline.flows.publish import _fenced as fenced
 from pipeline.flows.runner import run_stages
 from pipeline.flows.watch import WatchResult
 from pipeline.flows.watch_report import SHORT, DraftWatch

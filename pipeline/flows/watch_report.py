@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline.card.render import escape_cell
+from pipeline.card.markdown import escape_cell
 
 SCHEMA = "mtp-watch/v1"
 SourceState = Literal["unchanged", "bytes-unchanged", "rebuild-needed"]
