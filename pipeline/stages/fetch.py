@@ -25,6 +25,7 @@ from pipeline.checkpoint.disk import DiskCheck, check_room, refuse_unless_room
 from pipeline.checkpoint.files import atomic_write_bytes, atomic_write_json, remove_stale_temp_files
 from pipeline.checkpoint.readers import CARD_FILE, read_card_license
 from pipeline.checkpoint.shard_layout import ShardLayout, hash_shard
+from pipeline.checkpoint.shared_copies import omitted_copies
 from pipeline.checkpoint.sources import ModelSource, WholeShardSource
 from pipeline.errors import CheckFailed
 from pipeline.families import Family
@@ -33,6 +34,7 @@ from pipeline.recipe.loader import HubRef
 from pipeline.remote import ranged
 from pipeline.remote.ranged import FileJob, Segment, fetch_files
 from pipeline.stages.context import Context, Stage, StageOutcome, folder_state
+from pipeline.stages.fetch_plan import TOKENIZER_FILES as TOKENIZER_FILES  # the target files fetch records, which watch reads
 from pipeline.stages.fetch_plan import FetchPlan, Selected, plan_fetch
 
 SCHEMA = "mtp-fetch/v2"
@@ -260,6 +262,7 @@ def _inputs(ctx: Context) -> dict[str, Any]:
         "source": _source_identity(ctx, "source"),
         "target": _source_identity(ctx, "target"),
         "family": ctx.recipe.family,
+        "shared_weights": ctx.recipe.shared_weights,
         "license": ctx.recipe.license,
         "mode": ctx.recipe.fetch.mode,
         "max_shard_bytes": ctx.recipe.max_shard_bytes,  # the shard layout the bytes land in
@@ -285,12 +288,16 @@ def _run(ctx: Context) -> StageOutcome:
     result = run(fetch_inputs(ctx), show_progress=ctx.out.show_progress)
     ratio = result.bytes_fetched / max(result.bytes_needed, 1)
     ctx.out.info(f"fetch: {result.tensors} tensors, {result.bytes_fetched} bytes fetched for {result.bytes_needed} needed ({ratio:.4f}x)")
+    omitted = omitted_copies(ctx.source("source"), ctx.family)
+    if omitted.names:
+        ctx.out.info(f"fetch: {omitted.line()}")
     summary = {
         "source_commit": result.source_commit,
         "target_commit": result.target_commit,
         "tensors": result.tensors,
         "bytes_needed": result.bytes_needed,
         "bytes_fetched": result.bytes_fetched,
+        "shared_weights": {"choice": ctx.family.shared_weights, "omitted": list(omitted.names), "bytes_saved": omitted.source_bytes},
     }
     return [result.manifest], summary
 

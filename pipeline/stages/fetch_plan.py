@@ -28,6 +28,7 @@ from pipeline.checkpoint.sources import ModelSource
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import ExpectedTensor, Family
 from pipeline.families.arrays import refuse_short_arrays
+from pipeline.families.quant_excludes import QUANT_CONFIG_FILE
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
 
@@ -90,18 +91,17 @@ def plan_fetch(source: ModelSource, target: ModelSource, family: Family, max_sha
     refuse_short_arrays(f"{source.label}: {CONFIG_FILE}", config, family, geometry)  # before moving gigabytes
     index = read_weight_index(source)
     expected = family.expected_tensors(geometry)
-    _refuse_unknown_mtp_tensors(source.label, family, geometry.mtp_layers, index, expected)
+    _refuse_unknown_mtp_tensors(source.label, family, geometry.mtp_layers, index, family.known_source_names(geometry))
     selected = _select(source, index, expected)
     read_config(target)
-    source_files, target_files = _source_small_files(source, config), _target_small_files(target)
+    source_files, target_files = _source_small_files(source, config), _target_small_files(target, family)
     small = sum(source.size(name) for name in source_files if source.exists(name)) + sum(target.size(name) for name in target_files)
     shards = lay_out([item.slot for item in selected], max_shard_bytes)
     read = tuple((name, source.size(name)) for name in sorted({item.shard for item in selected}))
     return FetchPlan(source_commit, target_commit, tuple(selected), tuple(shards), tuple(source_files), tuple(target_files), small, read)
 
 
-def _refuse_unknown_mtp_tensors(label: str, family: Family, mtp_layers: range, index: WeightIndex, expected: list[ExpectedTensor]) -> None:
-    known = {name for tensor in expected for name in tensor.source_names}
+def _refuse_unknown_mtp_tensors(label: str, family: Family, mtp_layers: range, index: WeightIndex, known: set[str]) -> None:
     prefixes = tuple(prefix for prefix, _ in family.mtp_prefixes(mtp_layers))
     unknown = sorted(name for name in index.weight_map if name.startswith(prefixes) and name not in known)
     if unknown:
@@ -138,6 +138,8 @@ def _source_small_files(source: ModelSource, config: dict[str, Any]) -> list[str
     return [name for name in dict.fromkeys(names) if source.exists(name) or name in auto_map_files(config)]
 
 
-def _target_small_files(target: ModelSource) -> list[str]:
-    names = [CONFIG_FILE, INDEX_FILE, CARD_FILE, *TOKENIZER_FILES]
+def _target_small_files(target: ModelSource, family: Family) -> list[str]:
+    # The legacy ModelOpt quantization file matters only where vLLM builds the MTP with the target's config.
+    quant = [QUANT_CONFIG_FILE] if family.quantization_from == "target" else []
+    names = [CONFIG_FILE, *quant, INDEX_FILE, CARD_FILE, *TOKENIZER_FILES]
     return [name for name in names if target.exists(name)]
