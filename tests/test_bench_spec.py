@@ -59,7 +59,7 @@ def test_hardware_is_another_name_for_gpu_and_k_may_be_zero() -> None:
         ({"runs": [{"files": "a.json", "wrkload": "code"}]}, "runs[0].wrkload: unknown key (did you mean 'workload'?)"),
         (
             {"runs": [{"files": "a.json"}], "labelz": {}},
-            "labelz: unknown key (did you mean 'labels'?); valid keys: labels, matrix, runs, workloads",
+            "labelz: unknown key (did you mean 'labels'?); valid keys: labels, matrix, plan, runs, workloads",
         ),
         ({"labels": {"gpus": 2}, "runs": [{"files": "a"}]}, "labels.gpus: unknown key (did you mean 'gpu'?)"),
         ({"runs": [{"files": "a"}, {"files": "b"}, {"files": "c", "mode": "fast"}]}, "runs[2].mode: must be one of baseline, speculative"),

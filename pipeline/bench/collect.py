@@ -9,7 +9,7 @@ from pathlib import Path
 from pipeline.bench.formats import read_result_file
 from pipeline.bench.normalize import Run, normalize_run, run_order
 from pipeline.bench.prometheus import SpecCounters, delta, read_snapshot
-from pipeline.bench.spec import BenchmarkSpec, PrometheusPair
+from pipeline.bench.spec import BenchmarkSpec, PrometheusPair, RunGroup
 from pipeline.errors import InputError
 
 PROMETHEUS_TOOL = "prometheus /metrics snapshot"
@@ -67,7 +67,7 @@ def collect(bench_dir: Path, spec: BenchmarkSpec) -> Collected:
     for i, group in enumerate(spec.runs):
         paths = sorted(p for p in bench_dir.glob(group.files) if p.is_file())
         if not paths:
-            raise InputError(f"{bench_dir}: benchmarks.runs[{i}].files: {group.files!r} matches no file")
+            raise InputError(f"{bench_dir}: {_named(group, i)}.files: {group.files!r} matches no file", hint=_hint(group))
         raws = []
         for path in paths:
             rel = files.relative(path)
@@ -76,7 +76,7 @@ def collect(bench_dir: Path, spec: BenchmarkSpec) -> Collected:
                 key = (rel, raw.origin.index)
                 if key in claimed:
                     raise InputError(
-                        f"{raw.origin}: taken by benchmarks.runs[{claimed[key]}] and benchmarks.runs[{i}]",
+                        f"{raw.origin}: taken by {_named(spec.runs[claimed[key]], claimed[key])} and {_named(group, i)}",
                         hint="each run belongs to one run group; narrow files or match",
                     )
                 claimed[key] = i
@@ -84,7 +84,7 @@ def collect(bench_dir: Path, spec: BenchmarkSpec) -> Collected:
                 files.add_source(rel, file_runs[0].tool)
             raws.extend(file_runs)
         if not raws:
-            raise InputError(f"{bench_dir}: benchmarks.runs[{i}].match: no measured run in {group.files!r} matches")
+            raise InputError(f"{bench_dir}: {_named(group, i)}.match: no measured run in {group.files!r} matches", hint=_hint(group))
         pairs = group.prometheus
         if pairs and len(pairs) != len(raws):
             raise InputError(
@@ -109,6 +109,19 @@ def collect(bench_dir: Path, spec: BenchmarkSpec) -> Collected:
             )
     _refuse_duplicates(runs)
     return Collected(tuple(sorted(runs, key=run_order)), tuple(files.sources[name] for name in sorted(files.sources)))
+
+
+def _named(group: RunGroup, index: int) -> str:
+    return group.where or f"benchmarks.runs[{index}]"
+
+
+def _hint(group: RunGroup) -> str | None:
+    if group.where is None:
+        return None
+    return (
+        "put the folder the plan's run.sh wrote under benchmarks/ (benchmarks.plan.results names it), "
+        "or list a cell that could not run under benchmarks.matrix.missing"
+    )
 
 
 def _delta(files: _Files, cache: dict[str, SpecCounters], pair: PrometheusPair, where: str) -> SpecCounters:
