@@ -59,14 +59,19 @@ def real_prompts_plan() -> dict[str, Any]:
     return plan
 
 
+def fake_executables(folder: Path, names: dict[str, str]) -> Path:
+    """Executables named like the real tools, each running one of the test fakes with this Python."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, script in names.items():
+        path = folder / name
+        path.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(script)} "$@"\n')
+        path.chmod(0o755)
+    return folder
+
+
 def run_sweep(plan_dir: Path, output_dir: Path, experiment: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """run.sh as the GPU host runs it, with the fake `vllm` first on PATH."""
-    bin_dir = tmp_path / "fake-bin"
-    if not bin_dir.exists():
-        bin_dir.mkdir()
-        vllm = bin_dir / "vllm"
-        vllm.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(fake_vllm_sweep.__file__)} "$@"\n')
-        vllm.chmod(0o755)
+    bin_dir = fake_executables(tmp_path / "fake-bin", {"vllm": fake_vllm_sweep.__file__})
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(
         ["sh", str(plan_dir / "run.sh"), str(output_dir), experiment], env=env, capture_output=True, text=True, timeout=120

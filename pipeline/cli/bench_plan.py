@@ -59,6 +59,7 @@ def bench_plan_command(args: argparse.Namespace, out: Output) -> int:
         "draft": recipe.name,
         "out": str(folder),
         "files": written,
+        "image": plan.image,
         "servers": list(planned.serve_names),
         "cells": [cell.name for cell in planned.cells],
         "runs_per_cell": plan.runs_per_cell,
