@@ -18,8 +18,8 @@ in vLLM 0.33.0 (paths under `vllm/benchmarks/`):
   `summary.csv` at the root, written by pandas with its index column (`:383-384`);
 - the bench result's keys: `date`, `endpoint_type`, `backend`, `label`, `model_id`, `tokenizer_id`,
   `num_prompts`, then each `--metadata` pair split at its first `=`, then `request_rate` ("inf"),
-  `burstiness`, `max_concurrency` (`serve.py:2304-2329`), then the benchmark's figures
-  (`serve.py:1340-1390`), `spec_decode_*` only when the server drafted (`serve.py:1376-1385`).
+  `burstiness`, `max_concurrency` (`serve.py:2302-2329`), then the benchmark's figures
+  (`serve.py:1317-1390`), `spec_decode_*` only when the server drafted (`serve.py:1376-1385`).
 """
 
 from __future__ import annotations

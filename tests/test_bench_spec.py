@@ -129,7 +129,7 @@ def test_readme_schema_table_names_every_key_and_label() -> None:
 def test_readme_examples_parse() -> None:
     blocks = _readme_benchmarks().split("```yaml\n")[1:]
     specs = [yaml.safe_load(block.split("```")[0])["benchmarks"] for block in blocks]
-    assert len(specs) == 2
+    assert len(specs) == 3  # two runs: examples, one plan
     for spec in specs:
         parse_benchmark_spec(spec)
 
