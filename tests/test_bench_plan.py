@@ -238,6 +238,15 @@ def test_import_names_the_plan_cell_without_runs(swept: dict[str, Any], tmp_path
     assert "hint: put the folder the plan's run.sh wrote under benchmarks/" in stderr
 
 
+def test_results_of_another_plan_fill_no_cell(swept: dict[str, Any], tmp_path: Path) -> None:
+    recipe = yaml.safe_load(swept["recipe"].read_text())
+    recipe["benchmarks"]["plan"]["workloads"][1]["num_prompts"] = 64  # the runs were made with 32 prompts
+    changed = beside_results(swept, tmp_path, recipe)
+    code, _, stderr = cli("bench-import", "--recipe", str(changed), "--workdir", str(tmp_path / "work"))
+    assert code == 2
+    assert "benchmarks.plan cell code-c1 (baseline).match: no measured run" in stderr
+
+
 def test_run_script_resumes_an_experiment(swept: dict[str, Any], tmp_path: Path) -> None:
     results = tmp_path / "results"
     assert run_sweep(swept["plan"], results, "again", tmp_path).returncode == 0

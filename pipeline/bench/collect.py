@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.bench.formats import read_result_file
+from pipeline.bench.formats import Records, parse_records, read_result_file
 from pipeline.bench.normalize import Run, normalize_run, run_order
 from pipeline.bench.prometheus import SpecCounters, delta, read_snapshot
 from pipeline.bench.spec import BenchmarkSpec, PrometheusPair, RunGroup
@@ -37,7 +37,20 @@ class _Files:
         self.bench_dir = bench_dir
         self.root = bench_dir.resolve()
         self.data: dict[str, bytes] = {}
+        self.parsed: dict[str, Records] = {}
+        self.globbed: dict[str, list[Path]] = {}
         self.sources: dict[str, Source] = {}
+
+    def glob(self, pattern: str) -> list[Path]:
+        """The files a pattern matches, found once however many groups use it (a plan has many)."""
+        if pattern not in self.globbed:
+            self.globbed[pattern] = sorted(p for p in self.bench_dir.glob(pattern) if p.is_file())
+        return self.globbed[pattern]
+
+    def records(self, path: Path, rel: str) -> Records:
+        if rel not in self.parsed:
+            self.parsed[rel] = parse_records(path, self.read(rel))
+        return self.parsed[rel]
 
     def relative(self, path: Path) -> str:
         if not path.resolve().is_relative_to(self.root):
@@ -65,13 +78,13 @@ def collect(bench_dir: Path, spec: BenchmarkSpec) -> Collected:
     claimed: dict[tuple[str, int], int] = {}
     runs: list[Run] = []
     for i, group in enumerate(spec.runs):
-        paths = sorted(p for p in bench_dir.glob(group.files) if p.is_file())
+        paths = files.glob(group.files)
         if not paths:
             raise InputError(f"{bench_dir}: {_named(group, i)}.files: {group.files!r} matches no file", hint=_hint(group))
         raws = []
         for path in paths:
             rel = files.relative(path)
-            file_runs = read_result_file(path, rel, files.read(rel), group.match)
+            file_runs = read_result_file(path, rel, files.read(rel), group.match, files.records(path, rel))
             for raw in file_runs:
                 key = (rel, raw.origin.index)
                 if key in claimed:

@@ -35,8 +35,8 @@ import json
 import shlex
 from dataclasses import dataclass
 
-from pipeline.bench.plan_cells import BASELINE, Cell, cells, serve_name
-from pipeline.bench.plan_spec import OUTPUT_LEN_KEYS, RANDOM, RANDOM_INPUT_LEN_KEY, PlanSpec, context_tokens
+from pipeline.bench.plan_cells import BASELINE, Cell, bench_params, cells, serve_name
+from pipeline.bench.plan_spec import RANDOM, PlanSpec, context_tokens
 from pipeline.checkpoint.files import dump_json
 
 SERVE_PARAMS = "serve_params.json"
@@ -86,27 +86,6 @@ def serve_params(inputs: PlanInputs) -> list[dict[str, object]]:
         entries.append(
             {"_benchmark_name": serve_name(inputs.plan, k), "speculative_config": speculative_config(inputs.plan, inputs.draft_model, k)}
         )
-    return entries
-
-
-def bench_params(plan: PlanSpec) -> list[dict[str, object]]:
-    """One entry per cell: the workload's prompts at one context and one concurrency."""
-    entries = []
-    for cell in cells(plan):
-        workload = cell.workload
-        entry: dict[str, object] = {
-            "_benchmark_name": cell.name,
-            "metadata": f"workload={workload.id}",
-            "max_concurrency": cell.concurrency,
-            "num_prompts": workload.num_prompts,
-            "dataset_name": workload.dataset,
-        }
-        if workload.dataset == RANDOM:
-            entry[RANDOM_INPUT_LEN_KEY] = context_tokens(cell.context) if cell.context else workload.input_len
-        else:
-            entry["dataset_path"] = workload.path_for(cell.context)
-        entry[OUTPUT_LEN_KEYS[workload.dataset]] = workload.output_len
-        entries.append(entry)
     return entries
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.bench.inferred import BENCHMARK_NAME
-from pipeline.bench.plan_spec import PlanSpec, PlanWorkload
+from pipeline.bench.plan_spec import OUTPUT_LEN_KEYS, RANDOM, RANDOM_INPUT_LEN_KEY, PlanSpec, PlanWorkload, context_tokens
 from pipeline.bench.spec import Labels, MatrixSpec, MissingCell, RunGroup, Workload
 
 BASELINE = "baseline"
@@ -45,6 +44,32 @@ def cells(plan: PlanSpec) -> tuple[Cell, ...]:
     return tuple(found)
 
 
+def bench_params(plan: PlanSpec) -> list[dict[str, object]]:
+    """One entry per cell: the workload's prompts at one context and one concurrency.
+
+    Each key is a `vllm bench serve` option (`--max-concurrency`, `--num-prompts`, `--dataset-name`,
+    `--dataset-path`, `--random-input-len`, the dataset's output length); `metadata` fills the bench
+    command's first `--metadata` token with the workload (sweep/param_sweep.py:132-146).
+    """
+    entries = []
+    for cell in cells(plan):
+        workload = cell.workload
+        entry: dict[str, object] = {
+            "_benchmark_name": cell.name,
+            "metadata": f"workload={workload.id}",
+            "max_concurrency": cell.concurrency,
+            "num_prompts": workload.num_prompts,
+            "dataset_name": workload.dataset,
+        }
+        if workload.dataset == RANDOM:
+            entry[RANDOM_INPUT_LEN_KEY] = context_tokens(cell.context) if cell.context else workload.input_len
+        else:
+            entry["dataset_path"] = workload.path_for(cell.context)
+        entry[OUTPUT_LEN_KEYS[workload.dataset]] = workload.output_len
+        entries.append(entry)
+    return entries
+
+
 def serve_name(plan: PlanSpec, k: int | None) -> str:
     """The serve combination's `_benchmark_name`: `baseline`, or `mtp-k1` (a K the importer can read)."""
     return BASELINE if k is None else f"{plan.method}-k{k}"
@@ -61,18 +86,20 @@ def plan_labels(plan: PlanSpec) -> Labels:
 def run_groups(plan: PlanSpec, missing: tuple[MissingCell, ...] = ()) -> tuple[RunGroup, ...]:
     """One run group per cell and mode, for bench-import: the baseline and the plan's first K.
 
-    The card compares one K with the baseline, so runs at the plan's other K values stay in the
+    A run belongs to a cell only if it holds every override the plan gives the cell, so the results
+    of an earlier plan (other prompts, lengths or counts) fill no cell of this one. The card compares one K with the baseline, so runs at the plan's other K values stay in the
     folder as raw data and feed no figure. Matrix cells the recipe declares missing get no group.
     """
     base = f"{plan.results}/" if plan.results else ""
     skipped = {(cell.context, cell.concurrency) for cell in missing}
     groups = []
     k = plan.k[0]
-    for cell in cells(plan):
+    for cell, entry in zip(cells(plan), bench_params(plan), strict=True):
         if cell.context is not None and (cell.context, cell.concurrency) in skipped:
             continue
         for mode_k in (None, k):
-            match = ((BENCHMARK_NAME, cell.name), ("speculative_config", None) if mode_k is None else (K_KEY, mode_k))
+            # every override the plan gives the cell must be in the run as planned (sweep/serve.py:54-64)
+            match = (*entry.items(), ("speculative_config", None) if mode_k is None else (K_KEY, mode_k))
             labels = Labels(
                 workload=cell.workload.id, context=cell.context, mode="baseline" if mode_k is None else "speculative", k=mode_k,
             )  # fmt: skip
