@@ -207,8 +207,9 @@ docker run --rm --gpus all --ipc=host -v "$PWD:/plan" -w /plan \\
 x {len(result_cells)} cells x {plan.runs_per_cell} runs = {len(names) * len(result_cells) * plan.runs_per_cell} measured runs. Run it again with
 the same output folder and experiment name to resume; add `--dry-run` to the sweep to print the commands only.
 The results land in `results/<experiment>/SERVE-<server>-BENCH-<cell>/run=<N>.json`, with a `summary.json`
-per combination and `summary.csv` at the root. Copy that folder to `artifacts/{inputs.draft_name}/benchmarks/<date>/`
-and `bench-import` reads it with the plan as its only description.
+per combination and `summary.csv` at the root. Copy that folder to `artifacts/{inputs.draft_name}/benchmarks/<date>/`,
+set `benchmarks.plan.results: <date>` in the recipe, and `bench-import` reads it with the plan as its only
+description (no `runs:` section).
 
 ## Servers
 
