@@ -16,6 +16,11 @@ in vLLM 0.33.0 (paths under `vllm/benchmarks/`):
   bench, override key (`sweep/serve.py:54-64, 121-131`); an existing run file is read, not rerun
   (`:96-107`); `summary.json` per combination, a list of its runs, indent 4 (`:157-161, 298-299`);
   `summary.csv` at the root, written by pandas with its index column (`:383-384`);
+- `--warmup-num-prompts N`: one unmeasured run per combination saved as `warmup.json`, `run_number` -1
+  (`sweep/serve.py:274-280`); `--after-bench-cmd`: run after every run, the warm-up included, instead
+  of the cache reset (`sweep/serve.py:119`, `sweep/server.py:228-233`); one server per serve
+  combination (`sweep/serve.py:321-332`), here a `/metrics` endpoint on the serve command's `--port`
+  whose spec-decode counters (names as in shared/facts/bench-formats.md §4) count from 0 each time;
 - the bench result's keys: `date`, `endpoint_type`, `backend`, `label`, `model_id`, `tokenizer_id`,
   `num_prompts`, then each `--metadata` pair split at its first `=`, then `request_rate` ("inf"),
   `burstiness`, `max_concurrency` (`serve.py:2302-2329`), then the benchmark's figures
@@ -29,9 +34,13 @@ import csv
 import io
 import json
 import math
+import os
 import shlex
+import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +49,62 @@ ACCEPTED_FRACTION = 0.8  # synthetic: every drafted position is accepted 80 % of
 DRAFTS_PER_RUN = 1000  # synthetic
 SPEEDUP = 0.25  # synthetic: a drafting server's TPOT is the baseline's / 1.25
 NATURAL_INPUT_LEN = 600  # synthetic input length of a dataset cell with no context
+# Set to 0 to play an engine build older than the spec_decode_* result keys (vLLM PR #31739).
+RESULT_SPEC_KEYS_ENV = "FAKE_VLLM_RESULT_SPEC_KEYS"
+
+
+class FakeServer:
+    """A server's `/metrics` and cache-reset endpoints; the counters grow with every drafted run."""
+
+    def __init__(self, port: int, k: int | None) -> None:
+        self.k = k
+        self.counts = {"drafts": 0, "draft_tokens": 0, "accepted": 0}
+        self.per_position = [0] * (k or 0)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = server.metrics().encode() if self.path == "/metrics" else b""
+                self.send_response(200 if self.path == "/metrics" else 404)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                ok = self.path in ("/reset_prefix_cache", "/reset_mm_cache", "/reset_encoder_cache")
+                self.send_response(200 if ok else 404)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+
+    def drafted(self, draft_tokens: int, accepted: int, drafts: int, accepted_per_position: list[int]) -> None:
+        self.counts["drafts"] += drafts
+        self.counts["draft_tokens"] += draft_tokens
+        self.counts["accepted"] += accepted
+        self.per_position = [a + b for a, b in zip(self.per_position, accepted_per_position, strict=True)]
+
+    def metrics(self) -> str:
+        lines = ["# a process counter every vLLM server exposes", "process_cpu_seconds_total 1.0"]
+        if self.k is not None:
+            labels = 'engine="0",model_name="m"'
+            lines += [
+                f"vllm:spec_decode_num_drafts_total{{{labels}}} {self.counts['drafts']}",
+                f"vllm:spec_decode_num_draft_tokens_total{{{labels}}} {self.counts['draft_tokens']}",
+                f"vllm:spec_decode_num_accepted_tokens_total{{{labels}}} {self.counts['accepted']}",
+            ]
+            lines += [
+                f'vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position="{i}"}} {count}'
+                for i, count in enumerate(self.per_position)
+            ]
+        return "\n".join(lines) + "\n"
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
 
 
 def baseline_tpot_ms(workload: str, input_len: int, concurrency: int, run_number: int) -> float:
@@ -68,7 +133,7 @@ def _bench_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     for flag in ("--model", "--dataset-name", "--dataset-path", "--percentile-metrics", "--result-dir", "--result-filename"):
         parser.add_argument(flag)
-    for flag in ("--max-concurrency", "--num-prompts", "--random-input-len", "--num-warmups"):
+    for flag in ("--max-concurrency", "--num-prompts", "--random-input-len", "--num-warmups", "--port"):
         parser.add_argument(flag, type=int)
     for flag in ("--random-output-len", "--custom-output-len", "--spec-bench-output-len", "--sharegpt-output-len", "--hf-output-len"):
         parser.add_argument(flag, type=int)
@@ -86,7 +151,9 @@ def _serve_k(argv: list[str]) -> int | None:
     return int(config["num_speculative_tokens"])
 
 
-def bench_result(serve_argv: list[str], bench_argv: list[str], run_number: int, clock: datetime) -> dict[str, Any]:
+def bench_result(
+    serve_argv: list[str], bench_argv: list[str], run_number: int, clock: datetime, server: FakeServer | None = None
+) -> dict[str, Any]:
     """What `vllm bench serve --save-result` would write for one run, with synthetic figures."""
     args = _bench_args(bench_argv)
     k = _serve_k(serve_argv)
@@ -145,6 +212,9 @@ def bench_result(serve_argv: list[str], bench_argv: list[str], run_number: int, 
     if k is not None:
         draft_tokens = DRAFTS_PER_RUN * k
         accepted = round(draft_tokens * ACCEPTED_FRACTION)
+        if server is not None:
+            server.drafted(draft_tokens, accepted, DRAFTS_PER_RUN, [round(DRAFTS_PER_RUN * ACCEPTED_FRACTION)] * k)
+    if k is not None and os.environ.get(RESULT_SPEC_KEYS_ENV, "1") == "1":
         result |= {
             "spec_decode_acceptance_rate": accepted / draft_tokens * 100,
             "spec_decode_acceptance_length": 1 + accepted / DRAFTS_PER_RUN,
@@ -204,6 +274,8 @@ def sweep(argv: list[str]) -> int:
     parser.add_argument("--continue-on-error", action="store_true")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--warmup-num-prompts", type=int, default=0)
+    parser.add_argument("--after-bench-cmd")
     args = parser.parse_args(argv)
     experiment = Path(args.output_dir) / (args.experiment_name or datetime.now().strftime("%Y%m%d_%H%M%S"))
     if args.resume and not experiment.exists():
@@ -214,27 +286,42 @@ def sweep(argv: list[str]) -> int:
     clock = SYNTHETIC_START
     for serve in _read_params(args.serve_params):
         serve_argv = _apply(shlex.split(args.serve_cmd), serve)
-        for bench in _read_params(args.bench_params):
-            folder_name = "-".join(("SERVE-", _name(serve), "BENCH-", _name(bench)))
-            folder = experiment / folder_name.replace("/", "_").replace("..", "__").strip("'").strip('"')
-            runs = []
-            for run_number in range(args.num_runs):
-                path = folder / f"run={run_number}.json"
-                clock += timedelta(minutes=1)
-                if path.exists():
-                    data = json.loads(path.read_text())
-                else:
-                    data = bench_result(serve_argv, _apply(shlex.split(args.bench_cmd), bench), run_number, clock)
-                data["run_number"] = run_number
-                data.update(serve)
-                data.update(bench)
+        port = int(serve_argv[serve_argv.index("--port") + 1]) if "--port" in serve_argv else 8000
+        # only an --after-bench-cmd talks to the server here; without one no port is taken
+        server = FakeServer(port, _serve_k(serve_argv)) if args.after_bench_cmd and not args.dry_run else None
+        try:
+            for bench in _read_params(args.bench_params):
+                folder_name = "-".join(("SERVE-", _name(serve), "BENCH-", _name(bench)))
+                folder = experiment / folder_name.replace("/", "_").replace("..", "__").strip("'").strip('"')
+                planned = (
+                    [(-1, folder / "warmup.json", {**bench, "num_prompts": args.warmup_num_prompts})] if args.warmup_num_prompts else []
+                )
+                planned += [(n, folder / f"run={n}.json", bench) for n in range(args.num_runs)]
+                runs = []
+                for run_number, path, overrides in planned:
+                    clock += timedelta(minutes=1)
+                    if path.exists():  # found existing results: read, not rerun (sweep/serve.py:96-107)
+                        data = json.loads(path.read_text()) | {"run_number": run_number, **serve, **overrides}
+                    elif args.dry_run:
+                        continue
+                    else:
+                        bench_argv = _apply(shlex.split(args.bench_cmd), overrides)
+                        data = bench_result(serve_argv, bench_argv, run_number, clock, server)
+                        data["run_number"] = run_number
+                        data.update(serve)
+                        data.update(overrides)
+                        folder.mkdir(parents=True, exist_ok=True)
+                        path.write_text(json.dumps(data, indent=4))
+                        if args.after_bench_cmd:
+                            subprocess.run(shlex.split(args.after_bench_cmd), check=True)
+                    if run_number >= 0:
+                        runs.append(data)
                 if not args.dry_run:
-                    folder.mkdir(parents=True, exist_ok=True)
-                    path.write_text(json.dumps(data, indent=4))
-                runs.append(data)
-            if not args.dry_run:
-                (folder / "summary.json").write_text(json.dumps(runs, indent=4))
-            rows += runs
+                    (folder / "summary.json").write_text(json.dumps(runs, indent=4))
+                rows += runs
+        finally:
+            if server is not None:
+                server.stop()
     if not args.dry_run:
         (experiment / "summary.csv").write_text(summary_csv(rows))
     return 0

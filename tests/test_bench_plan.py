@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -69,10 +70,12 @@ def fake_executables(folder: Path, names: dict[str, str]) -> Path:
     return folder
 
 
-def run_sweep(plan_dir: Path, output_dir: Path, experiment: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def run_sweep(
+    plan_dir: Path, output_dir: Path, experiment: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """run.sh as the GPU host runs it, with the fake `vllm` first on PATH."""
     bin_dir = fake_executables(tmp_path / "fake-bin", {"vllm": fake_vllm_sweep.__file__})
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, **(env or {}), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(
         ["sh", str(plan_dir / "run.sh"), str(output_dir), experiment], env=env, capture_output=True, text=True, timeout=120
     )
@@ -102,7 +105,7 @@ def test_step_plan_serves_the_published_setup(step_plan: Path) -> None:
         },
     ]
     script = (step_plan / "run.sh").read_text()
-    assert "--serve-cmd 'vllm serve stepfun-ai/Step-3.7-Flash-NVFP4 --revision main --tensor-parallel-size 2'" in script
+    assert "--serve-cmd 'vllm serve stepfun-ai/Step-3.7-Flash-NVFP4 --revision main --tensor-parallel-size 2 --port 8000'" in script
     bench_cmd = shlex.split(shlex.split(script.split("--bench-cmd ", 1)[1].split(" \\\n", 1)[0])[0])
     metadata = bench_cmd[bench_cmd.index("--metadata") + 1 :]
     assert metadata == [
@@ -254,6 +257,50 @@ def test_run_script_resumes_an_experiment(swept: dict[str, Any], tmp_path: Path)
     second = run_sweep(swept["plan"], results, "again", tmp_path)
     assert second.returncode == 0, second.stderr  # without --resume the sweep refuses an existing folder (sweep/serve.py:591-601)
     assert {p: p.read_bytes() for p in sorted(results.rglob("run=*.json"))} == before
+
+
+# ---- an engine build without spec_decode_* result keys: /metrics snapshots beside every run -------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_metrics_plan_sweeps_each_server_alone_and_imports_acceptance_from_snapshots(tmp_path: Path) -> None:
+    old_engine = {fake_vllm_sweep.RESULT_SPEC_KEYS_ENV: "0"}  # results without spec_decode_* keys
+    plan = {**real_prompts_plan(), "results": "r", "port": _free_port()}
+    code, long_context = plan["workloads"][1], plan["workloads"][4]
+    plan["workloads"] = [code, {**long_context, "contexts": ["1K", "8K"], "concurrencies": [1, 2]}]  # fewer cells: a scrape per run
+    recipe = write_recipe(tmp_path / "metrics", {"plan": {**plan, "acceptance": "metrics"}})
+    assert cli("bench-plan", "--recipe", str(recipe), "--out", str(tmp_path / "plan"))[0] == 0
+    assert {"serve_params-baseline.json", "serve_params-mtp-k1.json", "scrape_metrics.py"} <= {
+        p.name for p in (tmp_path / "plan").iterdir()
+    }
+    result = run_sweep(tmp_path / "plan", recipe.parent / "benchmarks" / "r", "e", tmp_path, old_engine)
+    assert result.returncode == 0, result.stderr
+    # one sweep per server configuration, each combination with its warm-up and a snapshot after every run
+    assert sorted(p.name for p in (recipe.parent / "benchmarks" / "r").iterdir()) == ["e-baseline", "e-mtp-k1"]
+    combination = recipe.parent / "benchmarks" / "r" / "e-mtp-k1" / "SERVE--mtp-k1-BENCH--code-c1"
+    assert {"warmup.json", "warmup.metrics.prom", "run=2.json", "run=2.metrics.prom"} <= {p.name for p in combination.iterdir()}
+    assert "spec_decode_num_drafts" not in json.loads((combination / "run=0.json").read_text())
+
+    code, _, stderr = cli("bench-import", "--recipe", str(recipe), "--workdir", str(tmp_path / "work"))
+    assert code == 0, stderr
+    doc = json.loads((tmp_path / "work" / "benchmarks" / "benchmarks.json").read_text())
+    for row in doc["summary"]:
+        assert row["acceptance"]["sources"] == ["prometheus_delta"]
+        # each run's delta is its own drafts only: the warm-up and earlier runs fall outside it
+        assert row["acceptance"]["num_drafts"] == 3 * fake_vllm_sweep.DRAFTS_PER_RUN
+        assert row["acceptance"]["rate"] == pytest.approx(fake_vllm_sweep.ACCEPTED_FRACTION)
+    assert all(cell["speedup"] is not None for row in doc["matrix"]["cells"] for cell in row)
+
+    # the same results under a plan that expects the keys in the results: refused, naming the fix
+    plain = write_recipe(tmp_path / "plain", {"plan": plan})
+    (plain.parent / "benchmarks").symlink_to(recipe.parent / "benchmarks")
+    code, _, stderr = cli("bench-import", "--recipe", str(plain), "--workdir", str(tmp_path / "work2"))
+    assert code == 2 and "spec_decode_num_drafts: missing; a speculative run needs acceptance data" in stderr
 
 
 # ---- the plan section is validated like the rest of the recipe --------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pipeline.bench.formats import Records, parse_records, read_result_file
 from pipeline.bench.normalize import Run, normalize_run, run_order
+from pipeline.bench.plan_cells import snapshots_beside
 from pipeline.bench.prometheus import SpecCounters, delta, read_snapshot
 from pipeline.bench.spec import BenchmarkSpec, PrometheusPair, RunGroup
 from pipeline.errors import InputError
@@ -106,9 +107,11 @@ def collect(bench_dir: Path, spec: BenchmarkSpec) -> Collected:
             )
         for j, raw in enumerate(raws):
             pair = pairs[j] if pairs else None
+            if group.metrics_beside and raw.measured.run_number is not None:
+                pair = snapshots_beside(raw.origin.file, raw.measured.run_number)
             counters = None
             if pair is not None:
-                counters = _delta(files, snapshots, pair, f"benchmarks.runs[{i}].prometheus[{j}]")
+                counters = _delta(files, snapshots, pair, f"{_named(group, i)}.prometheus[{j}]")
             runs.append(
                 normalize_run(
                     raw,

@@ -36,6 +36,7 @@ import shlex
 from dataclasses import dataclass
 
 from pipeline.bench.plan_cells import BASELINE, Cell, bench_params, cells, serve_name
+from pipeline.bench.plan_metrics import SCRAPER, SCRAPER_SOURCE, scrape_command, serve_params_file
 from pipeline.bench.plan_spec import RANDOM, PlanSpec, context_tokens
 from pipeline.checkpoint.files import dump_json
 
@@ -90,7 +91,11 @@ def serve_params(inputs: PlanInputs) -> list[dict[str, object]]:
 
 
 def serve_command(inputs: PlanInputs) -> list[str]:
-    return ["vllm", "serve", inputs.target_repo, "--revision", inputs.target_revision, "--tensor-parallel-size", str(inputs.plan.tp)]
+    plan = inputs.plan
+    return [
+        "vllm", "serve", inputs.target_repo, "--revision", inputs.target_revision, "--tensor-parallel-size", str(plan.tp),
+        "--port", str(plan.port),
+    ]  # fmt: skip
 
 
 def metadata(inputs: PlanInputs) -> list[str]:
@@ -108,31 +113,35 @@ def metadata(inputs: PlanInputs) -> list[str]:
 def bench_command(inputs: PlanInputs) -> list[str]:
     plan = inputs.plan
     return [
-        "vllm", "bench", "serve", "--model", inputs.target_repo, "--temperature", repr(plan.temperature),
-        "--num-warmups", str(plan.warmups), "--metadata", WORKLOAD_SLOT, *metadata(inputs),
+        "vllm", "bench", "serve", "--model", inputs.target_repo, "--port", str(plan.port), "--temperature", repr(plan.temperature),
+        # with /metrics snapshots the sweep's warm-up run warms the server, outside every measured window
+        "--num-warmups", str(0 if plan.scrapes_metrics else plan.warmups), "--metadata", WORKLOAD_SLOT, *metadata(inputs),
     ]  # fmt: skip
 
 
 def sweep_command(inputs: PlanInputs) -> list[str]:
-    """The sweep's argv, with `$plan_dir`, `$output_dir` and `$experiment` left for run.sh to fill."""
-    return [
+    """The sweep's argv, with run.sh's `$plan_dir`, `$output_dir`, `$experiment` (and `$server`) left in."""
+    plan = inputs.plan
+    per_server = plan.scrapes_metrics
+    argv = [
         "vllm", "bench", "sweep", "serve",
         "--serve-cmd", shlex.join(serve_command(inputs)),
         "--bench-cmd", shlex.join(bench_command(inputs)),
-        "--serve-params", f"$plan_dir/{SERVE_PARAMS}",
+        "--serve-params", f"$plan_dir/{serve_params_file('$server') if per_server else SERVE_PARAMS}",
         "--bench-params", f"$plan_dir/{BENCH_PARAMS}",
-        "--num-runs", str(inputs.plan.runs_per_cell),
-        "--output-dir", "$output_dir",
-        "--experiment-name", "$experiment",
-        "--continue-on-error",
+        "--num-runs", str(plan.runs_per_cell),
     ]  # fmt: skip
+    if per_server:
+        argv += ["--warmup-num-prompts", str(plan.warmups), "--after-bench-cmd", scrape_command(plan.port)]
+    experiment = "$experiment-$server" if per_server else "$experiment"
+    return [*argv, "--output-dir", "$output_dir", "--experiment-name", experiment, "--continue-on-error"]
 
 
 def _shell_word(word: str) -> str:
-    """Quote a word for sh; the run.sh variables stay expandable."""
-    if word.startswith("$"):
-        name, _, rest = word[1:].partition("/")
-        return f'"${name}' + (f"/{rest}" if rest else "") + '"'
+    """Quote a word for sh; the run.sh variables (`$name`) stay expandable."""
+    if "$" in word:
+        assert not any(c in word for c in '"\\`'), word  # only our own words hold variables
+        return f'"{word}"'
     return shlex.quote(word)
 
 
@@ -170,9 +179,21 @@ def run_script(inputs: PlanInputs, placeholders: tuple[str, ...]) -> str:
         'plan_dir=$(CDPATH="" cd -- "$(dirname -- "$0")" && pwd)',
         "output_dir=${1:-results}",
         "experiment=${2:-$(date -u +%Y%m%d_%H%M%S)}",
-        'if [ -d "$output_dir/$experiment" ]; then set -- --resume; else set --; fi',
-        " \\\n    ".join(_option_lines(argv)) + ' \\\n    "$@"',
     ]
+    if inputs.plan.scrapes_metrics:
+        servers = " ".join(serve_name(inputs.plan, k) for k in (None, *inputs.plan.k))
+        lines += [
+            "# one sweep per server configuration: each run's /metrics deltas stay inside one server's life",
+            f"for server in {servers}; do",
+            '    if [ -d "$output_dir/$experiment-$server" ]; then set -- --resume; else set --; fi',
+            "    " + " \\\n        ".join(_option_lines(argv)) + ' \\\n        "$@"',
+            "done",
+        ]
+    else:
+        lines += [
+            'if [ -d "$output_dir/$experiment" ]; then set -- --resume; else set --; fi',
+            " \\\n    ".join(_option_lines(argv)) + ' \\\n    "$@"',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -231,11 +252,7 @@ for every run (the sweep replaces only the first `--metadata` token per entry); 
 
 ## Acceptance
 
-Acceptance comes from the `spec_decode_*` keys `vllm bench serve` writes into each run when the server
-exposes its `vllm:spec_decode*` counters (vLLM 0.33.0, `vllm/benchmarks/serve.py:1376-1385`). An engine
-build that predates those keys writes none, and bench-import then refuses the speculative runs: take
-`/metrics` snapshots around each run with one sweep per server configuration and declare them under
-`benchmarks.runs[].prometheus`.
+{_acceptance_notes(plan)}
 
 ## Choices no source gives (this project's defaults unless the recipe sets them)
 
@@ -245,6 +262,24 @@ build that predates those keys writes none, and bench-import then refuses the sp
 ## Placeholders
 
 {placeholder_text}"""
+
+
+def _acceptance_notes(plan: PlanSpec) -> str:
+    if plan.scrapes_metrics:
+        return (
+            "The plan asks for `/metrics` snapshots (`acceptance: metrics`), for an engine build whose results carry no\n"
+            "`spec_decode_*` keys. `run.sh` runs one sweep per server configuration; after every run, the warm-up\n"
+            f"run included, the sweep runs `{SCRAPER}`, which saves the server's `/metrics` beside the run file\n"
+            "(`run=N.metrics.prom`, `warmup.metrics.prom`) and resets the caches. bench-import takes run N's acceptance\n"
+            "from the counter deltas between the snapshot before it and the one after it. Keep the snapshots with the runs."
+        )
+    return (
+        "Acceptance comes from the `spec_decode_*` keys `vllm bench serve` writes into each run when the server\n"
+        "exposes its `vllm:spec_decode*` counters (vLLM 0.33.0, `vllm/benchmarks/serve.py:1376-1385`). An engine\n"
+        "build that predates those keys writes none, and bench-import then refuses the speculative runs: set\n"
+        "`acceptance: metrics` in the plan, which runs one sweep per server configuration and saves `/metrics`\n"
+        "snapshots around every run."
+    )
 
 
 def _prompts(cell: Cell) -> str:
@@ -267,4 +302,8 @@ def plan_files(inputs: PlanInputs) -> PlanFiles:
         RUN_SH: run_script(inputs, placeholders).encode("utf-8"),
         RUN_MD: run_notes(inputs, planned, names, placeholders).encode("utf-8"),
     }
+    if plan.scrapes_metrics:
+        for entry in serve_params(inputs):
+            files[serve_params_file(str(entry["_benchmark_name"]))] = dump_json([entry])
+        files[SCRAPER] = SCRAPER_SOURCE.encode("utf-8")
     return PlanFiles(files=files, cells=planned, serve_names=names, placeholders=placeholders)

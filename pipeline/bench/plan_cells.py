@@ -11,13 +11,18 @@ is its server's: that is how bench-import finds each cell's runs with the plan a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from pipeline.bench.plan_spec import OUTPUT_LEN_KEYS, RANDOM, RANDOM_INPUT_LEN_KEY, PlanSpec, PlanWorkload, context_tokens
-from pipeline.bench.spec import Labels, MatrixSpec, MissingCell, RunGroup, Workload
+from pipeline.bench.spec import Labels, MatrixSpec, MissingCell, PrometheusPair, RunGroup, Workload
 
 BASELINE = "baseline"
 RUN_FILES = "run=*.json"  # `_get_comb_run_path`, sweep/serve.py:157-161
 K_KEY = "speculative_config.num_speculative_tokens"
+# The snapshot scrape_metrics.py saves after a run, beside its run=N.json (or the sweep's warmup.json,
+# sweep/serve.py:274-280); the one before a run is its predecessor's.
+METRICS_SUFFIX = ".metrics.prom"
+WARMUP = "warmup"
 
 
 @dataclass(frozen=True)
@@ -109,9 +114,17 @@ def run_groups(plan: PlanSpec, missing: tuple[MissingCell, ...] = ()) -> tuple[R
                     labels=labels,
                     match=tuple(sorted(match)),
                     where=f"benchmarks.plan cell {cell.name} ({serve_name(plan, mode_k)})",
+                    metrics_beside=plan.scrapes_metrics and mode_k is not None,  # a baseline server has no such counters
                 )
             )
     return tuple(groups)
+
+
+def snapshots_beside(run_file: str, run_number: int) -> PrometheusPair:
+    """The `/metrics` snapshots around run N of a combination: after the run before it, and after it."""
+    folder = PurePosixPath(run_file).parent
+    before = WARMUP if run_number == 0 else f"run={run_number - 1}"
+    return PrometheusPair(str(folder / f"{before}{METRICS_SUFFIX}"), str(folder / f"run={run_number}{METRICS_SUFFIX}"))
 
 
 def summary_rows(plan: PlanSpec) -> tuple[Workload, ...]:

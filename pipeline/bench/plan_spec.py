@@ -27,6 +27,8 @@ DEFAULT_NUM_PROMPTS = 32
 DEFAULT_WARMUPS = 2
 DEFAULT_TEMPERATURE = 0.0  # greedy: the vLLM draft samples greedily whatever the temperature (bench-formats.md §7)
 DEFAULT_OUTPUT_LEN = 256  # vLLM's own default for the custom and spec_bench datasets (datasets/datasets.py:1648-1651, 1668-1671)
+DEFAULT_PORT = 8000  # vLLM's own default for `vllm serve` and `vllm bench serve` (sweep/server.py:250, serve.py:1662)
+ACCEPTANCE_SOURCES = ("results", "metrics")
 DEFAULT_METHOD = "mtp"  # `method` of vLLM's SpeculativeConfig (vllm/config/speculative.py:57, 419)
 
 PLACEHOLDER = "PLACEHOLDER:"
@@ -104,6 +106,12 @@ class PlanSpec:
     temperature: float
     workloads: tuple[PlanWorkload, ...]
     results: str | None  # the folder under benchmarks/ that holds the sweep's output, for bench-import
+    acceptance: str = "results"  # `results`: the runs' spec_decode_* keys; `metrics`: /metrics snapshots beside each run
+    port: int = DEFAULT_PORT
+
+    @property
+    def scrapes_metrics(self) -> bool:
+        return self.acceptance == "metrics"
 
     @property
     def matrix_workload(self) -> PlanWorkload | None:
@@ -136,13 +144,18 @@ def parse_plan(value: Any, path: str) -> PlanSpec:
     warmups = section.at("warmups", _whole, DEFAULT_WARMUPS)
     temperature = section.at("temperature", _temperature, DEFAULT_TEMPERATURE)
     results = section.at("results", _folder, None)
+    acceptance = section.at("acceptance", _acceptance, "results")
+    port = section.at("port", _positive, DEFAULT_PORT)
     workloads = section.at("workloads", lambda v, p: _workloads(v, p, prompts), None, required=True)
     section.finish()
     if tp > gpu_count:
         raise ValueError(f"{path}.tp: {tp} is more than gpu_count {gpu_count}")
+    if acceptance == "metrics" and warmups < 1:
+        raise ValueError(f"{path}.warmups: must be at least 1 with acceptance: metrics (the warm-up run's snapshot opens the first run)")
     return PlanSpec(
         image=engine[0], engine_version=engine[1], gpu=gpu, gpu_count=gpu_count, tp=tp, k=k, method=method, draft=draft,
         runs_per_cell=runs, warmups=warmups, temperature=temperature, workloads=workloads, results=results,
+        acceptance=acceptance, port=port,
     )  # fmt: skip
 
 
@@ -152,6 +165,12 @@ def _engine(value: Any, path: str) -> tuple[str, str | None]:
     version = section.at("version", _text, None)
     section.finish()
     return image, version
+
+
+def _acceptance(value: Any, path: str) -> str:
+    if value not in ACCEPTANCE_SOURCES:
+        raise ValueError(f"{path}: must be one of {', '.join(ACCEPTANCE_SOURCES)}, not {value!r}")
+    return str(value)
 
 
 def _text(value: Any, path: str) -> str:

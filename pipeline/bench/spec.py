@@ -74,6 +74,7 @@ class RunGroup:
     match: tuple[tuple[str, object], ...] = ()
     prometheus: tuple[PrometheusPair, ...] = ()
     where: str | None = None  # how messages name the group when the recipe does not list it (a plan cell)
+    metrics_beside: bool = False  # each run=N.json has its /metrics snapshots beside it (a plan with acceptance: metrics)
 
 
 @dataclass(frozen=True)
