@@ -4,8 +4,9 @@ Writes `serve_params.json`, `bench_params.json`, `run.sh` and `RUN.md`. Every pa
 name and JSON key below was read in vLLM 0.33.0 (paths under `vllm/benchmarks/`):
 
 - `--serve-cmd`, `--bench-cmd`, `--serve-params`, `--bench-params`, `--num-runs`, `-o/--output-dir`,
-  `-e/--experiment-name`, `--continue-on-error`, `--resume`: `sweep/serve.py:463-578`; both commands are
-  split with `shlex.split` (`sweep/serve.py:412-413`).
+  `-e/--experiment-name`, `--continue-on-error`, `--resume`, `--warmup-num-prompts`, `--after-bench-cmd`:
+  `sweep/serve.py:463-578`; the commands are split with `shlex.split` (`sweep/serve.py:412-416`); the
+  server's port is read from `--port` in the serve command (`sweep/server.py:235-252`).
 - Params files: a JSON list of objects (`sweep/param_sweep.py:9-17`); `_benchmark_name` names an
   entry and is never passed on (`param_sweep.py:41-48, 67-77, 124-126`). A key becomes `--key-with-dashes`
   and is appended, or replaces the token after that flag when the command already has it
