@@ -13,7 +13,7 @@ name and JSON key below was read in vLLM 0.33.0 (paths under `vllm/benchmarks/`)
   (`param_sweep.py:80-153`); a dict value would be passed as `json.dumps(v)`, with spaces
   (`param_sweep.py:128-130`), so `speculative_config` is written as compact JSON text instead.
 - Results: `<output_dir>/<experiment_name>/` (`sweep/serve.py:591-601`, default name
-  `%Y%m%d_%H%M%S`, `:432-435`), one folder per combination named `SERVE-<serve name>-BENCH-<bench name>`
+  `%Y%m%d_%H%M%S`, `:432-435`), one folder per combination named `SERVE--<serve name>-BENCH--<bench name>` (`"-".join(("SERVE-", name, "BENCH-", name))`, `:139-155`)
   joined with `-` (`:139-154`), holding `run=<N>.json` and `summary.json` (`:157-161`); the root
   `summary.csv` (`:383-384`). Each run is `vllm bench serve`'s result with `run_number` and every
   override key added (`:54-64`).
@@ -228,7 +228,7 @@ docker run --rm --gpus all --ipc=host -v "$PWD:/plan" -w /plan \\
 `run.sh` runs one `vllm bench sweep serve`: {len(names)} server configurations ({", ".join(f"`{n}`" for n in names)})
 x {len(result_cells)} cells x {plan.runs_per_cell} runs = {len(names) * len(result_cells) * plan.runs_per_cell} measured runs. Run it again with
 the same output folder and experiment name to resume; add `--dry-run` to the sweep to print the commands only.
-The results land in `results/<experiment>/SERVE-<server>-BENCH-<cell>/run=<N>.json`, with a `summary.json`
+The results land in `results/<experiment>/SERVE--<server>-BENCH--<cell>/run=<N>.json`, with a `summary.json`
 per combination and `summary.csv` at the root. Copy that folder to `artifacts/{inputs.draft_name}/benchmarks/<date>/`,
 set `benchmarks.plan.results: <date>` in the recipe, and `bench-import` reads it with the plan as its only
 description (no `runs:` section).
