@@ -150,6 +150,15 @@ def test_every_pipeline_command_the_workflows_run_exists_with_its_options() -> N
     assert {"drafts", "build", "bench-import", "card", "upload"} <= seen
 
 
+def test_the_free_disk_step_asks_the_build_itself_before_building() -> None:
+    steps = _workflows()["release.yml"]["jobs"]["build"]["steps"]
+    ids = [step.get("id") for step in steps]
+    free_disk = steps[ids.index("free-disk")]
+    assert _commands({"steps": [free_disk]}) == [("build", ["--draft", "$DRAFT", "--locked", "--preflight"])]
+    first_build = next(i for i, step in enumerate(steps) if step is not free_disk and _commands({"steps": [step]}))
+    assert ids.index("install") < ids.index("free-disk") < first_build
+
+
 def test_the_jobs_run_the_stages_in_order() -> None:
     for name, workflow in _workflows().items():
         ranks = []
@@ -160,7 +169,8 @@ def test_the_jobs_run_the_stages_in_order() -> None:
             ranks += job_ranks
         assert ranks == sorted(ranks), f"{name}: the jobs run the stages out of order"
     jobs = _workflows()["release.yml"]["jobs"]
-    assert [c for c, _ in _commands(jobs["build"])] == ["build"] and "--locked" in _commands(jobs["build"])[0][1]
+    builds = [(c, args) for c, args in _commands(jobs["build"]) if "--preflight" not in args]
+    assert [c for c, _ in builds] == ["build"] and "--locked" in builds[0][1]
     assert set(_needs(jobs["publish"])) >= {"build", "card"}
     assert [c for c, _ in _commands(jobs["publish"])] == ["upload"] and "--dry-run" not in _commands(jobs["publish"])[0][1]
 

@@ -75,7 +75,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "build",
         "run fetch, extract, config-fix and verify in order, then write (or with --locked, check) the lock",
-        "python -m pipeline build --draft demo\npython -m pipeline build --draft demo --locked",
+        "python -m pipeline build --draft demo\npython -m pipeline build --draft demo --locked\npython -m pipeline build --draft demo --preflight",
         commands.build_command,
         commands.build_options,
     ),
