@@ -22,7 +22,7 @@ from tests.conftest import run_cli
 from tests.safetensors_reader import drop_tensor, folder_tensor_hashes, rename_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
-NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo")
+NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo", "glm4_moe_lite")
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
 # The nextn head without the copies vLLM replaces (`embed_tokens`, `shared_head.head`): the default `shared_weights: omit`.
@@ -50,6 +50,8 @@ def _under(prefix: str, suffixes: list[str]) -> set[str]:
 # The draft of each tiny source (4 backbone layers, 4 routed experts, 1 MTP layer).
 DRAFT_TENSORS = {
     "deepseek_v3": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + ROUTER + EXPERTS + _shared("shared_experts")),
+    # GLM-4.7-Flash: DeepSeek-V2 MLA attention in GLM's MoE layer (vLLM 0.33.0 glm4_moe_lite.py:140-189).
+    "glm4_moe_lite": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + ROUTER + EXPERTS + _shared("shared_experts")),
     "glm4_moe": _under(
         "model.layers.4.",
         NEXTN_HEAD + NORMS + QKV + QKV_BIAS + ["self_attn.o_proj.weight"] + QK_NORM + ROUTER + EXPERTS + _shared("shared_experts"),
@@ -76,11 +78,12 @@ DRAFT_TENSORS = {
         + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")],
     ),
 }
-DRAFT_COUNTS = {"deepseek_v3": 30, "glm4_moe": 32, "qwen3_next": 29, "mimo": 16}
+DRAFT_COUNTS = {"deepseek_v3": 30, "glm4_moe": 32, "qwen3_next": 29, "mimo": 16, "glm4_moe_lite": 30}
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
     "deepseek_v3": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "glm4_moe": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
+    "glm4_moe_lite": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "qwen3_next": {"model.embed_tokens.weight", "lm_head.weight"},
     "mimo": {"model.embed_tokens.weight", "lm_head.weight"},
 }
@@ -95,6 +98,11 @@ SHAPES = {
         "model.layers.4.self_attn.k_proj.bias": (2 * 16,),
         "model.layers.4.self_attn.q_norm.weight": (16,),
         "model.layers.4.eh_proj.weight": (64, 128),
+    },
+    "glm4_moe_lite": {
+        "model.layers.4.self_attn.q_a_proj.weight": (32, 64),
+        "model.layers.4.self_attn.kv_b_proj.weight": (4 * (8 + 8), 16),
+        "model.layers.4.mlp.shared_experts.gate_proj.weight": (24, 64),
     },
     "qwen3_next": {
         "mtp.layers.0.self_attn.q_proj.weight": (2 * 4 * 16, 64),
@@ -111,10 +119,18 @@ SHAPES = {
 MISSING = {
     "deepseek_v3": "model.layers.4.eh_proj.weight",
     "glm4_moe": "model.layers.4.enorm.weight",
+    "glm4_moe_lite": "model.layers.4.hnorm.weight",
     "qwen3_next": "mtp.fc.weight",
     "mimo": "model.mtp_layers.0.input_proj.weight",
 }
-MTP_LAYERS = {"step3p7": range(45, 48), "deepseek_v3": range(4, 5), "glm4_moe": range(4, 5), "qwen3_next": range(0, 1), "mimo": range(0, 1)}
+MTP_LAYERS = {
+    "step3p7": range(45, 48),
+    "deepseek_v3": range(4, 5),
+    "glm4_moe": range(4, 5),
+    "glm4_moe_lite": range(4, 5),
+    "qwen3_next": range(0, 1),
+    "mimo": range(0, 1),
+}
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 
 
@@ -227,7 +243,7 @@ def test_verify_refuses_a_draft_missing_an_mtp_tensor(family: str, family_root: 
 
 # A draft tensor stored under a name vLLM 0.33.0's loader matches but cannot load, per family: a KeyError
 # from params_dict[name] in the hand-written loaders, a ValueError from AutoWeightsLoader (utils.py:442-448).
-ERRORS = {"deepseek_v3": "KeyError", "glm4_moe": "KeyError", "qwen3_next": "ValueError", "mimo": "ValueError"}
+ERRORS = {"deepseek_v3": "KeyError", "glm4_moe": "KeyError", "glm4_moe_lite": "KeyError", "qwen3_next": "ValueError", "mimo": "ValueError"}
 UNLOADABLE = [
     ("deepseek_v3", "model.layers.4.enorm.weight", "layers.4.enorm.weight", "layers.4.enorm.weight"),
     (
@@ -242,6 +258,13 @@ UNLOADABLE = [
         "model.layers.4.self_attn.o_proj.weight",
         "model.language_model.layers.4.self_attn.o_proj.weight",
         "model.language_model.layers.4.mtp_block.self_attn.o_proj.weight",
+    ),
+    ("glm4_moe_lite", "model.layers.4.eh_proj.weight", "layers.4.eh_proj.weight", "layers.4.eh_proj.weight"),
+    (
+        "glm4_moe_lite",
+        "model.layers.4.self_attn.kv_b_proj.weight",
+        "model.language_model.layers.4.self_attn.kv_b_proj.weight",
+        "model.language_model.layers.4.mtp_block.self_attn.kv_b_proj.weight",
     ),
     ("qwen3_next", "mtp.norm.weight", "mtp.layers.1.norm.weight", "model.layers.1.norm.weight"),
     (

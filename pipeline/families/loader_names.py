@@ -138,6 +138,20 @@ def deepseek_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str 
     return _nextn_tail(_nextn_rewrite(name, layer), layer, geometry, params, DEEPSEEK_STACKED)
 
 
+GLM_LITE_STACKED = DEEPSEEK_STACKED[:4]  # glm4_moe_lite_mtp.py:275-280: no indexer fusion
+
+
+def glm4_moe_lite_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str | None:
+    """`Glm4MoeLiteMTP.load_weights` (glm4_moe_lite_mtp.py:274-454): DeepSeek's rules, except that
+    every name outside the MTP layers is skipped (:300-302), a top-level embedding included."""
+    if "rotary_emb.inv_freq" in name:
+        return None
+    layer = spec_layer(name, geometry)
+    if layer is None:
+        return None
+    return _nextn_tail(_nextn_rewrite(name, layer), layer, geometry, params, GLM_LITE_STACKED)
+
+
 def glm4_moe_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str | None:
     """`Glm4MoeMTP.load_weights` (glm4_moe_mtp.py:248-412): top-level `lm_head.weight` and
     `model.embed_tokens.weight` are read too (:274-283, PR #27597)."""

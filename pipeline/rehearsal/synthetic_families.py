@@ -67,18 +67,11 @@ def _text(spec: FamilySpec) -> dict[str, Any]:
     }
 
 
-def _deepseek_v3(spec: FamilySpec) -> dict[str, Any]:
+def _mla_moe(spec: FamilySpec) -> dict[str, Any]:
+    """DeepSeek's nextn MoE layer with multi-head latent attention: the widths both it and GLM-4.7-Flash read."""
     return {
-        "architectures": ["DeepseekV3ForCausalLM"],
-        "model_type": "deepseek_v3",
-        "auto_map": {
-            "AutoConfig": "configuration_deepseek.DeepseekV3Config",
-            "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM",
-        },
-        **_text(spec),
         "num_nextn_predict_layers": spec.num_mtp_layers,
         "num_attention_heads": 4,
-        "num_key_value_heads": 4,
         "q_lora_rank": 32,
         "kv_lora_rank": 16,
         "qk_nope_head_dim": 8,
@@ -90,8 +83,37 @@ def _deepseek_v3(spec: FamilySpec) -> dict[str, Any]:
         "n_shared_experts": 1,
         "num_experts_per_tok": 2,
         "first_k_dense_replace": 1,
+    }
+
+
+def _deepseek_v3(spec: FamilySpec) -> dict[str, Any]:
+    return {
+        "architectures": ["DeepseekV3ForCausalLM"],
+        "model_type": "deepseek_v3",
+        "auto_map": {
+            "AutoConfig": "configuration_deepseek.DeepseekV3Config",
+            "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM",
+        },
+        **_text(spec),
+        **_mla_moe(spec),
+        "num_key_value_heads": 4,
         "topk_method": "noaux_tc",
         "scoring_func": "sigmoid",
+    }
+
+
+def _glm4_moe_lite(spec: FamilySpec) -> dict[str, Any]:
+    """The fields vLLM 0.33.0's glm4_moe_lite.py / glm4_moe.py read; the model type puts it on the MLA list."""
+    return {
+        "architectures": ["Glm4MoeLiteForCausalLM"],
+        "model_type": "glm4_moe_lite",
+        **_text(spec),
+        **_mla_moe(spec),
+        "hidden_act": "silu",
+        "n_group": 1,
+        "topk_group": 1,
+        "norm_topk_prob": True,
+        "routed_scaling_factor": 1.0,
     }
 
 
@@ -152,6 +174,7 @@ def _mimo(spec: FamilySpec) -> dict[str, Any]:
 CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v3": _deepseek_v3,
     "glm4_moe": _glm4_moe,
+    "glm4_moe_lite": _glm4_moe_lite,
     "qwen3_next": _qwen3_next,
     "mimo": _mimo,
 }
@@ -164,7 +187,13 @@ NVFP4_CONFIG = {
 }
 # The exclude entry that keeps each family's MTP unquantized, in vLLM module names (the form
 # nvidia/DeepSeek-R1-FP4 uses, `model.layers.61*`); MiMo's modules are `model.layers.{nh+i}`.
-MTP_EXCLUDES = {"deepseek_v3": "model.layers.{nh}*", "glm4_moe": "model.layers.{nh}*", "qwen3_next": "mtp*", "mimo": "model.layers.{nh}*"}
+MTP_EXCLUDES = {
+    "deepseek_v3": "model.layers.{nh}*",
+    "glm4_moe": "model.layers.{nh}*",
+    "glm4_moe_lite": "model.layers.{nh}*",
+    "qwen3_next": "mtp*",
+    "mimo": "model.layers.{nh}*",
+}
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
 
