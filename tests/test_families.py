@@ -22,7 +22,7 @@ from tests.conftest import run_cli
 from tests.safetensors_reader import drop_tensor, folder_tensor_hashes, rename_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
-NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo", "glm4_moe_lite")
+NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo", "glm4_moe_lite", "qwen3_5", "qwen3_5_moe")
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
 # The nextn head without the copies vLLM replaces (`embed_tokens`, `shared_head.head`): the default `shared_weights: omit`.
@@ -37,6 +37,7 @@ MLA = [
     for p in ("q_a_proj", "q_a_layernorm", "q_b_proj", "kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "o_proj")
 ]
 ROUTER = ["mlp.gate.weight", "mlp.gate.e_score_correction_bias"]
+MTP_BLOCK = ["fc.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight", "norm.weight"]
 
 
 def _shared(name: str) -> list[str]:
@@ -47,6 +48,19 @@ def _under(prefix: str, suffixes: list[str]) -> set[str]:
     return {prefix + suffix for suffix in suffixes}
 
 
+# Qwen3-Next's MTP block with one MoE layer; Qwen3.5-MoE builds the same (vLLM 0.33.0 qwen3_5.py:171-175).
+QWEN_MOE_MTP = _under("mtp.", MTP_BLOCK) | _under(
+    "mtp.layers.0.",
+    NORMS
+    + QKV
+    + ["self_attn.o_proj.weight"]
+    + QK_NORM
+    + ["mlp.gate.weight"]
+    + EXPERTS
+    + _shared("shared_expert")
+    + ["mlp.shared_expert_gate.weight"],
+)
+
 # The draft of each tiny source (4 backbone layers, 4 routed experts, 1 MTP layer).
 DRAFT_TENSORS = {
     "deepseek_v3": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + ROUTER + EXPERTS + _shared("shared_experts")),
@@ -56,18 +70,13 @@ DRAFT_TENSORS = {
         "model.layers.4.",
         NEXTN_HEAD + NORMS + QKV + QKV_BIAS + ["self_attn.o_proj.weight"] + QK_NORM + ROUTER + EXPERTS + _shared("shared_experts"),
     ),
-    "qwen3_next": _under("mtp.", ["fc.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight", "norm.weight"])
+    "qwen3_next": QWEN_MOE_MTP,
+    # Qwen3.5 / 3.6: Qwen3-Next's block; the dense MTP layer has a gate/up/down MLP (vLLM 0.33.0 qwen3_5.py:171-183).
+    "qwen3_5": _under("mtp.", MTP_BLOCK)
     | _under(
-        "mtp.layers.0.",
-        NORMS
-        + QKV
-        + ["self_attn.o_proj.weight"]
-        + QK_NORM
-        + ["mlp.gate.weight"]
-        + EXPERTS
-        + _shared("shared_expert")
-        + ["mlp.shared_expert_gate.weight"],
+        "mtp.layers.0.", NORMS + QKV + ["self_attn.o_proj.weight"] + QK_NORM + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")]
     ),
+    "qwen3_5_moe": QWEN_MOE_MTP,
     "mimo": _under(
         "model.mtp_layers.0.",
         ["token_layernorm.weight", "hidden_layernorm.weight", "input_proj.weight", "final_layernorm.weight"]
@@ -78,7 +87,7 @@ DRAFT_TENSORS = {
         + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")],
     ),
 }
-DRAFT_COUNTS = {"deepseek_v3": 30, "glm4_moe": 32, "qwen3_next": 29, "mimo": 16, "glm4_moe_lite": 30}
+DRAFT_COUNTS = {"deepseek_v3": 30, "glm4_moe": 32, "qwen3_next": 29, "mimo": 16, "glm4_moe_lite": 30, "qwen3_5": 15, "qwen3_5_moe": 29}
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
     "deepseek_v3": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
@@ -86,6 +95,8 @@ SHARED_COPIES = {
     "glm4_moe_lite": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "qwen3_next": {"model.embed_tokens.weight", "lm_head.weight"},
     "mimo": {"model.embed_tokens.weight", "lm_head.weight"},
+    "qwen3_5": {"model.embed_tokens.weight", "lm_head.weight"},
+    "qwen3_5_moe": {"model.embed_tokens.weight", "lm_head.weight"},
 }
 # Shapes that follow from the tiny configs: hidden 64, vocab 256, 4 heads; see synthetic_families.
 SHAPES = {
@@ -109,6 +120,16 @@ SHAPES = {
         "mtp.fc.weight": (64, 128),
         "mtp.layers.0.mlp.shared_expert_gate.weight": (1, 64),
     },
+    "qwen3_5": {
+        "mtp.layers.0.self_attn.q_proj.weight": (2 * 4 * 16, 64),
+        "mtp.layers.0.mlp.gate_proj.weight": (96, 64),
+        "mtp.fc.weight": (64, 128),
+    },
+    "qwen3_5_moe": {
+        "mtp.layers.0.self_attn.k_proj.weight": (2 * 16, 64),
+        "mtp.layers.0.mlp.experts.2.down_proj.weight": (64, 24),
+        "mtp.layers.0.mlp.gate.weight": (4, 64),
+    },
     "mimo": {
         "model.mtp_layers.0.input_proj.weight": (64, 128),
         "model.mtp_layers.0.self_attn.q_proj.bias": (64,),
@@ -122,6 +143,8 @@ MISSING = {
     "glm4_moe_lite": "model.layers.4.hnorm.weight",
     "qwen3_next": "mtp.fc.weight",
     "mimo": "model.mtp_layers.0.input_proj.weight",
+    "qwen3_5": "mtp.pre_fc_norm_hidden.weight",
+    "qwen3_5_moe": "mtp.layers.0.mlp.shared_expert_gate.weight",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -130,6 +153,8 @@ MTP_LAYERS = {
     "glm4_moe_lite": range(4, 5),
     "qwen3_next": range(0, 1),
     "mimo": range(0, 1),
+    "qwen3_5": range(0, 1),
+    "qwen3_5_moe": range(0, 1),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 
@@ -243,7 +268,15 @@ def test_verify_refuses_a_draft_missing_an_mtp_tensor(family: str, family_root: 
 
 # A draft tensor stored under a name vLLM 0.33.0's loader matches but cannot load, per family: a KeyError
 # from params_dict[name] in the hand-written loaders, a ValueError from AutoWeightsLoader (utils.py:442-448).
-ERRORS = {"deepseek_v3": "KeyError", "glm4_moe": "KeyError", "glm4_moe_lite": "KeyError", "qwen3_next": "ValueError", "mimo": "ValueError"}
+ERRORS = {
+    "deepseek_v3": "KeyError",
+    "glm4_moe": "KeyError",
+    "glm4_moe_lite": "KeyError",
+    "qwen3_next": "ValueError",
+    "mimo": "ValueError",
+    "qwen3_5": "ValueError",
+    "qwen3_5_moe": "ValueError",
+}
 UNLOADABLE = [
     ("deepseek_v3", "model.layers.4.enorm.weight", "layers.4.enorm.weight", "layers.4.enorm.weight"),
     (
@@ -267,6 +300,8 @@ UNLOADABLE = [
         "model.language_model.layers.4.mtp_block.self_attn.kv_b_proj.weight",
     ),
     ("qwen3_next", "mtp.norm.weight", "mtp.layers.1.norm.weight", "model.layers.1.norm.weight"),
+    ("qwen3_5", "mtp.layers.0.mlp.down_proj.weight", "mtp.layers.1.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"),
+    ("qwen3_5_moe", "mtp.fc.weight", "mtp.layers.1.fc.weight", "model.layers.1.fc.weight"),
     (
         "mimo",
         "model.mtp_layers.0.final_layernorm.weight",

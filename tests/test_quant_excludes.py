@@ -119,6 +119,8 @@ MISSING = {
         "glm4_moe_lite": "model.layers.4*",
         "qwen3_next": "mtp.layers.0*",
         "mimo": "model.layers.4*",
+        "qwen3_5": "mtp.layers.0*",
+        "qwen3_5_moe": "mtp.layers.0*",
     },
     "compressed-tensors": {
         "deepseek_v3": "re:model\\.layers\\.4\\.",
@@ -126,6 +128,8 @@ MISSING = {
         "glm4_moe_lite": "re:model\\.layers\\.4\\.",
         "qwen3_next": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
         "mimo": "re:model\\.layers\\.4\\.",
+        "qwen3_5": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
+        "qwen3_5_moe": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
     },
     "fp8": {
         "deepseek_v3": "model.layers.4.self_attn.fused_qkv_a_proj",
@@ -133,6 +137,8 @@ MISSING = {
         "glm4_moe_lite": "model.layers.4.self_attn.fused_qkv_a_proj",
         "qwen3_next": "mtp.layers.0.self_attn.qkv_proj",
         "mimo": "model.layers.4.self_attn.qkv_proj",
+        "qwen3_5": "mtp.layers.0.self_attn.qkv_proj",
+        "qwen3_5_moe": "mtp.layers.0.self_attn.qkv_proj",
     },
 }
 

@@ -51,8 +51,6 @@ NOT_YET: dict[str, str] = {
     "ParseAuxMTPModel": "multimodal-only: routed from `RadioMBartPrefixForCausalLM` (Nemotron Parse), a document-image model (registry.py:648, speculative.py:721-732)",
     "Step5MTP": _packaged("step5"),
     "Qwen4ExpMTP": _packaged("qwen4_exp"),
-    "Qwen3_5MTP": NOT_REPLAYED,
-    "Qwen3_5MoeMTP": NOT_REPLAYED,
     "InternS2MobiusMTP": NOT_REPLAYED,
     "HYV3MTPModel": NOT_REPLAYED,
     "HYV4MTPModel": _packaged("hy_v4"),

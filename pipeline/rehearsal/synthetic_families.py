@@ -159,6 +159,28 @@ def _qwen3_next(spec: FamilySpec) -> dict[str, Any]:
     return config
 
 
+def _qwen3_5(spec: FamilySpec, *, moe: bool) -> dict[str, Any]:
+    """The multimodal release's shape: the text model, MTP count included, under `text_config`
+    (vLLM 0.33.0 reads it there: qwen3_5_mtp.py:75-82, speculative.py:987-1008). No vision tower."""
+    text = {
+        "model_type": "qwen3_5_moe_text" if moe else "qwen3_5_text",
+        **_text(spec),
+        "mtp_num_hidden_layers": spec.num_mtp_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "full_attention_interval": 4,
+        "layer_types": ["linear_attention"] * (spec.num_hidden_layers - 1) + ["full_attention"],
+    }
+    if moe:
+        text.update(moe_intermediate_size=24, shared_expert_intermediate_size=24, num_experts=spec.experts, num_experts_per_tok=2)
+    else:
+        text["intermediate_size"] = 96
+    name = "Qwen3_5MoeForConditionalGeneration" if moe else "Qwen3_5ForConditionalGeneration"
+    return {"architectures": [name], "model_type": "qwen3_5_moe" if moe else "qwen3_5", "tie_word_embeddings": False, "text_config": text}
+
+
 def _mimo(spec: FamilySpec) -> dict[str, Any]:
     return {
         "architectures": ["MiMoForCausalLM"],
@@ -177,6 +199,8 @@ CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "glm4_moe_lite": _glm4_moe_lite,
     "qwen3_next": _qwen3_next,
     "mimo": _mimo,
+    "qwen3_5": lambda spec: _qwen3_5(spec, moe=False),
+    "qwen3_5_moe": lambda spec: _qwen3_5(spec, moe=True),
 }
 NVFP4_CONFIG = {
     "quant_method": "modelopt",
@@ -193,6 +217,8 @@ MTP_EXCLUDES = {
     "glm4_moe_lite": "model.layers.{nh}*",
     "qwen3_next": "mtp*",
     "mimo": "model.layers.{nh}*",
+    "qwen3_5": "mtp*",
+    "qwen3_5_moe": "mtp*",
 }
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
