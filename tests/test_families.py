@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from pipeline.families import FAMILIES
 from pipeline.recipe.loader import HubRef, load_recipe
-from pipeline.rehearsal.synthetic_families import FamilySpec, write_family_source, write_family_target
+from pipeline.rehearsal.synthetic_families import FamilySpec, family_config, write_family_source, write_family_target
 from tests.conftest import run_cli
 from tests.safetensors_reader import drop_tensor, folder_tensor_hashes, rename_tensor
 
@@ -456,3 +456,27 @@ def test_a_step_recipe_asking_to_omit_its_copies_is_refused_in_one_line(family_r
     assert result.code == 2
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "shared_weights: must be copy for step3p7" in error[0] and "per-layer heads" in error[0]
+
+
+def test_a_qwen3_5_source_with_two_mtp_layers_in_its_text_config_builds_both(tmp_path: Path) -> None:
+    """Qwen3.5 counts its MTP layers with text_config.mtp_num_hidden_layers (vLLM 0.33.0 qwen3_5_mtp.py:82)."""
+    spec = FamilySpec(num_mtp_layers=2)
+    source = write_family_source(tmp_path / "source", "qwen3_5", spec)
+    target = write_family_target(tmp_path / "target", "qwen3_5", spec)
+
+    _, workdir = _build(tmp_path, "qwen3_5", source, target)
+
+    produced = set(folder_tensor_hashes(workdir / "draft"))
+    assert {name.split(".")[2] for name in produced if name.startswith("mtp.layers.")} == {"0", "1"}
+    assert len(produced) == 4 + 2 * 11
+    assert json.loads((workdir / "draft" / "config.json").read_text())["text_config"]["mtp_num_hidden_layers"] == 2
+    assert json.loads((workdir / "verify.json").read_text())["passed"] is True
+
+
+def test_a_qwen3_5_config_with_per_layer_scales_is_refused_by_field() -> None:
+    """vLLM 0.33.0 adds attn/ffn layer scales under `layer_scale` (qwen3_5.py:195-210); the table does not know them."""
+    config = family_config("qwen3_5")
+    config["text_config"]["layer_scale"] = True
+
+    with pytest.raises(ValueError, match=r"^text_config\.layer_scale: per-layer scales"):
+        FAMILIES["qwen3_5"].read_geometry(config)

@@ -15,7 +15,17 @@ from dataclasses import replace
 from typing import Any
 
 from pipeline.families import loader_names
-from pipeline.families.base import Attention, ExtraTensor, Family, Geometry, LayerTensor, QuantModule, optional_flag, require_int
+from pipeline.families.base import (
+    Attention,
+    ExtraTensor,
+    Family,
+    Geometry,
+    LayerTensor,
+    QuantModule,
+    config_value,
+    optional_flag,
+    require_int,
+)
 from pipeline.families.common import cols, gqa_attention, layer_norms, rows
 from pipeline.families.qwen3_next import LAYER, QWEN3_NEXT
 
@@ -27,7 +37,8 @@ COUNT_DEFAULT = 1  # qwen3_5_mtp.py:82
 def _geometry(config: Mapping[str, Any], *, moe: bool) -> Geometry:
     """Geometry from a Qwen3.5 config (the text config of the multimodal release, or a text-only one)."""
     if optional_flag(config, "layer_scale", False):
-        raise ValueError("layer_scale: per-layer scales (vLLM 0.33.0 qwen3_5.py:195-210) are not in this family's tensor table")
+        where = config_value(config, "layer_scale")[0]
+        raise ValueError(f"{where}: per-layer scales (vLLM 0.33.0 qwen3_5.py:195-210) are not in this family's tensor table")
     heads = require_int(config, "num_attention_heads")
     hidden_size = require_int(config, "hidden_size")
     flags = {"qk_norm"}
