@@ -22,7 +22,7 @@ from tests.conftest import run_cli
 from tests.safetensors_reader import drop_tensor, folder_tensor_hashes, rename_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
-NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo", "glm4_moe_lite", "qwen3_5", "qwen3_5_moe")
+NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo", "glm4_moe_lite", "qwen3_5", "qwen3_5_moe", "deepseek_v32")
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
 # The nextn head without the copies vLLM replaces (`embed_tokens`, `shared_head.head`): the default `shared_weights: omit`.
@@ -37,6 +37,8 @@ MLA = [
     for p in ("q_a_proj", "q_a_layernorm", "q_b_proj", "kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "o_proj")
 ]
 ROUTER = ["mlp.gate.weight", "mlp.gate.e_score_correction_bias"]
+# DeepSeek-V3.2's lightning indexer in every MTP layer (vLLM 0.33.0 deepseek_v32/attention.py:50-87, 164-200).
+INDEXER = [f"self_attn.indexer.{p}" for p in ("wq_b.weight", "wk.weight", "weights_proj.weight", "k_norm.weight", "k_norm.bias")]
 MTP_BLOCK = ["fc.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight", "norm.weight"]
 
 
@@ -64,6 +66,7 @@ QWEN_MOE_MTP = _under("mtp.", MTP_BLOCK) | _under(
 # The draft of each tiny source (4 backbone layers, 4 routed experts, 1 MTP layer).
 DRAFT_TENSORS = {
     "deepseek_v3": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + ROUTER + EXPERTS + _shared("shared_experts")),
+    "deepseek_v32": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + INDEXER + ROUTER + EXPERTS + _shared("shared_experts")),
     # GLM-4.7-Flash: DeepSeek-V2 MLA attention in GLM's MoE layer (vLLM 0.33.0 glm4_moe_lite.py:140-189).
     "glm4_moe_lite": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + ROUTER + EXPERTS + _shared("shared_experts")),
     "glm4_moe": _under(
@@ -87,10 +90,20 @@ DRAFT_TENSORS = {
         + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")],
     ),
 }
-DRAFT_COUNTS = {"deepseek_v3": 30, "glm4_moe": 32, "qwen3_next": 29, "mimo": 16, "glm4_moe_lite": 30, "qwen3_5": 15, "qwen3_5_moe": 29}
+DRAFT_COUNTS = {
+    "deepseek_v3": 30,
+    "glm4_moe": 32,
+    "qwen3_next": 29,
+    "mimo": 16,
+    "glm4_moe_lite": 30,
+    "qwen3_5": 15,
+    "qwen3_5_moe": 29,
+    "deepseek_v32": 35,
+}
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
     "deepseek_v3": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
+    "deepseek_v32": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "glm4_moe": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "glm4_moe_lite": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "qwen3_next": {"model.embed_tokens.weight", "lm_head.weight"},
@@ -109,6 +122,11 @@ SHAPES = {
         "model.layers.4.self_attn.k_proj.bias": (2 * 16,),
         "model.layers.4.self_attn.q_norm.weight": (16,),
         "model.layers.4.eh_proj.weight": (64, 128),
+    },
+    "deepseek_v32": {
+        "model.layers.4.self_attn.indexer.wq_b.weight": (2 * 16, 32),
+        "model.layers.4.self_attn.indexer.weights_proj.weight": (2, 64),
+        "model.layers.4.self_attn.indexer.k_norm.bias": (16,),
     },
     "glm4_moe_lite": {
         "model.layers.4.self_attn.q_a_proj.weight": (32, 64),
@@ -141,6 +159,7 @@ MISSING = {
     "deepseek_v3": "model.layers.4.eh_proj.weight",
     "glm4_moe": "model.layers.4.enorm.weight",
     "glm4_moe_lite": "model.layers.4.hnorm.weight",
+    "deepseek_v32": "model.layers.4.self_attn.indexer.wk.weight",
     "qwen3_next": "mtp.fc.weight",
     "mimo": "model.mtp_layers.0.input_proj.weight",
     "qwen3_5": "mtp.pre_fc_norm_hidden.weight",
@@ -149,6 +168,7 @@ MISSING = {
 MTP_LAYERS = {
     "step3p7": range(45, 48),
     "deepseek_v3": range(4, 5),
+    "deepseek_v32": range(4, 5),
     "glm4_moe": range(4, 5),
     "glm4_moe_lite": range(4, 5),
     "qwen3_next": range(0, 1),
@@ -270,6 +290,7 @@ def test_verify_refuses_a_draft_missing_an_mtp_tensor(family: str, family_root: 
 # from params_dict[name] in the hand-written loaders, a ValueError from AutoWeightsLoader (utils.py:442-448).
 ERRORS = {
     "deepseek_v3": "KeyError",
+    "deepseek_v32": "KeyError",
     "glm4_moe": "KeyError",
     "glm4_moe_lite": "KeyError",
     "qwen3_next": "ValueError",
@@ -291,6 +312,12 @@ UNLOADABLE = [
         "model.layers.4.self_attn.o_proj.weight",
         "model.language_model.layers.4.self_attn.o_proj.weight",
         "model.language_model.layers.4.mtp_block.self_attn.o_proj.weight",
+    ),
+    (
+        "deepseek_v32",
+        "model.layers.4.self_attn.indexer.k_norm.weight",
+        "model.language_model.layers.4.self_attn.indexer.k_norm.weight",
+        "model.language_model.layers.4.mtp_block.self_attn.indexer.k_norm.weight",
     ),
     ("glm4_moe_lite", "model.layers.4.eh_proj.weight", "layers.4.eh_proj.weight", "layers.4.eh_proj.weight"),
     (

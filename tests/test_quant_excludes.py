@@ -115,6 +115,7 @@ def test_an_exclude_list_that_is_not_a_list_is_bad_input() -> None:
 MISSING = {
     "modelopt": {
         "deepseek_v3": "model.layers.4*",
+        "deepseek_v32": "model.layers.4*",
         "glm4_moe": "model.layers.4*",
         "glm4_moe_lite": "model.layers.4*",
         "qwen3_next": "mtp.layers.0*",
@@ -124,6 +125,7 @@ MISSING = {
     },
     "compressed-tensors": {
         "deepseek_v3": "re:model\\.layers\\.4\\.",
+        "deepseek_v32": "re:model\\.layers\\.4\\.",
         "glm4_moe": "re:model\\.layers\\.4\\.",
         "glm4_moe_lite": "re:model\\.layers\\.4\\.",
         "qwen3_next": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
@@ -133,6 +135,7 @@ MISSING = {
     },
     "fp8": {
         "deepseek_v3": "model.layers.4.self_attn.fused_qkv_a_proj",
+        "deepseek_v32": "model.layers.4.self_attn.fused_qkv_a_proj",
         "glm4_moe": "model.layers.4.self_attn.qkv_proj",
         "glm4_moe_lite": "model.layers.4.self_attn.fused_qkv_a_proj",
         "qwen3_next": "mtp.layers.0.self_attn.qkv_proj",

@@ -117,6 +117,13 @@ def _glm4_moe_lite(spec: FamilySpec) -> dict[str, Any]:
     }
 
 
+def _deepseek_v32(spec: FamilySpec) -> dict[str, Any]:
+    """DeepSeek-V3's fields plus the indexer's, which vLLM 0.33.0 reads (deepseek_v32/attention.py:65-68)."""
+    config = {**_deepseek_v3(spec), "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32"}
+    config.pop("auto_map")
+    return {**config, "index_topk": 8, "index_n_heads": 2, "index_head_dim": 16}
+
+
 def _glm4_moe(spec: FamilySpec) -> dict[str, Any]:
     return {
         "architectures": ["Glm4MoeForCausalLM"],
@@ -195,6 +202,7 @@ def _mimo(spec: FamilySpec) -> dict[str, Any]:
 
 CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v3": _deepseek_v3,
+    "deepseek_v32": _deepseek_v32,
     "glm4_moe": _glm4_moe,
     "glm4_moe_lite": _glm4_moe_lite,
     "qwen3_next": _qwen3_next,
@@ -213,6 +221,7 @@ NVFP4_CONFIG = {
 # nvidia/DeepSeek-R1-FP4 uses, `model.layers.61*`); MiMo's modules are `model.layers.{nh+i}`.
 MTP_EXCLUDES = {
     "deepseek_v3": "model.layers.{nh}*",
+    "deepseek_v32": "model.layers.{nh}*",
     "glm4_moe": "model.layers.{nh}*",
     "glm4_moe_lite": "model.layers.{nh}*",
     "qwen3_next": "mtp*",
