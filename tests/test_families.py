@@ -399,12 +399,6 @@ def test_inspect_says_a_config_declares_the_count_only_when_it_does(family_root:
     )
 
 
-def test_every_family_states_its_loader_and_the_facts_it_rests_on() -> None:
-    for family in FAMILIES.values():
-        assert family.vllm_class and family.facts and family.summary, family.name
-        assert family.route_model_types or family.route_architectures, family.name
-
-
 def _example_recipes() -> list[Path]:
     return sorted((ROOT / "artifacts").rglob("draft.yaml"))
 
@@ -413,7 +407,6 @@ def _example_recipes() -> list[Path]:
 def test_every_recipe_under_artifacts_loads(path: Path) -> None:
     recipe = load_recipe(path)
 
-    assert recipe.family in FAMILIES
     if path.parent.parent.name == "examples":
         assert recipe.family == path.parent.name
         assert isinstance(recipe.source, HubRef) and isinstance(recipe.target, HubRef)
