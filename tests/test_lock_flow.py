@@ -151,3 +151,26 @@ def test_propose_outside_a_git_repository_is_refused_before_reaching_the_hub(
     assert result.code == 2
     assert "not inside a git repository" in result.stderr.splitlines()[0]
     assert not workdir.exists()
+
+
+def test_lock_keeps_the_commits_a_rebuild_proposal_pinned_and_resolves_the_rest(release: Release, synthetic_pairs: dict[str, Path]) -> None:
+    from tests.test_watch import MTP_TENSOR, _commit_file, _flip_one_value, _shard_of
+
+    release.prepare(tag=None)
+    before = {t["name"]: t["sha256"] for t in json.loads((release.folder / "draft.lock.json").read_text())["tensors"]}
+    shard = _shard_of(synthetic_pairs["source"], MTP_TENSOR)
+    retrained = _flip_one_value((synthetic_pairs["source"] / shard).read_bytes(), MTP_TENSOR)
+    pinned = _commit_file(release, SOURCE_REPO, shard, retrained, "Retrain")
+    assert release.cli("watch", "--propose").code == 1
+    release.repo.git.checkout(f"watch/{DRAFT}")  # the watcher's rebuild proposal, merged
+    assert json.loads((release.folder / "draft.lock.json").read_text())["unresolved"]
+    readme = (synthetic_pairs["source"] / "README.md").read_bytes() + b"\nA later paragraph.\n"
+    newest = _commit_file(release, SOURCE_REPO, "README.md", readme, "Reword the card")  # upstream moves on
+
+    report = _lock(release)
+
+    lock = json.loads((release.folder / "draft.lock.json").read_text())
+    assert report["state"] == "built" and lock["unresolved"] == []
+    assert lock["source"]["commit"] == pinned != newest  # the reviewed commit, not whatever main is now
+    after = {t["name"]: t["sha256"] for t in lock["tensors"]}
+    assert after[MTP_TENSOR] != before[MTP_TENSOR] and all(after[name] == before[name] for name in before if name != MTP_TENSOR)
