@@ -174,3 +174,18 @@ def test_lock_keeps_the_commits_a_rebuild_proposal_pinned_and_resolves_the_rest(
     assert lock["source"]["commit"] == pinned != newest  # the reviewed commit, not whatever main is now
     after = {t["name"]: t["sha256"] for t in lock["tensors"]}
     assert after[MTP_TENSOR] != before[MTP_TENSOR] and all(after[name] == before[name] for name in before if name != MTP_TENSOR)
+
+
+def test_propose_refuses_review_files_outside_the_repository_before_any_build(
+    tmp_path: Path, make_recipe: RecipeMaker, workdir: Path
+) -> None:
+    recipe = make_recipe()
+    git.Repo.init(recipe.parent)
+    (recipe.parent / "tokenizer.json").write_text("{}")  # a model's file: the folder is not the draft's own
+    result = run_cli("lock", "--propose", "--recipe", str(recipe), "--workdir", str(workdir))
+    assert result.code == 2
+    assert (
+        result.stderr.splitlines()[0]
+        == f"error: {workdir / 'review' / 'draft.lock.json'}: outside the repository at {recipe.parent.resolve()}"
+    )
+    assert not (workdir / "fetch").exists() and not (workdir / "lock").exists()

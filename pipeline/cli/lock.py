@@ -32,7 +32,7 @@ def lock_command(args: argparse.Namespace, out: Output) -> int:
 
     # Commits a lock already pins (a rebuild the watcher asked for) are kept; null ones are resolved.
     ctx = context(args, out, pin=True)
-    repo = open_repository(ctx.artifacts.folder) if args.propose else None  # before any download
+    repo = open_repository(ctx.recipe.path.parent) if args.propose else None  # before any download
     result = lock_draft(ctx, today(), repo)
     lines = [f"{result.draft}: lock {result.state} ({result.review.lock})"]
     if result.build is not None:

@@ -33,6 +33,7 @@ from pipeline.stages.context import Context
 
 BRANCH_PREFIX = "lock/"
 SHORT = 12
+REVIEW_FILES = ("lock", "config", "readme")  # the Artifacts fields a proposal commits
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def lock_draft(ctx: Context, today: str, repo: git.Repo | None = None) -> LockRe
     if is_resolved(load_lock(committed.lock)):
         ctx.out.info(f"lock: {committed.lock} is already resolved; nothing to do")
         return LockResult(ctx.recipe.name, "resolved", committed)
+    # Where the files go in the repository, known before the build so a wrong folder stops it early.
+    paths = {} if repo is None else {name: relative_path(repo, getattr(committed, name)) for name in REVIEW_FILES}
     review = committed if repo is None else _staged(committed, lock_folder(ctx) / "proposal")
     built = build(ctx, today, locked=False, artifacts=review)
     run_stages(ctx, ("bench-import",))  # the card shows the benchmarks the recipe declares
@@ -92,10 +95,10 @@ def lock_draft(ctx: Context, today: str, repo: git.Repo | None = None) -> LockRe
     result = LockResult(ctx.recipe.name, "built", review, built, verify)
     if repo is None:
         return result
-    files = {relative_path(repo, getattr(committed, name)): getattr(review, name).read_bytes() for name in ("lock", "config", "readme")}
+    files = {paths[name]: getattr(review, name).read_bytes() for name in REVIEW_FILES}
     lock = load_lock(review.lock)
     assert lock is not None
-    card_path = relative_path(repo, committed.readme)
+    card_path = paths["readme"]
     old_card = committed.readme.read_text(encoding="utf-8") if committed.readme.exists() else ""
     card_diff = card.unified_diff(old_card, review.readme.read_text(encoding="utf-8"), f"a/{card_path}", f"b/{card_path}")
     proposal = Proposal(
@@ -113,7 +116,7 @@ def _staged(committed: Artifacts, folder: Path) -> Artifacts:
     staged = Artifacts(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    for name in ("lock", "config", "readme"):
+    for name in REVIEW_FILES:
         if getattr(committed, name).exists():
             shutil.copyfile(getattr(committed, name), getattr(staged, name))
     return staged
