@@ -3,8 +3,9 @@
 The real client talks to it exactly as to huggingface.co (design §8; routes from
 facts/hub-api.md §6): repo create, validate-yaml, repo info, preupload, LFS batch and PUT,
 ndjson commit, tags, branches, refs, commits, paths-info, tree, and resolve with Range.
-Xet is refused (501), so clients must run with `HF_HUB_DISABLE_XET=1`. There is no auth:
-any token is accepted, and none is ever logged.
+Xet is refused (501), so clients must run with `HF_HUB_DISABLE_XET=1`. Access is open unless
+tokens or Trusted Publishers are configured (`auth.py`, `oidc.py`); card metadata is validated
+as the Hub does (`metadata.py`). No token is ever logged.
 """
 
 from __future__ import annotations
@@ -12,15 +13,21 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import re
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
+from pipeline.rehearsal.hub.auth import AccessPolicy, Forbidden, Grant
 from pipeline.rehearsal.hub.faults import ANY_ROUTE, FaultInjector, FaultPlan
+from pipeline.rehearsal.hub.metadata import metadata_errors
+from pipeline.rehearsal.hub.oidc import InvalidGrant, TrustedPublishers
 from pipeline.rehearsal.hub.stats import ServerStats
 from pipeline.rehearsal.hub.storage import (
     DEFAULT_BRANCH,
@@ -32,6 +39,7 @@ from pipeline.rehearsal.hub.storage import (
     HubRequestError,
     HubStorage,
     Operation,
+    RepoNotFound,
     RepoRef,
     lfs_entry,
     wants_lfs,
@@ -67,12 +75,25 @@ WsgiStartResponse = Callable[..., Any]
 
 
 class HubApp:
-    """The WSGI application: match a route, apply due faults, run the handler, count it."""
+    """The WSGI application: match a route, apply due faults, check access, run the handler, count it."""
 
-    def __init__(self, storage: HubStorage, stats: ServerStats, faults: FaultPlan | None = None) -> None:
+    def __init__(
+        self,
+        storage: HubStorage,
+        stats: ServerStats,
+        faults: FaultPlan | None = None,
+        access: AccessPolicy | None = None,
+        publishers: TrustedPublishers | None = None,
+    ) -> None:
         self.storage = storage
         self.stats = stats
         self.faults = faults or FaultPlan()
+        self.access = access or AccessPolicy()
+        self.publishers = publishers or TrustedPublishers()
+        if self.publishers.publishers:
+            self.access.strict = True
+        # Signs LFS upload URLs: the client PUTs to them without credentials, as to a presigned URL.
+        self._upload_key = secrets.token_bytes(32)
 
     @property
     def faults(self) -> FaultPlan:
@@ -122,6 +143,7 @@ class HubApp:
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         request = Request(environ["REQUEST_METHOD"].upper(), params, query, body, environ)
         try:
+            request.grant = self._authorize(route, request)
             if route.name == "commit" and injector.race_due():
                 self._concurrent_writer(request)
             response = route.handler(self, request)
@@ -132,31 +154,63 @@ class HubApp:
             return error_response(500, "Internal server error")
         if route.writes and response.status < 300:
             self.stats.record_write()
+        if response.status < 300 and injector.answer_lost(route.name):
+            # The work is done but the answer never reaches the client, as behind a failing proxy.
+            _close(response.body)
+            return error_response(502, "Bad gateway: the answer was lost")
         return response
+
+    def _authorize(self, route: Route, request: Request) -> Grant | None:
+        """The caller's grant, after refusing what it may not do on this route (open mode allows all)."""
+        if route.access == "signed":
+            return None
+        grant = self.access.identify(request.environ)
+        if route.access in ("read", "write"):
+            repo = request.repo()
+            try:
+                record: dict[str, Any] | None = self.storage.repo_record(repo)
+            except RepoNotFound:
+                record = None
+            if route.access == "read":
+                self.access.check_read(grant, repo, record)
+            else:
+                self.access.check_write(grant, repo, record)
+        return grant
 
     # ---- repos ------------------------------------------------------------------------------
 
     def create_repo(self, request: Request) -> Response:
         payload = _json_object(request.body)
-        name, namespace = payload.get("name"), payload.get("organization")
-        if not isinstance(name, str) or not isinstance(namespace, str):
-            raise HubRequestError("A repo id needs a namespace: create it as <namespace>/<name>")
-        repo = RepoRef(payload.get("type") or "model", namespace, name)
+        repo = _repo_from_body(payload)
+        self.access.check_admin(request.grant, repo)
         private = payload.get("visibility") == "private" or payload.get("private") is True
         url = f"{request.base_url}/{repo.url_path}"
         if not self.storage.create_repo(repo, private=private):
             return error_response(409, f"You already created this {repo.type} repo", extra={"url": url})
         return json_response(200, {"url": url, "name": repo.id, "id": repo.id})
 
+    def delete_repo(self, request: Request) -> Response:
+        repo = _repo_from_body(_json_object(request.body))
+        self.access.check_admin(request.grant, repo)
+        self.storage.delete_repo(repo)
+        return json_response(200, {})
+
     def validate_yaml(self, request: Request) -> Response:
         content = _json_object(request.body).get("content")
         if not isinstance(content, str):
             raise HubRequestError("`content` must be the README text")
-        try:
-            front_matter(content)
-        except InvalidMetadata as exc:
-            return error_response(400, str(exc), extra={"errors": [{"message": str(exc)}], "warnings": []})
+        reasons = _card_errors(content)
+        if reasons:
+            return error_response(400, reasons[0], extra={"errors": [{"message": r} for r in reasons], "warnings": []})
         return json_response(200, {"errors": [], "warnings": []})
+
+    def token_exchange(self, request: Request) -> Response:
+        try:
+            answer = self.publishers.exchange(_json_object(request.body), request.base_url, self.access)
+        except InvalidGrant as exc:
+            body = {"error": "invalid_grant", "error_description": str(exc)}
+            return json_response(400, body, [("X-Error-Message", f"invalid_grant: {exc}"[:1000])])
+        return json_response(200, answer)
 
     def repo_info(self, request: Request) -> Response:
         repo = request.repo()
@@ -217,13 +271,21 @@ class HubApp:
             if not isinstance(oid, str) or not re.fullmatch(r"[0-9a-f]{64}", oid) or not isinstance(size, int) or size < 0:
                 answer["error"] = {"code": 422, "message": "An object needs a sha256 `oid` and a `size`"}
             elif self.storage.blob_size(oid) is None:
-                href = f"{request.base_url}/api/lfs/objects/{oid}?size={size}"
+                href = f"{request.base_url}/api/lfs/objects/{oid}?size={size}&signature={self._upload_signature(oid, size)}"
                 answer["actions"] = {"upload": {"href": href}}
             # An object without `actions` is already stored: the client skips its upload.
             answers.append(answer)
         return json_response(200, {"transfer": "basic", "objects": answers}, content_type="application/vnd.git-lfs+json")
 
+    def _upload_signature(self, oid: str, size: int) -> str:
+        return hmac.new(self._upload_key, f"{oid}:{size}".encode(), hashlib.sha256).hexdigest()
+
     def lfs_upload(self, request: Request) -> Response:
+        size = (request.query.get("size") or [""])[-1]
+        signature = (request.query.get("signature") or [""])[-1]
+        if not size.isdigit() or not hmac.compare_digest(signature, self._upload_signature(request.params["oid"], int(size))):
+            raise Forbidden("This upload URL is not signed by the LFS batch endpoint")
+
         def counted(chunks: Iterable[bytes]) -> Iterator[bytes]:
             for chunk in chunks:
                 self.stats.add_lfs_bytes_received(len(chunk))
@@ -246,6 +308,11 @@ class HubApp:
         if parent is not None and not (isinstance(parent, str) and re.fullmatch(r"[0-9a-fA-F]{5,40}", parent)):
             raise HubRequestError(f"Invalid parentCommit {parent!r}")
         operations = [self._operation(item["key"], item["value"]) for item in lines]
+        for operation in operations:
+            if isinstance(operation, AddFile) and operation.entry.path == "README.md" and not operation.entry.lfs:
+                readme = b"".join(self.storage.read_blob(operation.entry.sha256, 0, operation.entry.size)).decode("utf-8", "replace")
+                if reasons := _card_errors(readme):
+                    raise HubRequestError(f"Invalid metadata in README.md: {reasons[0]}")
         commit = self.storage.apply_commit(
             repo,
             request.params["rev"],
@@ -424,30 +491,37 @@ class Route:
     name: str
     handler: Callable[[HubApp, Request], Response]
     writes: bool = False
+    # Who may call it: public (anyone), read / write (checked against the repo in the path),
+    # admin (checked by the handler, the repo is in the body), signed (the URL carries a signature).
+    access: str = "read"
 
 
-def _route(method: str, pattern: str, name: str, handler: Callable[[HubApp, Request], Response], *, writes: bool = False) -> Route:
-    return Route(method, re.compile(pattern), name, handler, writes)
+def _route(
+    method: str, pattern: str, name: str, handler: Callable[[HubApp, Request], Response], *, writes: bool = False, access: str = "read"
+) -> Route:
+    return Route(method, re.compile(pattern), name, handler, writes, access)
 
 
 ROUTES: tuple[Route, ...] = (
-    _route("POST", r"/api/repos/create", "repo_create", HubApp.create_repo, writes=True),
-    _route("POST", r"/api/validate-yaml", "validate_yaml", HubApp.validate_yaml),
+    _route("POST", r"/api/repos/create", "repo_create", HubApp.create_repo, writes=True, access="admin"),
+    _route("DELETE", r"/api/repos/delete", "repo_delete", HubApp.delete_repo, writes=True, access="admin"),
+    _route("POST", r"/api/validate-yaml", "validate_yaml", HubApp.validate_yaml, access="public"),
+    _route("POST", r"/oauth/token", "token_exchange", HubApp.token_exchange, access="signed"),
     _route("GET", _API_REPO, "repo_info", HubApp.repo_info),
     _route("GET", _API_REPO + "/revision/" + _REV, "repo_info", HubApp.repo_info),
-    _route("POST", _API_REPO + "/preupload/" + _REV, "preupload", HubApp.preupload),
-    _route("POST", _API_REPO + "/commit/" + _REV, "commit", HubApp.commit, writes=True),
-    _route("POST", _API_REPO + "/tag/" + _REV, "tag_create", HubApp.create_tag, writes=True),
-    _route("DELETE", _API_REPO + "/tag/" + _REV, "tag_delete", HubApp.delete_tag, writes=True),
-    _route("POST", _API_REPO + "/branch/" + _REV, "branch_create", HubApp.create_branch, writes=True),
-    _route("DELETE", _API_REPO + "/branch/" + _REV, "branch_delete", HubApp.delete_branch, writes=True),
+    _route("POST", _API_REPO + "/preupload/" + _REV, "preupload", HubApp.preupload, access="write"),
+    _route("POST", _API_REPO + "/commit/" + _REV, "commit", HubApp.commit, writes=True, access="write"),
+    _route("POST", _API_REPO + "/tag/" + _REV, "tag_create", HubApp.create_tag, writes=True, access="write"),
+    _route("DELETE", _API_REPO + "/tag/" + _REV, "tag_delete", HubApp.delete_tag, writes=True, access="write"),
+    _route("POST", _API_REPO + "/branch/" + _REV, "branch_create", HubApp.create_branch, writes=True, access="write"),
+    _route("DELETE", _API_REPO + "/branch/" + _REV, "branch_delete", HubApp.delete_branch, writes=True, access="write"),
     _route("GET", _API_REPO + "/refs", "refs", HubApp.refs),
     _route("GET", _API_REPO + "/commits/" + _REV, "commits", HubApp.commits),
     _route("POST", _API_REPO + "/paths-info/" + _REV, "paths_info", HubApp.paths_info),
     _route("GET", _API_REPO + "/tree/" + _REV + r"(?:/(?P<path>.+))?", "tree", HubApp.list_tree),
     _route("GET", _API_REPO + r"/xet-(?:read|write)-token/" + _REV, "xet_token", HubApp.xet_token),
-    _route("POST", _WEB_REPO + r"\.git/info/lfs/objects/batch", "lfs_batch", HubApp.lfs_batch),
-    _route("PUT", r"/api/lfs/objects/(?P<oid>[0-9a-f]{64})", "lfs_upload", HubApp.lfs_upload, writes=True),
+    _route("POST", _WEB_REPO + r"\.git/info/lfs/objects/batch", "lfs_batch", HubApp.lfs_batch, access="write"),
+    _route("PUT", r"/api/lfs/objects/(?P<oid>[0-9a-f]{64})", "lfs_upload", HubApp.lfs_upload, writes=True, access="signed"),
     _route("GET", _WEB_REPO + "/resolve/" + _REV + r"/(?P<path>.+)", "resolve", HubApp.resolve),
     _route("HEAD", _WEB_REPO + "/resolve/" + _REV + r"/(?P<path>.+)", "resolve", HubApp.resolve),
 )
@@ -483,6 +557,22 @@ def _close(body: Iterable[bytes]) -> None:
     close = getattr(body, "close", None)
     if close is not None:
         close()
+
+
+def _repo_from_body(payload: Mapping[str, Any]) -> RepoRef:
+    name, namespace = payload.get("name"), payload.get("organization")
+    if not isinstance(name, str) or not isinstance(namespace, str):
+        raise HubRequestError("A repo id needs a namespace: create it as <namespace>/<name>")
+    return RepoRef(payload.get("type") or "model", namespace, name)
+
+
+def _card_errors(readme: str) -> list[str]:
+    """Why the Hub would refuse this README's metadata (unparsable YAML included)."""
+    try:
+        metadata = front_matter(readme)
+    except InvalidMetadata as exc:
+        return [str(exc)]
+    return metadata_errors(metadata or {})
 
 
 def _json_object(body: RequestBody) -> dict[str, Any]:

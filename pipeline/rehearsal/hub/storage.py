@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -324,6 +325,15 @@ class HubStorage:
             record = {"type": repo.type, "id": repo.id, "private": private, "createdAt": now_iso()}
             _write_atomic(repo_dir / "repo.json", _canonical(record))
             return True
+
+    def delete_repo(self, repo: RepoRef) -> None:
+        """Forget a repo (its blobs stay: other repos may share them)."""
+        with self._lock:
+            self.repo_record(repo)
+            repo_dir = self._repo_dir(repo)
+            # repo.json first: without it the repo no longer exists, whatever is left to remove.
+            (repo_dir / "repo.json").unlink()
+            shutil.rmtree(repo_dir, ignore_errors=True)
 
     def refs(self, repo: RepoRef) -> Refs:
         self.repo_record(repo)

@@ -9,10 +9,13 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from pipeline.rehearsal.hub.storage import HubRequestError, RepoRef
+
+if TYPE_CHECKING:
+    from pipeline.rehearsal.hub.auth import Grant
 
 # Set by our own request handler: `wsgi.input` is then the raw socket stream, so a chunked
 # body still needs decoding (wsgiref passes it through as sent).
@@ -134,6 +137,7 @@ class Request:
     query: dict[str, list[str]]
     body: RequestBody
     environ: Mapping[str, Any]
+    grant: Grant | None = None  # the caller's token grant, once access was checked
 
     @property
     def base_url(self) -> str:
