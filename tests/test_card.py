@@ -138,6 +138,7 @@ DRAFTS = sorted(p.parent.name for p in (ROOT / "artifacts").glob("*/draft.lock.j
 @pytest.mark.parametrize("draft", DRAFTS)
 def test_committed_card_is_the_golden_render(draft: str, tmp_path: Path, update_golden: bool) -> None:
     """Each committed card equals a fresh render; `pytest --update-golden` rewrites it for review."""
+    from pipeline.recipe.layout import Artifacts
     from pipeline.stages import bench_import
     from pipeline.stages.card import CardStageInputs, render_card
 
@@ -145,7 +146,7 @@ def test_committed_card_is_the_golden_render(draft: str, tmp_path: Path, update_
     bench_dir = tmp_path / "benchmarks"
     if recipe.benchmarks is not None:
         bench_import.run(bench_import.BenchImportInputs(recipe.folder / "benchmarks", recipe.benchmarks, bench_dir))
-    fresh = render_card(CardStageInputs(recipe, FAMILIES[recipe.family], bench_dir))
+    fresh = render_card(CardStageInputs(recipe, FAMILIES[recipe.family], bench_dir, Artifacts(recipe.folder)))
     committed = recipe.folder / "README.md"
     if update_golden:
         committed.write_text(fresh, encoding="utf-8")
