@@ -24,6 +24,7 @@ from huggingface_hub import HfApi
 from safetensors.numpy import save_file
 
 from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.hub.auth import AccessPolicy
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 
 FAKE_TOKEN = "hf_fake_token_for_tests"
@@ -33,8 +34,9 @@ CONFIG_JSON = '{"model_type": "tiny", "num_nextn_predict_layers": 1}\n'
 
 @pytest.fixture
 def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    """A running embedded Hub over a fresh storage root, stopped after the test."""
-    with HubServer(tmp_path_factory.mktemp("hub-root")) as server:
+    """A running, strict embedded Hub over a fresh storage root: FAKE_TOKEN may write everywhere."""
+    access = AccessPolicy.from_specs([f"{FAKE_TOKEN}:write"])
+    with HubServer(tmp_path_factory.mktemp("hub-root"), access=access) as server:
         yield server
 
 

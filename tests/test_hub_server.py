@@ -36,6 +36,7 @@ from pipeline.rehearsal.hub import FaultPlan, HubServer
 from tests.hub_fixtures import FAKE_TOKEN
 
 REPO = "org/tiny-draft"
+AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}"}
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -338,6 +339,7 @@ def test_lfs_upload_checks_the_body_and_commit_checks_the_oid(hub_api: HfApi, hu
     batch = httpx2.post(
         f"{hub_server.url}/{REPO}.git/info/lfs/objects/batch",
         json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(data)}], "hash_algo": "sha256"},
+        headers=AUTH,
     ).json()
     href = batch["objects"][0]["actions"]["upload"]["href"]
 
@@ -350,7 +352,7 @@ def test_lfs_upload_checks_the_body_and_commit_checks_the_oid(hub_api: HfApi, hu
         )
     )
     commit_url = f"{hub_server.url}/api/models/{REPO}/commit/main"
-    headers = {"Content-Type": "application/x-ndjson"}
+    headers = {"Content-Type": "application/x-ndjson", **AUTH}
     refused = httpx2.post(commit_url, content=commit_body, headers=headers)
     assert refused.status_code == 400
     assert "never uploaded" in refused.json()["error"]
@@ -363,7 +365,9 @@ def test_lfs_upload_checks_the_body_and_commit_checks_the_oid(hub_api: HfApi, hu
     assert isinstance(stored, RepoFile) and stored.lfs is not None and stored.lfs.sha256 == oid
     assert hub_server.stats.lfs_bytes_received == 2 * len(data)
     again = httpx2.post(
-        f"{hub_server.url}/{REPO}.git/info/lfs/objects/batch", json={"operation": "upload", "objects": [{"oid": oid, "size": len(data)}]}
+        f"{hub_server.url}/{REPO}.git/info/lfs/objects/batch",
+        json={"operation": "upload", "objects": [{"oid": oid, "size": len(data)}]},
+        headers=AUTH,
     )
     assert "actions" not in again.json()["objects"][0]
 

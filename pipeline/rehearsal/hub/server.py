@@ -1,7 +1,7 @@
 """Run the embedded Hub on a threaded wsgiref server: `HubServer` in a thread, `serve` in front.
 
 `HubServer` is for tests and in-process rehearsals; `serve` is what the CLI runs. One server
-process per storage root. Bind to loopback: the Hub API it serves has no authentication.
+process per storage root. Bind to loopback: even in strict mode its tokens are rehearsal tokens.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from pipeline.rehearsal.hub.app import HubApp
+from pipeline.rehearsal.hub.auth import AccessPolicy
 from pipeline.rehearsal.hub.faults import FaultPlan
+from pipeline.rehearsal.hub.oidc import TrustedPublishers
 from pipeline.rehearsal.hub.stats import ServerStats
 from pipeline.rehearsal.hub.storage import HubStorage
 from pipeline.rehearsal.hub.wsgi import RAW_INPUT_KEY
@@ -71,7 +73,7 @@ class HubServer:
     """A Hub-compatible server over a storage root, running in a background thread.
 
     Use as a context manager, or call `start()` and `stop()`. `faults` can be replaced at any
-    time; `stats` counts the traffic.
+    time; `stats` counts the traffic. With `access` (tokens) or `publishers` it is strict.
     """
 
     def __init__(
@@ -81,11 +83,13 @@ class HubServer:
         host: str = "127.0.0.1",
         port: int = 0,
         faults: FaultPlan | None = None,
+        access: AccessPolicy | None = None,
+        publishers: TrustedPublishers | None = None,
     ) -> None:
         self.root = Path(root)
         self.host = host
         self.stats = ServerStats()
-        self._app = HubApp(HubStorage(self.root), self.stats, faults)
+        self._app = HubApp(HubStorage(self.root), self.stats, faults, access, publishers)
         self._requested_port = port
         self._httpd: _ThreadingWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -147,12 +151,14 @@ def serve(
     port: int = 0,
     *,
     on_ready: Callable[[str], None] | None = None,
+    access: AccessPolicy | None = None,
+    publishers: TrustedPublishers | None = None,
 ) -> None:
     """Serve the Hub over `root` in the foreground until interrupted.
 
     `on_ready` receives the URL once the port is bound (useful with port 0).
     """
-    httpd = _bind(HubApp(HubStorage(Path(root)), ServerStats()), host, port)
+    httpd = _bind(HubApp(HubStorage(Path(root)), ServerStats(), None, access, publishers), host, port)
     try:
         if on_ready is not None:
             on_ready(_url(host, httpd.server_port))
