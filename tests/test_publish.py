@@ -141,7 +141,7 @@ def test_a_branch_that_keeps_moving_stops_the_release(release: Release) -> None:
 
 
 def test_a_concurrent_commit_makes_the_planned_commit_fail_instead_of_overwriting(release: Release) -> None:
-    from pipeline.remote.errors import BranchMoved
+    from pipeline.remote.errors import BranchMoved, status_of
     from pipeline.stages.upload import apply_plan, plan_upload
 
     release.api.create_repo(DESTINATION, exist_ok=True)
@@ -153,7 +153,7 @@ def test_a_concurrent_commit_makes_the_planned_commit_fail_instead_of_overwritin
     with pytest.raises(BranchMoved) as caught:
         apply_plan(release.api, plan)
 
-    assert caught.value.__cause__ is not None and getattr(caught.value.__cause__, "response").status_code == 412
+    assert status_of(caught.value.__cause__) == 412
     assert release.api.hf_hub_download(DESTINATION, "notes.md") and release.tags() == {}
 
 

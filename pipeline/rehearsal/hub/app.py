@@ -195,6 +195,16 @@ class HubApp:
         self.storage.delete_repo(repo)
         return json_response(200, {})
 
+    def repo_settings(self, request: Request) -> Response:
+        repo = request.repo()
+        self.access.check_admin(request.grant, repo)
+        visibility = _json_object(request.body).get("visibility")
+        if visibility not in (None, "public", "private"):
+            raise HubRequestError("`visibility` must be public or private")
+        if visibility is not None:
+            self.storage.set_private(repo, visibility == "private")
+        return json_response(200, {})
+
     def validate_yaml(self, request: Request) -> Response:
         content = _json_object(request.body).get("content")
         if not isinstance(content, str):
@@ -508,6 +518,7 @@ ROUTES: tuple[Route, ...] = (
     _route("POST", r"/api/validate-yaml", "validate_yaml", HubApp.validate_yaml, access="public"),
     _route("POST", r"/oauth/token", "token_exchange", HubApp.token_exchange, access="signed"),
     _route("GET", _API_REPO, "repo_info", HubApp.repo_info),
+    _route("PUT", _API_REPO + "/settings", "repo_settings", HubApp.repo_settings, writes=True, access="write"),
     _route("GET", _API_REPO + "/revision/" + _REV, "repo_info", HubApp.repo_info),
     _route("POST", _API_REPO + "/preupload/" + _REV, "preupload", HubApp.preupload, access="write"),
     _route("POST", _API_REPO + "/commit/" + _REV, "commit", HubApp.commit, writes=True, access="write"),

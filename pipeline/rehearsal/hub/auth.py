@@ -105,6 +105,13 @@ class AccessPolicy:
         tokens = dict(parse_token_spec(spec) for spec in specs)
         return cls(tokens, strict=bool(tokens))
 
+    def add(self, spec: str) -> None:
+        """Accept one more token, given as `VALUE:ROLE[:REPO...]`; the server becomes strict."""
+        value, grant = parse_token_spec(spec)
+        with self._lock:
+            self.tokens[value] = grant
+            self.strict = True
+
     def issue(self, grant: Grant) -> str:
         """A fresh token for `grant` (Trusted Publisher exchanges); the server becomes strict."""
         value = "hf_oidc_" + secrets.token_urlsafe(24)
@@ -162,5 +169,7 @@ class AccessPolicy:
             return
         if grant is None:
             raise Unauthorized(f"You must be authenticated to create or delete {repo.id}")
-        if grant.role != "write" or grant.repos is not None:
+        if grant.role != "write":
+            raise Forbidden(f"This token has the read role: creating or deleting {repo.id} needs a token with write access")
+        if grant.repos is not None:
             raise Forbidden(f'You don\'t have the rights to create or delete a model under the namespace "{repo.namespace}"')

@@ -326,6 +326,11 @@ class HubStorage:
             _write_atomic(repo_dir / "repo.json", _canonical(record))
             return True
 
+    def set_private(self, repo: RepoRef, private: bool) -> None:
+        with self._lock:
+            record = {**self.repo_record(repo), "private": private}
+            _write_atomic(self._repo_dir(repo) / "repo.json", _canonical(record))
+
     def delete_repo(self, repo: RepoRef) -> None:
         """Forget a repo (its blobs stay: other repos may share them)."""
         with self._lock:
