@@ -29,9 +29,12 @@ from pipeline.remote.transport import RetriesExhausted
 
 OIDC_ENV = "HF_OIDC_RESOURCE"
 TOKEN_EXCHANGE_PATH = "/oauth/token"
-CREDENTIALS_HINT = (
-    f"set HF_TOKEN to a token with {{permission}} access to {{repo}}, or {OIDC_ENV}={{repo}} to publish through a Trusted Publisher"
-)
+
+
+def credentials_hint(permission: str, repo: str) -> str:
+    """What to set: a token with the permission, or (for writes) a Trusted Publisher exchange."""
+    hint = f"set HF_TOKEN to a token with {permission} access to {repo}"
+    return hint + (f", or {OIDC_ENV}={repo} to publish through a Trusted Publisher" if permission == "write" else "")
 
 
 class BranchMoved(CheckFailed):
@@ -125,12 +128,13 @@ def _from_response(exc: HfHubHTTPError, action: str, repo: str | None, permissio
         sent = "the Hub refused the token sent" if "authorization" in request.headers else "no token was sent"
         return InputError(
             f"{subject}: {source} is missing or invalid for {endpoint} (HTTP 401: {sent})",
-            hint=CREDENTIALS_HINT.format(permission=permission, repo=target),
+            hint=f"set HF_TOKEN to a valid token with {permission} access to {target}; releases may instead set "
+            f"{OIDC_ENV}=<destination> to use a Trusted Publisher",
         )
     if status == 403 and not isinstance(exc, GatedRepoError):
         return InputError(
             f"{subject}: the token lacks {permission} permission on {target} (HTTP 403: {said})",
-            hint=CREDENTIALS_HINT.format(permission=permission, repo=target),
+            hint=credentials_hint(permission, target),
         )
     if isinstance(exc, (RepositoryNotFoundError, GatedRepoError)):
         return InputError(
