@@ -1,0 +1,167 @@
+"""The strict embedded Hub answers as the real one does: status, X-Error-* headers and JSON bodies
+that huggingface_hub's own error parsing turns into the exceptions its callers expect."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.hub.auth import AccessPolicy
+from pipeline.rehearsal.hub.oidc import (
+    GITHUB_ISSUER,
+    ID_TOKEN_TYPE,
+    TOKEN_EXCHANGE_GRANT,
+    Publisher,
+    TrustedPublishers,
+    mint_id_token,
+)
+from tests.conftest import run_cli
+
+WRITER, READER, SCOPED = "hf_writer", "hf_reader", "hf_scoped"
+REPO = "org/draft"
+KEY = b"test-signing-key"
+SUB = "repo:org/tools:environment:release"
+
+
+@pytest.fixture
+def strict(tmp_path: Path) -> Iterator[HubServer]:
+    access = AccessPolicy.from_specs([f"{WRITER}:write", f"{READER}:read", f"{SCOPED}:write:org/other"])
+    publishers = TrustedPublishers([Publisher(REPO, {"sub": SUB})], {GITHUB_ISSUER: KEY})
+    with HubServer(tmp_path / "hub", access=access, publishers=publishers) as server:
+        HfApi(endpoint=server.url, token=WRITER).create_repo(REPO)
+        yield server
+
+
+def _api(server: HubServer, token: str | None) -> HfApi:
+    return HfApi(endpoint=server.url, token=token if token else False)  # False: send no token at all
+
+
+def test_an_unknown_token_is_refused_everywhere_with_the_hubs_words(strict: HubServer) -> None:
+    answer = httpx2.get(f"{strict.url}/api/models/{REPO}", headers={"Authorization": "Bearer hf_nope"})
+
+    assert answer.status_code == 401
+    assert answer.headers["X-Error-Message"] == "Invalid credentials in Authorization header"
+    assert answer.json()["error"] == "Invalid credentials in Authorization header"
+
+
+def test_writes_need_a_write_token_in_scope(strict: HubServer) -> None:
+    def status(token: str | None) -> int:
+        with pytest.raises(HfHubHTTPError) as refused:
+            _api(strict, token).upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=REPO)
+        return refused.value.response.status_code
+
+    assert status(None) == 401
+    assert status(READER) == 403
+    assert status(SCOPED) == 403
+    _api(strict, WRITER).upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=REPO)
+
+
+def test_private_repos_are_invisible_without_access(strict: HubServer) -> None:
+    _api(strict, WRITER).create_repo("org/secret", private=True)
+
+    anonymous = httpx2.get(f"{strict.url}/api/models/org/secret")
+    with pytest.raises(RepositoryNotFoundError):
+        _api(strict, None).model_info("org/secret")
+    strict.app.access.add("hf_outsider:read:elsewhere/repo")
+    unseen = httpx2.get(f"{strict.url}/api/models/org/secret", headers={"Authorization": "Bearer hf_outsider"})
+    member = httpx2.get(f"{strict.url}/api/models/org/secret", headers={"Authorization": f"Bearer {SCOPED}"})
+
+    assert (anonymous.status_code, anonymous.headers["X-Error-Code"]) == (401, "RepoNotFound")
+    assert (unseen.status_code, unseen.headers["X-Error-Code"]) == (404, "RepoNotFound")
+    assert member.status_code == 403  # same namespace, but the fine-grained scope leaves it out
+    assert _api(strict, WRITER).model_info("org/secret").private
+
+
+def test_scoped_tokens_cannot_create_repos(strict: HubServer) -> None:
+    answer = httpx2.post(
+        f"{strict.url}/api/repos/create", json={"name": "other", "organization": "org"}, headers={"Authorization": f"Bearer {SCOPED}"}
+    )
+
+    assert answer.status_code == 403 and "rights to create" in answer.headers["X-Error-Message"]
+
+
+def test_lfs_upload_urls_must_carry_the_batch_signature(strict: HubServer) -> None:
+    oid = "0" * 64
+    forged = httpx2.put(f"{strict.url}/api/lfs/objects/{oid}?size=1&signature=00", content=b"x")
+
+    assert forged.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ("license: apache2\n", '"license" must be one of'),
+        ("base_model: [org/a, not a repo]\n", '"base_model" must be'),
+        ("base_model: org/a\nbase_model_relation: draft\n", '"base_model_relation" must be one of adapter, merge, quantized, finetune'),
+        ("base_model_relation: adapter\n", '"base_model_relation" needs a "base_model"'),
+        (
+            "model-index:\n- name: x\n  results:\n  - task: {type: t}\n    dataset: {type: d, name: n}\n    metrics: [{type: acc}]\n",
+            "metrics[0].value",
+        ),
+        ("model-index: {name: x}\n", '"model-index" must be a non-empty list'),
+    ],
+)
+def test_the_validator_refuses_what_the_hub_refuses(metadata: str, reason: str, strict: HubServer) -> None:
+    answer = httpx2.post(f"{strict.url}/api/validate-yaml", json={"content": f"---\n{metadata}---\n# card\n", "repoType": "model"})
+
+    assert answer.status_code == 400
+    assert any(reason in error["message"] for error in answer.json()["errors"]), answer.json()
+    with pytest.raises(ValueError, match=r"Invalid metadata in README\.md"):  # the client's own check, before any upload
+        _api(strict, WRITER).upload_file(path_or_fileobj=f"---\n{metadata}---\n".encode(), path_in_repo="README.md", repo_id=REPO)
+
+
+def test_a_good_card_passes_the_validator(strict: HubServer) -> None:
+    card = "---\nlicense: apache-2.0\nbase_model: org/a\nbase_model_relation: adapter\nlibrary_name: vllm\n---\n# card\n"
+
+    assert httpx2.post(f"{strict.url}/api/validate-yaml", json={"content": card, "repoType": "model"}).status_code == 200
+
+
+def _exchange(server: HubServer, token: str, resource: str = REPO, **overrides: str) -> httpx2.Response:
+    body = {"grant_type": TOKEN_EXCHANGE_GRANT, "subject_token_type": ID_TOKEN_TYPE, "subject_token": token, "resource": resource}
+    return httpx2.post(f"{server.url}/oauth/token", json={**body, **overrides})
+
+
+def test_the_token_exchange_checks_signature_issuer_audience_expiry_and_claims(strict: HubServer) -> None:
+    good = mint_id_token(KEY, audience=strict.url, subject=SUB)
+    refused = {
+        "wrong key": _exchange(strict, mint_id_token(b"other key", audience=strict.url, subject=SUB)),
+        "wrong issuer": _exchange(strict, mint_id_token(KEY, audience=strict.url, subject=SUB, issuer="https://gitlab.example")),
+        "wrong audience": _exchange(strict, mint_id_token(KEY, audience="https://huggingface.co", subject=SUB)),
+        "expired": _exchange(strict, mint_id_token(KEY, audience=strict.url, subject=SUB, now=time.time() - 3600)),
+        "other environment": _exchange(strict, mint_id_token(KEY, audience=strict.url, subject=SUB.replace("release", "staging"))),
+        "other repo": _exchange(strict, good, resource="org/other"),
+        "wrong grant": _exchange(strict, good, grant_type="client_credentials"),
+    }
+    for case, answer in refused.items():
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant", case
+
+    issued = _exchange(strict, good).json()
+
+    assert issued["token_type"] == "bearer" and issued["expires_in"] == 3600
+    scoped = _api(strict, issued["access_token"])
+    scoped.upload_file(path_or_fileobj=b"by the publisher\n", path_in_repo="p.txt", repo_id=REPO)
+    with pytest.raises(HfHubHTTPError) as outside:
+        scoped.create_repo("org/new-one")
+    assert outside.value.response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--token", "hf_x:admin"], "--token: a token is VALUE:ROLE"),
+        (["--token", "hf_x:write:no-slash"], "a repo is namespace/name"),
+        (["--trusted-publisher", "org/draft sub=x"], "needs --oidc-key-file"),
+        (["--trusted-publisher", "org/draft"], "at least one claim"),
+    ],
+)
+def test_hub_serve_refuses_bad_strict_options_with_one_line(flags: list[str], message: str, tmp_path: Path) -> None:
+    result = run_cli("hub", "serve", "--root", str(tmp_path / "hub"), *flags)
+
+    assert result.code == 2 and message in result.stderr and "Traceback" not in result.stderr
