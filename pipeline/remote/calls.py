@@ -17,7 +17,7 @@ import httpx2
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, OIDCError
 
-from pipeline.remote.errors import hub_error, status_of
+from pipeline.remote.errors import anonymous_not_found, hub_error, status_of
 from pipeline.remote.transport import DEFAULT_RETRIES, RETRY_EXCEPTIONS, RetriesExhausted, RetryPolicy, use_policy
 
 __all__ = ["DEFAULT_RETRIES", "RetryPolicy", "call", "default_api", "status_of"]
@@ -48,7 +48,7 @@ def call(
     """Run `fn` under `policy`; a Hub failure becomes a PipelineError naming `action` and `repo`.
 
     Exceptions of a `passthrough` type reach the caller as they are (e.g. RepositoryNotFoundError
-    where a missing repo is an answer, not a failure). `permission` is what the call needs
+    where a missing repo is an answer, not a failure), unless they are really a refused token. `permission` is what the call needs
     ("read" or "write"), for the message when the token lacks it.
     """
     use_policy(policy)
@@ -56,7 +56,7 @@ def call(
         try:
             return fn()
         except (HfHubHTTPError, httpx2.HTTPError, OIDCError, OSError, RuntimeError, ValueError) as exc:
-            if passthrough and isinstance(exc, tuple(passthrough)) and status_of(exc) not in (401, 403):
+            if passthrough and isinstance(exc, tuple(passthrough)) and (status_of(exc) not in (401, 403) or anonymous_not_found(exc)):
                 raise
             if _broken_body(exc) and attempt < policy.attempts:
                 continue

@@ -51,6 +51,18 @@ def status_of(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
+def anonymous_not_found(exc: BaseException) -> bool:
+    """A 401 "repository not found" to a request that carried no token: to an anonymous caller the
+    Hub answers so for a repo that is missing and for one that is private alike."""
+    response = getattr(exc, "response", None)
+    return (
+        status_of(exc) == 401
+        and response is not None
+        and response.headers.get("X-Error-Code") == "RepoNotFound"
+        and "authorization" not in response.request.headers
+    )
+
+
 def server_message(exc: HfHubHTTPError) -> str:
     """What the Hub said, from `X-Error-Message` or the JSON body, on one line."""
     response = exc.response
