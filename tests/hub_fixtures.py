@@ -28,15 +28,20 @@ from pipeline.rehearsal.hub.auth import AccessPolicy
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 
 FAKE_TOKEN = "hf_fake_token_for_tests"
+TREE_PAGE_SIZE = 3
 README = "---\nlicense: apache-2.0\nlibrary_name: vllm\ntags:\n- mtp\n---\n# Tiny draft\n"
 CONFIG_JSON = '{"model_type": "tiny", "num_nextn_predict_layers": 1}\n'
 
 
 @pytest.fixture
 def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    """A running, strict embedded Hub over a fresh storage root: FAKE_TOKEN may write everywhere."""
+    """A running, strict embedded Hub over a fresh storage root: FAKE_TOKEN may write everywhere.
+
+    Tree listings come in pages of TREE_PAGE_SIZE entries, so every listing the suite makes follows
+    the Hub's `Link` pagination.
+    """
     access = AccessPolicy.from_specs([f"{FAKE_TOKEN}:write"])
-    with HubServer(tmp_path_factory.mktemp("hub-root"), access=access) as server:
+    with HubServer(tmp_path_factory.mktemp("hub-root"), access=access, page_size=TREE_PAGE_SIZE) as server:
         yield server
 
 

@@ -165,3 +165,21 @@ def test_hub_serve_refuses_bad_strict_options_with_one_line(flags: list[str], me
     result = run_cli("hub", "serve", "--root", str(tmp_path / "hub"), *flags)
 
     assert result.code == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tree_listings_come_in_pages_the_client_follows(hub_server: HubServer, hub_api: HfApi) -> None:
+    from huggingface_hub import CommitOperationAdd
+
+    from tests.hub_fixtures import TREE_PAGE_SIZE
+
+    hub_api.create_repo(REPO)
+    names = [f"part-{i}.txt" for i in range(7)]
+    hub_api.create_commit(REPO, [CommitOperationAdd(name, name.encode()) for name in names], commit_message="seven files")
+    hub_server.stats.reset()
+
+    listed = [entry.path for entry in hub_api.list_repo_tree(REPO, recursive=True)]
+
+    assert sorted(listed) == sorted([".gitattributes", *names])
+    assert hub_server.stats.requests_by_route["tree"] == -(-len(listed) // TREE_PAGE_SIZE)
+    first = httpx2.get(f"{hub_server.url}/api/models/{REPO}/tree/main?recursive=true")
+    assert len(first.json()) == TREE_PAGE_SIZE and 'rel="next"' in first.headers["Link"] and "recursive=true" in first.headers["Link"]

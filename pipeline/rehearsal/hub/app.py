@@ -24,42 +24,30 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
+from pipeline.rehearsal.hub.account import AccountRoutes, card_errors
 from pipeline.rehearsal.hub.auth import AccessPolicy, Forbidden, Grant
 from pipeline.rehearsal.hub.faults import ANY_ROUTE, FaultInjector, FaultPlan
-from pipeline.rehearsal.hub.metadata import metadata_errors
-from pipeline.rehearsal.hub.oidc import InvalidGrant, TrustedPublishers
+from pipeline.rehearsal.hub.oidc import TrustedPublishers
+from pipeline.rehearsal.hub.reads import ReadRoutes
 from pipeline.rehearsal.hub.stats import ServerStats
 from pipeline.rehearsal.hub.storage import (
     DEFAULT_BRANCH,
     AddFile,
     DeleteFile,
     DeleteFolder,
-    EntryNotFound,
-    FileEntry,
     HubRequestError,
     HubStorage,
     Operation,
     RepoNotFound,
-    RepoRef,
     lfs_entry,
     wants_lfs,
 )
-from pipeline.rehearsal.hub.views import (
-    InvalidMetadata,
-    card_data,
-    commit_json,
-    describe,
-    front_matter,
-    sibling_json,
-)
 from pipeline.rehearsal.hub.wsgi import (
-    RangeNotSatisfiable,
     Request,
     RequestBody,
     Response,
     error_response,
     json_response,
-    parse_range,
 )
 
 CONCURRENT_FILE = "CONCURRENT_WRITER.md"  # what the race fault's other writer commits
@@ -74,7 +62,7 @@ UNKNOWN_ROUTE = "unknown"
 WsgiStartResponse = Callable[..., Any]
 
 
-class HubApp:
+class HubApp(AccountRoutes, ReadRoutes):
     """The WSGI application: match a route, apply due faults, check access, run the handler, count it."""
 
     def __init__(
@@ -84,8 +72,10 @@ class HubApp:
         faults: FaultPlan | None = None,
         access: AccessPolicy | None = None,
         publishers: TrustedPublishers | None = None,
+        page_size: int | None = None,
     ) -> None:
         self.storage = storage
+        self.page_size = page_size
         self.stats = stats
         self.faults = faults or FaultPlan()
         self.access = access or AccessPolicy()
@@ -177,81 +167,13 @@ class HubApp:
                 self.access.check_write(grant, repo, record)
         return grant
 
-    # ---- repos ------------------------------------------------------------------------------
-
-    def create_repo(self, request: Request) -> Response:
-        payload = _json_object(request.body)
-        repo = _repo_from_body(payload)
-        self.access.check_admin(request.grant, repo)
-        private = payload.get("visibility") == "private" or payload.get("private") is True
-        url = f"{request.base_url}/{repo.url_path}"
-        if not self.storage.create_repo(repo, private=private):
-            return error_response(409, f"You already created this {repo.type} repo", extra={"url": url})
-        return json_response(200, {"url": url, "name": repo.id, "id": repo.id})
-
-    def delete_repo(self, request: Request) -> Response:
-        repo = _repo_from_body(_json_object(request.body))
-        self.access.check_admin(request.grant, repo)
-        self.storage.delete_repo(repo)
-        return json_response(200, {})
-
-    def repo_settings(self, request: Request) -> Response:
-        repo = request.repo()
-        self.access.check_admin(request.grant, repo)
-        visibility = _json_object(request.body).get("visibility")
-        if visibility not in (None, "public", "private"):
-            raise HubRequestError("`visibility` must be public or private")
-        if visibility is not None:
-            self.storage.set_private(repo, visibility == "private")
-        return json_response(200, {})
-
-    def validate_yaml(self, request: Request) -> Response:
-        content = _json_object(request.body).get("content")
-        if not isinstance(content, str):
-            raise HubRequestError("`content` must be the README text")
-        reasons = _card_errors(content)
-        if reasons:
-            return error_response(400, reasons[0], extra={"errors": [{"message": r} for r in reasons], "warnings": []})
-        return json_response(200, {"errors": [], "warnings": []})
-
-    def token_exchange(self, request: Request) -> Response:
-        try:
-            answer = self.publishers.exchange(_json_object(request.body), request.base_url, self.access)
-        except InvalidGrant as exc:
-            body = {"error": "invalid_grant", "error_description": str(exc)}
-            return json_response(400, body, [("X-Error-Message", f"invalid_grant: {exc}"[:1000])])
-        return json_response(200, answer)
-
-    def repo_info(self, request: Request) -> Response:
-        repo = request.repo()
-        record = self.storage.repo_record(repo)
-        commit = self.storage.resolve(repo, request.params.get("rev", DEFAULT_BRANCH))
-        tree = self.storage.tree(commit)
-        with_blobs = request.flag("blobs")
-        info: dict[str, Any] = {
-            "id": repo.id,
-            "author": repo.namespace,
-            "sha": commit.id,
-            "private": record["private"],
-            "gated": False,
-            "disabled": False,
-            "createdAt": record["createdAt"],
-            "lastModified": commit.date,
-            "tags": [],
-            "siblings": [sibling_json(tree[path], with_blobs) for path in sorted(tree)],
-        }
-        card = card_data(self.storage, tree)
-        if card is not None:
-            info["cardData"] = card
-        return json_response(200, info)
-
     # ---- uploads and commits ----------------------------------------------------------------
 
     def preupload(self, request: Request) -> Response:
         repo = request.repo()
         commit = self.storage.resolve(repo, request.params["rev"])
         tree = self.storage.tree(commit)
-        files = _json_object(request.body).get("files")
+        files = request.body.json_object().get("files")
         if not isinstance(files, list):
             raise HubRequestError("`files` must be a list")
         answers = []
@@ -268,7 +190,7 @@ class HubApp:
     def lfs_batch(self, request: Request) -> Response:
         repo = request.repo()
         self.storage.repo_record(repo)
-        payload = _json_object(request.body)
+        payload = request.body.json_object()
         if payload.get("operation") != "upload":
             raise HubRequestError("Only the LFS upload operation is supported")
         objects = payload.get("objects")
@@ -321,7 +243,7 @@ class HubApp:
         for operation in operations:
             if isinstance(operation, AddFile) and operation.entry.path == "README.md" and not operation.entry.lfs:
                 readme = b"".join(self.storage.read_blob(operation.entry.sha256, 0, operation.entry.size)).decode("utf-8", "replace")
-                if reasons := _card_errors(readme):
+                if reasons := card_errors(readme):
                     raise HubRequestError(f"Invalid metadata in README.md: {reasons[0]}")
         commit = self.storage.apply_commit(
             repo,
@@ -370,7 +292,7 @@ class HubApp:
     # ---- refs -----------------------------------------------------------------------------
 
     def create_tag(self, request: Request) -> Response:
-        tag = _json_object(request.body).get("tag")
+        tag = request.body.json_object().get("tag")
         if not isinstance(tag, str):
             raise HubRequestError("`tag` must be a string")
         self.storage.create_ref(request.repo(), "tag", tag, request.params["rev"])
@@ -381,7 +303,7 @@ class HubApp:
         return json_response(200, {})
 
     def create_branch(self, request: Request) -> Response:
-        start = _json_object(request.body).get("startingPoint") or DEFAULT_BRANCH
+        start = request.body.json_object().get("startingPoint") or DEFAULT_BRANCH
         if not isinstance(start, str):
             raise HubRequestError("`startingPoint` must be a revision")
         self.storage.create_ref(request.repo(), "branch", request.params["rev"], start)
@@ -390,106 +312,6 @@ class HubApp:
     def delete_branch(self, request: Request) -> Response:
         self.storage.delete_ref(request.repo(), "branch", request.params["rev"])
         return json_response(200, {})
-
-    def refs(self, request: Request) -> Response:
-        refs = self.storage.refs(request.repo())
-
-        def listed(names: Mapping[str, str], prefix: str) -> list[dict[str, str]]:
-            return [{"name": n, "ref": prefix + n, "targetCommit": c} for n, c in sorted(names.items())]
-
-        payload = {
-            "branches": listed(refs.branches, "refs/heads/"),
-            "tags": listed(refs.tags, "refs/tags/"),
-            "converts": [],
-            "pullRequests": [],
-        }
-        return json_response(200, payload)
-
-    def commits(self, request: Request) -> Response:
-        repo = request.repo()
-        head = self.storage.resolve(repo, request.params["rev"])
-        return json_response(200, [commit_json(commit) for commit in self.storage.history(repo, head)])
-
-    # ---- reading trees and files ----------------------------------------------------------
-
-    def paths_info(self, request: Request) -> Response:
-        repo = request.repo()
-        commit = self.storage.resolve(repo, request.params["rev"])
-        tree = self.storage.tree(commit)
-        form = request.body.form()
-        expand = form.get("expand", ["false"])[-1].lower() in ("1", "true")
-        found = []
-        for path in dict.fromkeys(p.strip("/") for p in form.get("paths", [])):
-            if path in tree:
-                found.append(describe(self.storage, repo, commit, path, folder=False, expand=expand))
-            elif path and any(p.startswith(path + "/") for p in tree):
-                found.append(describe(self.storage, repo, commit, path, folder=True, expand=expand))
-        return json_response(200, found)
-
-    def list_tree(self, request: Request) -> Response:
-        repo = request.repo()
-        commit = self.storage.resolve(repo, request.params["rev"])
-        tree = self.storage.tree(commit)
-        folder = request.params.get("path", "").strip("/")
-        prefix = folder + "/" if folder else ""
-        below = [path for path in tree if path.startswith(prefix)]
-        if folder and not below:
-            raise EntryNotFound(f"{folder} is not a folder at {request.params['rev']}")
-        recursive, expand = request.flag("recursive"), request.flag("expand")
-        files: list[str] = []
-        folders: set[str] = set()
-        for path in below:
-            parts = path[len(prefix) :].split("/")
-            if recursive:
-                folders.update(prefix + "/".join(parts[:depth]) for depth in range(1, len(parts)))
-                files.append(path)
-            elif len(parts) == 1:
-                files.append(path)
-            else:
-                folders.add(prefix + parts[0])
-        listing = sorted([(p, False) for p in files] + [(p, True) for p in folders])
-        entries = [describe(self.storage, repo, commit, p, folder=is_folder, expand=expand) for p, is_folder in listing]
-        return json_response(200, entries)
-
-    def resolve(self, request: Request) -> Response:
-        repo = request.repo()
-        commit = self.storage.resolve(repo, request.params["rev"])
-        path = request.params["path"]
-        entry = self.storage.tree(commit).get(path)
-        headers = [("X-Repo-Commit", commit.id)]
-        if entry is None:
-            return error_response(404, f"Entry not found: {path}", "EntryNotFound", headers=headers)
-        headers += [
-            ("ETag", f'"{entry.sha256 if entry.lfs else entry.git_oid}"'),
-            ("Accept-Ranges", "bytes"),
-            ("Content-Type", "application/octet-stream"),
-        ]
-        if entry.lfs:
-            headers += [("X-Linked-Etag", f'"{entry.sha256}"'), ("X-Linked-Size", str(entry.size))]
-        try:
-            span = parse_range(request.header("Range"), entry.size)
-        except RangeNotSatisfiable:
-            headers.append(("Content-Range", f"bytes */{entry.size}"))
-            return error_response(416, "Requested range not satisfiable", headers=headers)
-        start, end = span if span is not None else (0, entry.size - 1)
-        length = end - start + 1
-        if span is not None:
-            headers.append(("Content-Range", f"bytes {start}-{end}/{entry.size}"))
-        headers.append(("Content-Length", str(length)))
-        status = 200 if span is None else 206
-        if request.method == "HEAD":
-            return Response(status, headers)
-        return Response(status, headers, self._file_body(entry, start, length))
-
-    def _file_body(self, entry: FileEntry, start: int, length: int) -> Iterator[bytes]:
-        cut_at = self._injector.drop_limit(length)
-        # A shorter body than Content-Length announced, then a closed connection: a drop.
-        for chunk in self.storage.read_blob(entry.sha256, start, length if cut_at is None else cut_at):
-            self.stats.add_resolve_bytes_sent(len(chunk))
-            yield chunk
-
-    def xet_token(self, request: Request) -> Response:
-        return error_response(501, "Xet is not supported by the embedded Hub: set HF_HUB_DISABLE_XET=1")
 
 
 @dataclass(frozen=True)
@@ -568,31 +390,6 @@ def _close(body: Iterable[bytes]) -> None:
     close = getattr(body, "close", None)
     if close is not None:
         close()
-
-
-def _repo_from_body(payload: Mapping[str, Any]) -> RepoRef:
-    name, namespace = payload.get("name"), payload.get("organization")
-    if not isinstance(name, str) or not isinstance(namespace, str):
-        raise HubRequestError("A repo id needs a namespace: create it as <namespace>/<name>")
-    return RepoRef(payload.get("type") or "model", namespace, name)
-
-
-def _card_errors(readme: str) -> list[str]:
-    """Why the Hub would refuse this README's metadata (unparsable YAML included)."""
-    try:
-        metadata = front_matter(readme)
-    except InvalidMetadata as exc:
-        return [str(exc)]
-    return metadata_errors(metadata or {})
-
-
-def _json_object(body: RequestBody) -> dict[str, Any]:
-    payload = body.json()
-    if payload is None:
-        return {}
-    if not isinstance(payload, dict):
-        raise HubRequestError("Request body must be a JSON object")
-    return payload
 
 
 def _ndjson_item(line: bytes) -> dict[str, Any]:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
+# Tree entries per page for `hub serve` (an assumption: the Hub's own page size is not documented).
+TREE_PAGE_SIZE = 1000
 
 
 class _RequestHandler(WSGIRequestHandler):
@@ -85,11 +87,12 @@ class HubServer:
         faults: FaultPlan | None = None,
         access: AccessPolicy | None = None,
         publishers: TrustedPublishers | None = None,
+        page_size: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.host = host
         self.stats = ServerStats()
-        self._app = HubApp(HubStorage(self.root), self.stats, faults, access, publishers)
+        self._app = HubApp(HubStorage(self.root), self.stats, faults, access, publishers, page_size)
         self._requested_port = port
         self._httpd: _ThreadingWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -158,7 +161,7 @@ def serve(
 
     `on_ready` receives the URL once the port is bound (useful with port 0).
     """
-    httpd = _bind(HubApp(HubStorage(Path(root)), ServerStats(), None, access, publishers), host, port)
+    httpd = _bind(HubApp(HubStorage(Path(root)), ServerStats(), None, access, publishers, TREE_PAGE_SIZE), host, port)
     try:
         if on_ready is not None:
             on_ready(_url(host, httpd.server_port))

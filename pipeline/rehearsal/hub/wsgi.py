@@ -68,6 +68,15 @@ class RequestBody:
         except ValueError:
             raise HubRequestError("Request body is not valid JSON") from None
 
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object; an empty body is an empty object."""
+        payload = self.json()
+        if payload is None:
+            return {}
+        if not isinstance(payload, dict):
+            raise HubRequestError("Request body must be a JSON object")
+        return payload
+
     def form(self) -> dict[str, list[str]]:
         return parse_qs(self.read_all().decode("utf-8", "replace"), keep_blank_values=True)
 
