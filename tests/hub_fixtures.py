@@ -38,10 +38,11 @@ def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
     """A running, strict embedded Hub over a fresh storage root: FAKE_TOKEN may write everywhere.
 
     Tree listings come in pages of TREE_PAGE_SIZE entries, so every listing the suite makes follows
-    the Hub's `Link` pagination.
+    the Hub's `Link` pagination, and LFS downloads are redirected to a CDN origin that refuses
+    the token.
     """
     access = AccessPolicy.from_specs([f"{FAKE_TOKEN}:write"])
-    with HubServer(tmp_path_factory.mktemp("hub-root"), access=access, page_size=TREE_PAGE_SIZE) as server:
+    with HubServer(tmp_path_factory.mktemp("hub-root"), access=access, page_size=TREE_PAGE_SIZE, cdn=True) as server:
         yield server
 
 

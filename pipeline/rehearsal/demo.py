@@ -67,7 +67,7 @@ def run_demo(root: Path, out: Output, refresh: bool = False) -> int:
     version = ReleaseVersion(DEMO_VERSION, DEMO_VERSION.tag, git_state.git_commit, git_state.dirty)
     today = datetime.now(timezone.utc).date().isoformat()
 
-    with HubServer(hub_root, access=AccessPolicy.from_specs([f"{DEMO_TOKEN}:write"])) as server:
+    with HubServer(hub_root, access=AccessPolicy.from_specs([f"{DEMO_TOKEN}:write"]), cdn=True) as server:
         out.info(f"embedded Hub at {server.url}")
         api = HfApi(endpoint=server.url, token=DEMO_TOKEN, library_name="mtp-draft-pipeline")
         _seed(api, recipe.source, source, "Add the synthetic Step-3.7 BF16 source")

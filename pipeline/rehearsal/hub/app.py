@@ -76,6 +76,8 @@ class HubApp(AccountRoutes, ReadRoutes):
     ) -> None:
         self.storage = storage
         self.page_size = page_size
+        self.cdn_url: str | None = None
+        self.download_key = secrets.token_bytes(32)
         self.stats = stats
         self.faults = faults or FaultPlan()
         self.access = access or AccessPolicy()
@@ -96,6 +98,11 @@ class HubApp(AccountRoutes, ReadRoutes):
             raise ValueError(f"error_route {plan.error_route!r} is none of {sorted(ROUTE_NAMES)}")
         # A new injector restarts the "first K" counts for the new plan.
         self._injector = FaultInjector(plan, self.stats)
+
+    @property
+    def injector(self) -> FaultInjector:
+        """The faults being applied now (shared with the CDN origin)."""
+        return self._injector
 
     def __call__(self, environ: dict[str, Any], start_response: WsgiStartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"].upper()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from pipeline.rehearsal.hub.faults import FaultInjector
 from pipeline.rehearsal.hub.stats import ServerStats
-from pipeline.rehearsal.hub.storage import DEFAULT_BRANCH, EntryNotFound, FileEntry, HubRequestError, HubStorage
+from pipeline.rehearsal.hub.storage import DEFAULT_BRANCH, EntryNotFound, HubRequestError, HubStorage
 from pipeline.rehearsal.hub.views import card_data, commit_json, describe, sibling_json
 from pipeline.rehearsal.hub.wsgi import RangeNotSatisfiable, Request, Response, error_response, json_response, parse_range
 
@@ -20,6 +22,8 @@ class ReadRoutes:
     stats: ServerStats
     _injector: FaultInjector
     page_size: int | None  # entries per tree page; None sends every entry at once
+    cdn_url: str | None  # where LFS downloads are redirected; None serves them from the Hub origin
+    download_key: bytes  # signs the redirect URLs the CDN origin accepts
 
     def repo_info(self, request: Request) -> Response:
         repo = request.repo()
@@ -116,32 +120,41 @@ class ReadRoutes:
         headers = [("X-Repo-Commit", commit.id)]
         if entry is None:
             return error_response(404, f"Entry not found: {path}", "EntryNotFound", headers=headers)
-        headers += [
-            ("ETag", f'"{entry.sha256 if entry.lfs else entry.git_oid}"'),
-            ("Accept-Ranges", "bytes"),
-            ("Content-Type", "application/octet-stream"),
-        ]
         if entry.lfs:
             headers += [("X-Linked-Etag", f'"{entry.sha256}"'), ("X-Linked-Size", str(entry.size))]
+            if self.cdn_url is not None:
+                # As on the Hub: LFS bytes come from another origin, through a signed URL.
+                location = f"{self.cdn_url}/blobs/{entry.sha256}?signature={self.blob_signature(entry.sha256)}"
+                headers += [("ETag", f'"{entry.sha256}"'), ("Location", location), ("Content-Length", "0")]
+                return Response(302, headers)
+        headers.append(("ETag", f'"{entry.sha256 if entry.lfs else entry.git_oid}"'))
+        return self.bytes_response(request.method, request.header("Range"), entry.sha256, entry.size, headers)
+
+    def blob_signature(self, sha256: str) -> str:
+        return hmac.new(self.download_key, sha256.encode(), hashlib.sha256).hexdigest()
+
+    def bytes_response(self, method: str, range_header: str | None, sha256: str, size: int, headers: list[tuple[str, str]]) -> Response:
+        """A blob's bytes, or the part a `Range` header asks for (206), or 416 past its end."""
+        headers = [*headers, ("Accept-Ranges", "bytes"), ("Content-Type", "application/octet-stream")]
         try:
-            span = parse_range(request.header("Range"), entry.size)
+            span = parse_range(range_header, size)
         except RangeNotSatisfiable:
-            headers.append(("Content-Range", f"bytes */{entry.size}"))
+            headers.append(("Content-Range", f"bytes */{size}"))
             return error_response(416, "Requested range not satisfiable", headers=headers)
-        start, end = span if span is not None else (0, entry.size - 1)
+        start, end = span if span is not None else (0, size - 1)
         length = end - start + 1
         if span is not None:
-            headers.append(("Content-Range", f"bytes {start}-{end}/{entry.size}"))
+            headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
         headers.append(("Content-Length", str(length)))
         status = 200 if span is None else 206
-        if request.method == "HEAD":
+        if method == "HEAD":
             return Response(status, headers)
-        return Response(status, headers, self._file_body(entry, start, length))
+        return Response(status, headers, self._blob_body(sha256, start, length))
 
-    def _file_body(self, entry: FileEntry, start: int, length: int) -> Iterator[bytes]:
+    def _blob_body(self, sha256: str, start: int, length: int) -> Iterator[bytes]:
         cut_at = self._injector.drop_limit(length)
         # A shorter body than Content-Length announced, then a closed connection: a drop.
-        for chunk in self.storage.read_blob(entry.sha256, start, length if cut_at is None else cut_at):
+        for chunk in self.storage.read_blob(sha256, start, length if cut_at is None else cut_at):
             self.stats.add_resolve_bytes_sent(len(chunk))
             yield chunk
 

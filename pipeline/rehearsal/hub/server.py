@@ -18,6 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from pipeline.rehearsal.hub.app import HubApp
 from pipeline.rehearsal.hub.auth import AccessPolicy
+from pipeline.rehearsal.hub.cdn import CdnApp
 from pipeline.rehearsal.hub.faults import FaultPlan
 from pipeline.rehearsal.hub.oidc import TrustedPublishers
 from pipeline.rehearsal.hub.stats import ServerStats
@@ -60,7 +61,7 @@ class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
     address_family = socket.AF_INET6
 
 
-def _bind(app: HubApp, host: str, port: int) -> _ThreadingWSGIServer:
+def _bind(app: Callable[..., Any], host: str, port: int) -> _ThreadingWSGIServer:
     server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
     httpd = server_class((host, port), _RequestHandler)
     httpd.set_app(app)
@@ -75,7 +76,8 @@ class HubServer:
     """A Hub-compatible server over a storage root, running in a background thread.
 
     Use as a context manager, or call `start()` and `stop()`. `faults` can be replaced at any
-    time; `stats` counts the traffic. With `access` (tokens) or `publishers` it is strict.
+    time; `stats` counts the traffic. With `access` (tokens) or `publishers` it is strict; with
+    `cdn`, LFS downloads are redirected to a second origin, as on the Hub (see `cdn.py`).
     """
 
     def __init__(
@@ -88,8 +90,11 @@ class HubServer:
         access: AccessPolicy | None = None,
         publishers: TrustedPublishers | None = None,
         page_size: int | None = None,
+        cdn: bool = False,
     ) -> None:
         self.root = Path(root)
+        self._with_cdn = cdn
+        self._cdn: tuple[_ThreadingWSGIServer, threading.Thread] | None = None
         self.host = host
         self.stats = ServerStats()
         self._app = HubApp(HubStorage(self.root), self.stats, faults, access, publishers, page_size)
@@ -121,6 +126,8 @@ class HubServer:
         """Bind the port and serve in a daemon thread."""
         if self._httpd is not None:
             raise RuntimeError("The server is already running")
+        if self._with_cdn:
+            self._cdn = _start_cdn(self._app, self.host)
         self._httpd = _bind(self._app, self.host, self._requested_port)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="hub-server", daemon=True)
         self._thread.start()
@@ -134,6 +141,9 @@ class HubServer:
         if self._thread is not None:
             self._thread.join()
         self._httpd, self._thread = None, None
+        if self._cdn is not None:
+            _stop(*self._cdn)
+            self._cdn, self._app.cdn_url = None, None
 
     def __enter__(self) -> Self:
         self.start()
@@ -161,10 +171,28 @@ def serve(
 
     `on_ready` receives the URL once the port is bound (useful with port 0).
     """
-    httpd = _bind(HubApp(HubStorage(Path(root)), ServerStats(), None, access, publishers, TREE_PAGE_SIZE), host, port)
+    app = HubApp(HubStorage(Path(root)), ServerStats(), None, access, publishers, TREE_PAGE_SIZE)
+    cdn = _start_cdn(app, host)
+    httpd = _bind(app, host, port)
     try:
         if on_ready is not None:
             on_ready(_url(host, httpd.server_port))
         httpd.serve_forever()
     finally:
         httpd.server_close()
+        _stop(*cdn)
+
+
+def _start_cdn(app: HubApp, host: str) -> tuple[_ThreadingWSGIServer, threading.Thread]:
+    """Serve the CDN origin of `app` on a free port of `host`; `app` redirects LFS downloads to it."""
+    httpd = _bind(CdnApp(app), host, 0)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="hub-cdn", daemon=True)
+    thread.start()
+    app.cdn_url = _url(host, httpd.server_port)
+    return httpd, thread
+
+
+def _stop(httpd: _ThreadingWSGIServer, thread: threading.Thread) -> None:
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
