@@ -7,6 +7,7 @@ complete release. Retry bounds are checked by counting requests at the server.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,3 +222,32 @@ def test_the_hub_validator_refuses_a_malformed_model_index_naming_the_field(prep
     assert refused.value.exit_code == 1
     assert '"model-index[0].results[0].dataset.type" is required' in refused.value.message
     assert not destination_exists(prepared)
+
+
+def test_an_upload_storm_within_the_budget_resends_the_whole_file(prepared: Release) -> None:
+    # The LFS PUT streams a file: a retry must rewind it, or the Hub would get a short body.
+    prepared.server.faults = FaultPlan(error_status=503, error_route="lfs_upload", error_times=2)
+
+    result = prepared.cli("publish")
+
+    assert result.code == 0, result.stderr
+    assert prepared.server.stats.faults_fired["error"] == 2
+    assert set(prepared.tags()) == {"v1.0.0"}
+    for entry in prepared.api.list_repo_tree(DESTINATION, recursive=True):
+        if getattr(entry, "lfs", None):
+            local = prepared.workdir / "draft" / entry.path
+            assert entry.lfs.sha256 == hashlib.sha256(local.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("tried", "retry_after", "expected"),
+    [(1, None, 0.5), (2, None, 1.0), (4, None, 4.0), (1, 3.0, 3.0), (1, 3600.0, 4.0), (2, 0.1, 1.0)],
+)
+def test_waits_double_and_retry_after_never_exceeds_the_longest_scheduled_wait(
+    tried: int, retry_after: float | None, expected: float
+) -> None:
+    policy = RetryPolicy(attempts=5, backoff_seconds=0.5)
+
+    assert policy.wait(tried, retry_after) == expected
+    assert policy.scheduled_seconds == 0.5 + 1 + 2 + 4
+    assert policy.worst_case_seconds == 4 * 4.0

@@ -183,3 +183,22 @@ def test_tree_listings_come_in_pages_the_client_follows(hub_server: HubServer, h
     assert hub_server.stats.requests_by_route["tree"] == -(-len(listed) // TREE_PAGE_SIZE)
     first = httpx2.get(f"{hub_server.url}/api/models/{REPO}/tree/main?recursive=true")
     assert len(first.json()) == TREE_PAGE_SIZE and 'rel="next"' in first.headers["Link"] and "recursive=true" in first.headers["Link"]
+
+
+def test_lfs_or_regular_follows_gitattributes_size_and_binary_content(hub_server: HubServer, hub_api: HfApi) -> None:
+    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.hf_api import RepoFile
+
+    hub_api.create_repo(REPO)
+    hub_api.upload_file(path_or_fileobj=b"*.dat filter=lfs diff=lfs merge=lfs -text\n", path_in_repo=".gitattributes", repo_id=REPO)
+    files = {
+        "notes.txt": b"plain text\n",  # regular
+        "table.dat": b"text, but .gitattributes says LFS\n",
+        "weights.npy": b"\x93NUMPY\x01\x00" + bytes(64),  # binary content, a suffix no rule names
+        "model.safetensors": b"{}",
+    }
+    hub_api.create_commit(REPO, [CommitOperationAdd(p, d) for p, d in files.items()], commit_message="mixed")
+
+    stored = {e.path: e.lfs is not None for e in hub_api.list_repo_tree(REPO) if isinstance(e, RepoFile)}
+
+    assert stored == {".gitattributes": False, "notes.txt": False, "table.dat": True, "weights.npy": True, "model.safetensors": False}

@@ -31,23 +31,33 @@ RETRY_EXCEPTIONS = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteP
 class RetryPolicy:
     """How hard to try one Hub request before reporting the remote as failed (exit 3).
 
-    Try k (k >= 1) is followed by a wait of `backoff_seconds * 2**(k-1)`; a `Retry-After` answer
-    may lengthen a wait up to the longest scheduled one, never beyond. The worst case for one
-    request is therefore `attempts` tries and `backoff_seconds * (2**(attempts-1) - 1)` seconds.
+    Try k (k >= 1) is followed by a wait of `backoff_seconds * 2**(k-1)`, so `attempts` tries
+    wait `backoff_seconds * (2**(attempts-1) - 1)` seconds in all. A `Retry-After` answer may
+    lengthen a wait up to the longest scheduled one, never beyond: whatever the Hub says, one
+    request never waits more than `worst_case_seconds`.
     """
 
     attempts: int = 6
     backoff_seconds: float = 0.5
 
+    @property
+    def longest_wait(self) -> float:
+        return self.backoff_seconds * 2 ** max(self.attempts - 2, 0)
+
     def wait(self, tried: int, retry_after: float | None) -> float:
         scheduled = self.backoff_seconds * 2 ** (tried - 1)
         if retry_after is None:
             return scheduled
-        return max(scheduled, min(retry_after, self.backoff_seconds * 2 ** (self.attempts - 2)))
+        return max(scheduled, min(retry_after, self.longest_wait))
+
+    @property
+    def scheduled_seconds(self) -> float:
+        """The waits of a request tried `attempts` times when the Hub sends no Retry-After."""
+        return self.backoff_seconds * (2 ** (self.attempts - 1) - 1)
 
     @property
     def worst_case_seconds(self) -> float:
-        return self.backoff_seconds * (2 ** (self.attempts - 1) - 1)
+        return (self.attempts - 1) * self.longest_wait
 
 
 DEFAULT_RETRIES = RetryPolicy()

@@ -40,6 +40,7 @@ from pipeline.rehearsal.hub.storage import (
     Operation,
     RepoNotFound,
     lfs_entry,
+    lfs_patterns,
     wants_lfs,
 )
 from pipeline.rehearsal.hub.wsgi import (
@@ -183,6 +184,8 @@ class HubApp(AccountRoutes, ReadRoutes):
         files = request.body.json_object().get("files")
         if not isinstance(files, list):
             raise HubRequestError("`files` must be a list")
+        attributes = tree.get(".gitattributes")
+        patterns = lfs_patterns(b"".join(self.storage.read_blob(attributes.sha256, 0, attributes.size))) if attributes else ()
         answers = []
         for item in files:
             if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not isinstance(item.get("size"), int):
@@ -191,7 +194,8 @@ class HubApp(AccountRoutes, ReadRoutes):
             entry = tree.get(path)
             # The oid the client compares with its own: sha256 for LFS files, git sha1 otherwise.
             oid = None if entry is None else (entry.sha256 if entry.lfs else entry.git_oid)
-            answers.append({"path": path, "uploadMode": "lfs" if wants_lfs(path, size) else "regular", "shouldIgnore": False, "oid": oid})
+            mode = "lfs" if wants_lfs(path, size, _sample(item), patterns) else "regular"
+            answers.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
         return json_response(200, {"files": answers, "commitOid": commit.id})
 
     def lfs_batch(self, request: Request) -> Response:
@@ -397,6 +401,14 @@ def _close(body: Iterable[bytes]) -> None:
     close = getattr(body, "close", None)
     if close is not None:
         close()
+
+
+def _sample(item: Mapping[str, Any]) -> bytes:
+    """The file's first bytes as the client sent them (base64), to tell binary from text."""
+    try:
+        return base64.b64decode(str(item.get("sample") or ""), validate=True)
+    except binascii.Error:
+        raise HubRequestError(f"{item['path']}: `sample` is not valid base64") from None
 
 
 def _ndjson_item(line: bytes) -> dict[str, Any]:
