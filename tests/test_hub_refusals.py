@@ -8,27 +8,26 @@ complete release. Retry bounds are checked by counting requests at the server.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from huggingface_hub import constants
-from huggingface_hub.utils import _auth
 
 from pipeline.rehearsal.hub import FaultPlan
-from pipeline.rehearsal.hub.oidc import GITHUB_ISSUER, IdTokenIssuer, Publisher, TrustedPublishers
 from pipeline.remote.transport import RetryPolicy
 from tests.conftest import CliResult
-from tests.hub_fixtures import FAKE_TOKEN
+from tests.hub_fixtures import FAKE_TOKEN, trusted_publishing
 from tests.release_fixtures import DESTINATION, Release
 
 INVALID_TOKEN = "hf_revoked_token_0000"
 READ_TOKEN = "hf_read_only_token_1111"
 OTHER_REPO_TOKEN = "hf_other_repo_token_2222"
 SECRETS = (FAKE_TOKEN, INVALID_TOKEN, READ_TOKEN, OTHER_REPO_TOKEN)
-OIDC_KEY = b"rehearsal-signing-key"
 RELEASE_SUB = "repo:example/mtp-tools:environment:release"
 FAST = RetryPolicy(3, 0.0)
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def assert_one_clear_line(result: CliResult, code: int, *phrases: str) -> None:
@@ -105,35 +104,15 @@ def test_a_token_scoped_to_another_repo_leaves_the_destination_untouched(prepare
 
 
 @pytest.fixture
-def oidc(prepared: Release, monkeypatch: pytest.MonkeyPatch) -> Iterator[Release]:
-    """Trusted Publishing as in GitHub Actions: a publisher on the destination, an id-token endpoint."""
+def oidc(prepared: Release) -> Release:
     prepared.api.create_repo(DESTINATION)  # publishers are configured on an existing repo
-    publisher = Publisher(DESTINATION, {"sub": RELEASE_SUB})
-    prepared.server.app.publishers = TrustedPublishers([publisher], {GITHUB_ISSUER: OIDC_KEY})
-    monkeypatch.delenv("HF_TOKEN")
-    monkeypatch.setenv("HF_OIDC_RESOURCE", DESTINATION)
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    # The client exchanges at constants.ENDPOINT (read from HF_ENDPOINT at import, as in CI).
-    monkeypatch.setattr(constants, "ENDPOINT", prepared.server.url)
-    monkeypatch.setattr(_auth, "_OIDC_TOKEN_CACHE", None)
-    yield prepared
-
-
-def _with_issuer(release: Release, monkeypatch: pytest.MonkeyPatch, sub: str) -> IdTokenIssuer:
-    issuer = IdTokenIssuer(OIDC_KEY, {"sub": sub, "repository": "example/mtp-tools", "environment": sub.rsplit(":", 1)[-1]})
-    issuer.__enter__()
-    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_URL", issuer.url)
-    monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", issuer.request_token)
-    return issuer
+    prepared.server.stats.reset()
+    return prepared
 
 
 def test_trusted_publishing_exchanges_an_id_token_and_releases(oidc: Release, monkeypatch: pytest.MonkeyPatch) -> None:
-    issuer = _with_issuer(oidc, monkeypatch, RELEASE_SUB)
-    oidc.server.stats.reset()
-    try:
+    with trusted_publishing(oidc.server, monkeypatch, DESTINATION, RELEASE_SUB) as issuer:
         result = oidc.cli("publish")
-    finally:
-        issuer.__exit__()
 
     assert result.code == 0, result.stderr
     commits = oidc.commits()
@@ -143,12 +122,9 @@ def test_trusted_publishing_exchanges_an_id_token_and_releases(oidc: Release, mo
 
 
 def test_an_id_token_from_another_environment_is_refused_with_one_line(oidc: Release, monkeypatch: pytest.MonkeyPatch) -> None:
-    issuer = _with_issuer(oidc, monkeypatch, "repo:example/mtp-tools:environment:staging")
     before = oidc.commits()
-    try:
+    with trusted_publishing(oidc.server, monkeypatch, DESTINATION, RELEASE_SUB, job_sub=RELEASE_SUB.replace("release", "staging")):
         result = oidc.cli("publish")
-    finally:
-        issuer.__exit__()
 
     assert_one_clear_line(result, 2, "refused the Trusted Publisher exchange for " + DESTINATION, "invalid_grant", "sub")
     assert oidc.commits() == before and oidc.tags() == {}
@@ -251,3 +227,19 @@ def test_waits_double_and_retry_after_never_exceeds_the_longest_scheduled_wait(
     assert policy.wait(tried, retry_after) == expected
     assert policy.scheduled_seconds == 0.5 + 1 + 2 + 4
     assert policy.worst_case_seconds == 4 * 4.0
+
+
+def test_trusted_publishing_from_a_child_process_as_in_ci(oidc: Release, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real `python -m pipeline` reads HF_ENDPOINT before importing the client: no patching at all.
+    with trusted_publishing(oidc.server, monkeypatch, DESTINATION, RELEASE_SUB):
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HOME": str(oidc.root.parent / "hf-home")}
+        child = subprocess.run(
+            [sys.executable, "-m", "pipeline", "publish", "--recipe", str(oidc.recipe), "--workdir", str(oidc.workdir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    assert child.returncode == 0, child.stderr
+    assert set(oidc.tags()) == {"v1.0.0"} and oidc.server.stats.requests_by_route["token_exchange"] == 1
