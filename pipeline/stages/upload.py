@@ -15,6 +15,7 @@ than the latest release, applying a plan made from the lock.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -28,7 +29,7 @@ from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundErro
 from huggingface_hub.hf_api import RepoFile
 
 from pipeline.checkpoint.files import HASH_CHUNK_BYTES, sha256_file
-from pipeline.errors import CheckFailed, InputError
+from pipeline.errors import CheckFailed, InputError, PipelineError
 from pipeline.recipe.versions import Version, latest_release
 from pipeline.remote.calls import DEFAULT_RETRIES, RetryPolicy, call
 from pipeline.remote.errors import Conflict
@@ -314,12 +315,10 @@ def _tag(api: HfApi, destination: str, tag: str, commit: str, message: str, poli
 
 def _remove_created_repo(api: HfApi, destination: str, policy: RetryPolicy) -> None:
     """Delete a repo this release created, if it still holds nothing but the Hub's initial commit."""
-    try:
+    with contextlib.suppress(PipelineError):  # the failure that brought us here is the one to report
         commits = call("read destination history", lambda: api.list_repo_commits(destination), policy, repo=destination)
         if len(commits) <= 1:
             call("remove the empty destination", lambda: api.delete_repo(destination), policy, repo=destination, permission="write")
-    except Exception:  # the original failure is the one to report
-        pass
 
 
 def _head(api: HfApi, destination: str, policy: RetryPolicy) -> str | None:
