@@ -12,20 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-LICENSES_FILE = Path(__file__).resolve().parents[2] / "recipe" / "hub_licenses.txt"
+from pipeline.recipe.loader import hub_license_ids
+
 RELATIONS = ("adapter", "merge", "quantized", "finetune")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
-
-
-@lru_cache(maxsize=1)
-def hub_licenses() -> frozenset[str]:
-    """The licence identifiers the Hub accepts in `license:`."""
-    lines = LICENSES_FILE.read_text(encoding="utf-8").splitlines()
-    return frozenset(line.strip() for line in lines if line.strip() and not line.startswith("#"))
 
 
 def _is_hub_id(value: object) -> bool:
@@ -36,7 +28,7 @@ def metadata_errors(metadata: Mapping[str, Any]) -> list[str]:
     """Why the Hub would refuse this card metadata; empty when it would accept it."""
     errors: list[str] = []
     license_id = metadata.get("license")
-    if license_id is not None and (not isinstance(license_id, str) or license_id not in hub_licenses()):
+    if license_id is not None and (not isinstance(license_id, str) or license_id not in hub_license_ids()):
         errors.append(f'"license" must be one of the Hub\'s licence identifiers, not {license_id!r}')
     base = metadata.get("base_model")
     if base is not None:
