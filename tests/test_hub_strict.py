@@ -202,3 +202,47 @@ def test_lfs_or_regular_follows_gitattributes_size_and_binary_content(hub_server
     stored = {e.path: e.lfs is not None for e in hub_api.list_repo_tree(REPO) if isinstance(e, RepoFile)}
 
     assert stored == {".gitattributes": False, "notes.txt": False, "table.dat": True, "weights.npy": True, "model.safetensors": False}
+
+
+def test_hub_serve_runs_strict_from_the_command_line(tmp_path: Path) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from huggingface_hub import hf_hub_download
+
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(f"# rehearsal tokens\n{WRITER}:write\n")
+    key = tmp_path / "oidc.key"
+    key.write_bytes(KEY)
+    argv = [sys.executable, "-m", "pipeline", "hub", "serve", "--root", str(tmp_path / "hub"), "--tokens-file", str(tokens)]
+    argv += ["--trusted-publisher", f"{REPO} sub={SUB}", "--oidc-key-file", str(key)]
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(root)}, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        banner = process.stderr.readline()
+        url = re.search(r"at (http://\S+) \(strict: 1 token\(s\), 1 publisher\(s\)\)", banner)
+        assert url, banner
+        endpoint = url.group(1)
+        assert httpx2.post(f"{endpoint}/api/repos/create", json={"name": "draft", "organization": "org"}).status_code == 401
+        api = HfApi(endpoint=endpoint, token=WRITER)
+        api.create_repo(REPO)
+        api.upload_file(path_or_fileobj=b"\0weights", path_in_repo="w.bin", repo_id=REPO)
+        exchanged = httpx2.post(
+            f"{endpoint}/oauth/token",
+            json={
+                "grant_type": TOKEN_EXCHANGE_GRANT,
+                "subject_token_type": ID_TOKEN_TYPE,
+                "subject_token": mint_id_token(KEY, audience=endpoint, subject=SUB),
+                "resource": REPO,
+            },
+        )
+        assert exchanged.status_code == 200, exchanged.text
+        path = hf_hub_download(REPO, "w.bin", endpoint=endpoint, token=exchanged.json()["access_token"], cache_dir=tmp_path / "cache")
+        assert Path(path).read_bytes() == b"\0weights"
+        assert httpx2.head(f"{endpoint}/{REPO}/resolve/main/w.bin").status_code == 302  # through the CDN origin
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
