@@ -12,7 +12,7 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.hub import FaultPlan, HubServer
 from pipeline.rehearsal.hub.auth import AccessPolicy
 from pipeline.rehearsal.hub.oidc import (
     GITHUB_ISSUER,
@@ -23,11 +23,13 @@ from pipeline.rehearsal.hub.oidc import (
     mint_id_token,
 )
 from tests.conftest import run_cli
+from tests.hub_fixtures import FAKE_TOKEN
 
 WRITER, READER, SCOPED = "hf_writer", "hf_reader", "hf_scoped"
 REPO = "org/draft"
 KEY = b"test-signing-key"
 SUB = "repo:org/tools:environment:release"
+AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}"}
 
 
 @pytest.fixture
@@ -246,3 +248,20 @@ def test_hub_serve_runs_strict_from_the_command_line(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_connections_are_kept_alive_between_requests(hub_server: HubServer, hub_api: HfApi) -> None:
+    hub_api.create_repo(REPO)
+    before = hub_server.connections
+    with httpx2.Client(headers=AUTH) as client:
+        answers = [client.get(f"{hub_server.url}/api/models/{REPO}/refs") for _ in range(5)]
+        assert hub_server.connections - before == 1  # five requests, one connection
+        # A body the server cut short must not be mistaken for the end of a response.
+        hub_server.faults = FaultPlan(drop_after_bytes=1, drop_times=1)
+        hub_api.upload_file(path_or_fileobj=b"0123456789" * 10, path_in_repo="ten.txt", repo_id=REPO)
+        with pytest.raises(httpx2.RemoteProtocolError):
+            client.get(f"{hub_server.url}/{REPO}/resolve/main/ten.txt")
+        again = client.get(f"{hub_server.url}/{REPO}/resolve/main/ten.txt")
+
+    assert all(a.status_code == 200 for a in answers) and again.content == b"0123456789" * 10
+    assert answers[0].http_version == "HTTP/1.1"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pipeline.rehearsal.hub.app import HubApp
-from pipeline.rehearsal.hub.wsgi import Response, error_response
+from pipeline.rehearsal.hub.wsgi import CLOSE_CONNECTION_KEY, Response, error_response
 
 _BLOB = re.compile(r"/blobs/(?P<sha256>[0-9a-f]{64})")
 ROUTE_NAME = "cdn"
@@ -38,6 +38,8 @@ class CdnApp:
 
     def _respond(self, method: str, environ: dict[str, Any]) -> Response:
         match = _BLOB.fullmatch(str(environ.get("PATH_INFO", "")))
+        if method not in ("GET", "HEAD"):
+            environ[CLOSE_CONNECTION_KEY] = True  # its body, if any, is never read
         if method not in ("GET", "HEAD") or match is None:
             return error_response(404, "Not found")
         if environ.get("HTTP_AUTHORIZATION"):

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from typing import IO, TYPE_CHECKING, Any, cast
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from pipeline.rehearsal.hub.app import HubApp
 from pipeline.rehearsal.hub.auth import AccessPolicy
@@ -23,7 +23,7 @@ from pipeline.rehearsal.hub.faults import FaultPlan
 from pipeline.rehearsal.hub.oidc import TrustedPublishers
 from pipeline.rehearsal.hub.stats import ServerStats
 from pipeline.rehearsal.hub.storage import HubStorage
-from pipeline.rehearsal.hub.wsgi import RAW_INPUT_KEY
+from pipeline.rehearsal.hub.wsgi import CLOSE_CONNECTION_KEY, RAW_INPUT_KEY
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -31,10 +31,71 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 # Tree entries per page for `hub serve` (an assumption: the Hub's own page size is not documented).
 TREE_PAGE_SIZE = 1000
+# An idle kept-alive connection is closed after this long, so its thread does not wait forever.
+IDLE_CONNECTION_SECONDS = 30
+
+
+_CONNECTIONS_LOCK = threading.Lock()
+
+
+class _ServerHandler(ServerHandler):
+    """wsgiref's response writer speaking HTTP/1.1; it notes whether the connection may be reused."""
+
+    http_version = "1.1"
+    reusable = False
+
+    def close(self) -> None:
+        # Reuse only a connection whose response was complete: a body cut short (a drop fault)
+        # or one of unknown length leaves the client nothing to delimit the next response by.
+        try:
+            # wsgiref sets these per response; its type stubs do not declare them.
+            headers, environ = getattr(self, "headers", None), getattr(self, "environ", None) or {}
+            length = headers.get("Content-Length") if headers is not None else None
+            sent = getattr(self, "bytes_sent", 0)
+            complete = length is not None and (environ.get("REQUEST_METHOD") == "HEAD" or sent == int(length))
+            self.reusable = complete and not environ.get(CLOSE_CONNECTION_KEY)
+        finally:
+            super().close()
 
 
 class _RequestHandler(WSGIRequestHandler):
-    """wsgiref's handler, plus the raw request path, and logging instead of stderr noise."""
+    """wsgiref's handler with HTTP/1.1 keep-alive, the raw request path, and logging instead of stderr noise."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_CONNECTION_SECONDS
+    # Headers and body go out in separate writes: without this, Nagle's algorithm holds the body
+    # back until the client's delayed ACK, about 40 ms per request on a kept-alive connection.
+    disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.count_connection()  # type: ignore[attr-defined]
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self._handle_one()
+        while not self.close_connection:
+            self._handle_one()
+
+    def _handle_one(self) -> None:
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+        except TimeoutError:
+            self.close_connection = True
+            return
+        if not self.raw_requestline or len(self.raw_requestline) > 65536:
+            self.close_connection = True
+            return
+        if not self.parse_request():  # an error was sent; parse_request decided about the connection
+            return
+        handler = _ServerHandler(self.rfile, cast(IO[bytes], self.wfile), self.get_stderr(), self.get_environ(), multithread=False)
+        handler.request_handler = self  # type: ignore[attr-defined]  # wsgiref logs through it
+        app = cast(WSGIServer, self.server).get_app()
+        if app is None:
+            raise RuntimeError("the server has no WSGI app")
+        handler.run(app)
+        if not handler.reusable:
+            self.close_connection = True
 
     def get_environ(self) -> dict[str, Any]:
         environ = super().get_environ()
@@ -48,6 +109,11 @@ class _RequestHandler(WSGIRequestHandler):
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    connections = 0  # TCP connections accepted, to see keep-alive at work
+
+    def count_connection(self) -> None:
+        with _CONNECTIONS_LOCK:
+            self.connections += 1
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would look the host up in DNS (socket.getfqdn): skip it.
@@ -114,6 +180,11 @@ class HubServer:
     def app(self) -> HubApp:
         """The WSGI app itself, to serve in-process (e.g. through `httpx2.WSGITransport`)."""
         return self._app
+
+    @property
+    def connections(self) -> int:
+        """TCP connections the Hub origin accepted so far (keep-alive makes this far below the requests)."""
+        return self._httpd.connections if self._httpd is not None else 0
 
     @property
     def url(self) -> str:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 # Set by our own request handler: `wsgi.input` is then the raw socket stream, so a chunked
 # body still needs decoding (wsgiref passes it through as sent).
 RAW_INPUT_KEY = "pipeline.rehearsal.hub.raw_input"
+# Set by an app that leaves the request body unread: the connection cannot carry another request.
+CLOSE_CONNECTION_KEY = "pipeline.rehearsal.hub.close_connection"
 READ_CHUNK = 1024 * 1024
 # JSON bodies are small; anything bigger is a client error, not something to buffer.
 MAX_JSON_BODY = 64 * 1024 * 1024
