@@ -25,6 +25,7 @@ from pipeline.cli.main import build_parser
 from pipeline.flows.runner import STAGE_NAMES
 from pipeline.rehearsal.hub import HubServer
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
+from tests.conftest import run_cli
 from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
 from tests.release_fixtures import DESTINATION, DRAFT, RECIPE, Release
 
@@ -36,6 +37,7 @@ TOOLS = Path(sys.executable).parent  # the test extra installs zizmor, actionlin
 # bench-import, the card, then the upload.
 RANK = {"drafts": 0, **{name: i + 1 for i, name in enumerate(STAGE_NAMES)}, "build": STAGE_NAMES.index("verify") + 1}
 RANK |= {"card": len(STAGE_NAMES) + 1, "upload": len(STAGE_NAMES) + 2, "publish": len(STAGE_NAMES) + 2}
+RANK |= {"bench-plan": RANK["bench-import"]}  # the benchmark workflow plans the runs bench-import reads later
 # Steps only a hosted runner runs: freeing its disk (sudo), and installing the tool, which the
 # test environment already has.
 RUNNER_ONLY_STEPS = {"free-disk", "install"}
@@ -148,6 +150,15 @@ def test_every_pipeline_command_the_workflows_run_exists_with_its_options() -> N
     assert {"drafts", "build", "bench-import", "card", "upload"} <= seen
 
 
+def test_the_free_disk_step_asks_the_build_itself_before_building() -> None:
+    steps = _workflows()["release.yml"]["jobs"]["build"]["steps"]
+    ids = [step.get("id") for step in steps]
+    free_disk = steps[ids.index("free-disk")]
+    assert _commands({"steps": [free_disk]}) == [("build", ["--draft", "$DRAFT", "--locked", "--preflight"])]
+    first_build = next(i for i, step in enumerate(steps) if step is not free_disk and _commands({"steps": [step]}))
+    assert ids.index("install") < ids.index("free-disk") < first_build
+
+
 def test_the_jobs_run_the_stages_in_order() -> None:
     for name, workflow in _workflows().items():
         ranks = []
@@ -158,7 +169,8 @@ def test_the_jobs_run_the_stages_in_order() -> None:
             ranks += job_ranks
         assert ranks == sorted(ranks), f"{name}: the jobs run the stages out of order"
     jobs = _workflows()["release.yml"]["jobs"]
-    assert [c for c, _ in _commands(jobs["build"])] == ["build"] and "--locked" in _commands(jobs["build"])[0][1]
+    builds = [(c, args) for c, args in _commands(jobs["build"]) if "--preflight" not in args]
+    assert [c for c, _ in builds] == ["build"] and "--locked" in builds[0][1]
     assert set(_needs(jobs["publish"])) >= {"build", "card"}
     assert [c for c, _ in _commands(jobs["publish"])] == ["upload"] and "--dry-run" not in _commands(jobs["publish"])[0][1]
 
@@ -392,3 +404,162 @@ def test_the_release_workflow_publishes_a_tagged_release_from_a_fresh_checkout(
     assert set(subjects) == {*locked, "README.md", "draft.lock.json", "verify.json"}
     for name, digest in subjects.items():
         assert _sha256(Path(api.hf_hub_download(DESTINATION, name, revision="v1.0.0"))) == digest, name
+
+
+# ---- the benchmark workflow: plan, sweep on a GPU runner, pull request ---------------------------
+
+BENCHMARK = WORKFLOWS / "benchmark.yml"
+
+
+def test_the_benchmark_workflow_holds_no_hub_credential_and_writes_only_where_it_opens_the_pull_request() -> None:
+    workflow = _workflows()["benchmark.yml"]
+    assert list(workflow[True]) == ["workflow_dispatch"]
+    assert set(workflow[True]["workflow_dispatch"]["inputs"]) == {"draft", "runner-label", "image"}
+    text = BENCHMARK.read_text()
+    assert "secrets." not in text and "HF_TOKEN" not in text
+    jobs = workflow["jobs"]
+    assert jobs["sweep"]["runs-on"] == ["self-hosted", "${{ inputs.runner-label }}"]
+    writers = {name: job["permissions"] for name, job in jobs.items() if "write" in job["permissions"].values()}
+    assert writers == {"pull-request": {"contents": "write", "pull-requests": "write"}}
+    assert [c for job in jobs.values() for c, _ in _commands(job)] == ["bench-plan"]
+
+
+def test_the_benchmark_workflow_plans_sweeps_and_proposes_results_that_import_with_the_plan_alone(tmp_path: Path) -> None:
+    from tests import fake_docker, fake_vllm_sweep
+    from tests.test_bench_plan import fake_executables, real_prompts_plan, step_recipe
+
+    draft, run_id = "bench-test", "4242"
+    origin = tmp_path / "origin"
+    recipe = step_recipe() | {"benchmarks": {"plan": real_prompts_plan()}}
+    (origin / "artifacts" / draft).mkdir(parents=True)
+    (origin / "artifacts" / draft / "draft.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    git = ["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "--quiet", "-b", "main", str(origin)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "recipe"], check=True)
+    fakes = {"vllm": fake_vllm_sweep.__file__, "docker": fake_docker.__file__}
+    bin_dir = fake_executables(tmp_path / "fake-bin", fakes)
+    gh_log = tmp_path / "gh.log"
+    (bin_dir / "gh").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(str(gh_log))}\n')
+    (bin_dir / "gh").chmod(0o755)
+    # The dispatch inputs and the job token, as GitHub would fill them in.
+    text = BENCHMARK.read_text()
+    for expression, value in {"inputs.draft": draft, "inputs.runner-label": "gpu-test", "inputs.image": "", "github.token": "t"}.items():
+        text = text.replace("${{ " + expression + " }}", value)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env |= {
+        "PATH": f"{bin_dir}{os.pathsep}{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(tmp_path / "home"),
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "workflow_dispatch",
+        "GITHUB_REF_NAME": "main",
+        "GITHUB_RUN_ID": run_id,
+    }
+
+    RunnerLikeRun(yaml.safe_load(text), origin, "main", tmp_path / "runner", env, {}).run()
+
+    [branch] = [
+        b
+        for b in subprocess.run([*git, "branch", "--format=%(refname:short)"], capture_output=True, text=True).stdout.split()
+        if b != "main"
+    ]
+    date = branch.removeprefix(f"benchmarks/{draft}/").removesuffix(f"-{run_id}")
+    proposed = tmp_path / "proposed"
+    subprocess.run(["git", "clone", "--quiet", "-b", branch, str(origin), str(proposed)], check=True)
+    folder = proposed / "artifacts" / draft / "benchmarks" / date
+    assert {"serve_params.json", "bench_params.json", "run.sh", "RUN.md"} <= {p.name for p in folder.iterdir()}
+    assert len(list(folder.glob("*/SERVE--*-BENCH--*/run=*.json"))) == 2 * 20 * 3  # 2 servers x 20 cells x 3 runs
+    gh_calls = gh_log.read_text().splitlines()
+    assert gh_calls[0] == "auth setup-git" and gh_calls[1].startswith(
+        f"pr create --base main --head {branch} --title Benchmarks of {draft}"
+    )
+
+    # The pull request's instruction: name the folder in the plan, and bench-import pairs every cell.
+    recipe["benchmarks"]["plan"]["results"] = date
+    (proposed / "artifacts" / draft / "draft.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    result = run_cli("bench-import", "--recipe", str(proposed / "artifacts" / draft / "draft.yaml"), "--workdir", str(tmp_path / "work"))
+    assert result.code == 0, result.stderr
+    document = json.loads((tmp_path / "work" / "benchmarks" / "benchmarks.json").read_text())
+    assert len(document["summary"]) == 4 and all(row["speculative"] for row in document["summary"])
+    assert all(cell["speedup"] is not None for row in document["matrix"]["cells"] for cell in row)
+
+
+# ---- the watch workflow -------------------------------------------------------------------------
+
+WATCH = WORKFLOWS / "watch.yml"
+RANK["watch"] = 0  # watch decides what there is to review, before any stage runs
+# A stand-in for the GitHub CLI: it records each call, keeps the body of a created pull request,
+# and answers `pr view` as GitHub does when the branch has no pull request yet.
+FAKE_GH = """#!/bin/bash
+printf '%s\\n' "$*" >> "$GH_LOG"
+case "$1 $2" in
+  "pr view") exit 1 ;;
+  "pr create")
+    while [ $# -gt 0 ]; do
+      if [ "$1" = --body-file ]; then cp "$2" "$GH_LOG.body"; fi
+      shift
+    done ;;
+esac
+"""
+
+
+def test_the_watch_workflow_runs_daily_and_on_demand_with_only_branch_and_pull_request_rights() -> None:
+    workflow = _workflows()["watch.yml"]
+    assert set(workflow[True]) == {"schedule", "workflow_dispatch"} and workflow[True]["schedule"][0]["cron"]
+    [job] = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    text = WATCH.read_text()
+    assert "HF_TOKEN" not in text and re.findall(r"secrets\.\w+", text) == ["secrets.GITHUB_TOKEN"]
+    assert [(c, a) for c, a in _commands(job) if c == "watch"] == [
+        ("watch", ["--all", "--propose", "--json", "--summary", "$GITHUB_STEP_SUMMARY"])
+    ]
+
+
+def test_the_watch_workflow_pushes_the_proposal_and_opens_a_pull_request_with_the_card_review(
+    tmp_path: Path, release: Release, synthetic_pairs: dict[str, Path]
+) -> None:
+    project = release
+    project.prepare(tag=None)
+    project.repo.git.branch("-M", "main")
+    new_target = project.api.upload_folder(
+        repo_id=TARGET_REPO, folder_path=str(synthetic_pairs["redundant-target"]), commit_message="Restore the MTP layers"
+    ).oid
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "gh").write_text(FAKE_GH)
+    (tools / "gh").chmod(0o755)
+    gh_log = tmp_path / "gh.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env |= {
+        "PATH": f"{tools}{os.pathsep}{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_DISABLE_XET": "1",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "schedule",
+        "GITHUB_REF": "refs/heads/main",
+        "GITHUB_REF_NAME": "main",
+        "GITHUB_REF_TYPE": "branch",
+        "GH_LOG": str(gh_log),
+    }
+
+    jobs = RunnerLikeRun(
+        yaml.safe_load(WATCH.read_text()), project.root, "main", tmp_path / "runner", env, {"GITHUB_TOKEN": "ghs_test"}
+    ).run()
+
+    branch = project.repo.commit(f"watch/{DRAFT}")
+    assert branch.parents == (project.repo.commit("main"),)
+    assert {d.a_path for d in branch.parents[0].diff(branch)} == {f"artifacts/{DRAFT}/draft.lock.json", f"artifacts/{DRAFT}/README.md"}
+    assert json.loads((branch.tree / f"artifacts/{DRAFT}/draft.lock.json").data_stream.read())["target"]["commit"] == new_target
+    calls = gh_log.read_text().splitlines()
+    title = f"{DRAFT}: target at {new_target[:12]}: now redundant"
+    assert calls[0] == "auth setup-git" and calls[1].startswith(f"pr view watch/{DRAFT}")
+    assert calls[2].startswith(f"pr create --head watch/{DRAFT} --base main --title {title} --body-file ")
+    body = Path(f"{gh_log}.body").read_text()
+    assert not body.startswith("# ") and "| Target | synthetic/Step-3.7-Flash-NVFP4 |" in body and "now redundant" in body
+    assert "### Card review\n\n- `card --check`: the committed card equals a fresh render of the committed lock." in body
+    # a redundant draft's release is refused unless forced, and the body says so with the hint
+    assert "- The release plan was refused:\n\n```text\nerror: inspect: the draft is redundant" in body and "publish --force" in body
+    [run] = jobs["watch"]
+    assert "### Upstream watch" in run.summary and f"| {DRAFT} | target moved" in run.summary

@@ -116,6 +116,7 @@ class ReadRoutes:
         repo = request.repo()
         commit = self.storage.resolve(repo, request.params["rev"])
         path = request.params["path"]
+        self.stats.record_file_request(f"{repo.namespace}/{repo.name}", path)
         entry = self.storage.tree(commit).get(path)
         headers = [("X-Repo-Commit", commit.id)]
         if entry is None:
