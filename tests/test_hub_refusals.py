@@ -243,3 +243,12 @@ def test_trusted_publishing_from_a_child_process_as_in_ci(oidc: Release, monkeyp
 
     assert child.returncode == 0, child.stderr
     assert set(oidc.tags()) == {"v1.0.0"} and oidc.server.stats.requests_by_route["token_exchange"] == 1
+
+
+def test_a_ci_provider_that_refuses_to_mint_an_id_token_is_one_line(oidc: Release, monkeypatch: pytest.MonkeyPatch) -> None:
+    with trusted_publishing(oidc.server, monkeypatch, DESTINATION, RELEASE_SUB) as issuer:
+        monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "not-the-job-token")
+        result = oidc.cli("publish")
+
+    assert_one_clear_line(result, 2, "the CI provider refused to mint an OIDC id token (HTTP 401", "id-token: write")
+    assert issuer.requests == 1 and "token_exchange" not in oidc.server.stats.requests_by_route

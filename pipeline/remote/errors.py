@@ -29,6 +29,8 @@ from pipeline.remote.transport import RetriesExhausted
 
 OIDC_ENV = "HF_OIDC_RESOURCE"
 TOKEN_EXCHANGE_PATH = "/oauth/token"
+# Where GitHub Actions mints id tokens (read by huggingface_hub's _oidc.py).
+ID_TOKEN_URL_ENV = "ACTIONS_ID_TOKEN_REQUEST_URL"
 
 
 def credentials_hint(permission: str, repo: str) -> str:
@@ -128,6 +130,9 @@ def _from_response(exc: HfHubHTTPError, action: str, repo: str | None, permissio
     said = server_message(exc)
     target = repo or "the repo"
     subject = action if repo is None or repo in action else f"{repo}: {action}"
+    id_token_url = os.environ.get(ID_TOKEN_URL_ENV, "").split("?", 1)[0]
+    if id_token_url and str(request.url).startswith(id_token_url):
+        return InputError(f"the CI provider refused to mint an OIDC id token (HTTP {status}: {said})", hint=_oidc_hint())
     if request.url.path.endswith(TOKEN_EXCHANGE_PATH):
         resource = os.environ.get(OIDC_ENV) or "the resource"
         return InputError(
