@@ -252,3 +252,20 @@ def test_a_ci_provider_that_refuses_to_mint_an_id_token_is_one_line(oidc: Releas
 
     assert_one_clear_line(result, 2, "the CI provider refused to mint an OIDC id token (HTTP 401", "id-token: write")
     assert issuer.requests == 1 and "token_exchange" not in oidc.server.stats.requests_by_route
+
+
+def test_a_card_the_hubs_validator_refuses_stops_the_release_before_the_repo_is_made(prepared: Release) -> None:
+    # A Hub whose licence list no longer has the card's id (the committed copy is older than the Hub).
+    from pipeline.recipe.loader import hub_license_ids
+
+    prepared.server.app.licenses = hub_license_ids() - {"apache-2.0"}
+    prepared.server.stats.reset()
+
+    result = prepared.cli("publish")
+
+    assert result.code == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "README.md: the Hub's metadata validator refused it" in errors[0]
+    assert '"license" must be one of the Hub\'s licence identifiers' in errors[0], errors[0]
+    assert "Traceback" not in result.stderr and "hint:" in result.stderr
+    assert not destination_exists(prepared) and prepared.server.stats.writes == 0

@@ -19,6 +19,7 @@ class AccountRoutes:
     storage: HubStorage
     access: AccessPolicy
     publishers: TrustedPublishers
+    licenses: frozenset[str] | None  # the licence ids this Hub accepts; None: the committed copy
 
     def create_repo(self, request: Request) -> Response:
         payload = request.body.json_object()
@@ -50,7 +51,7 @@ class AccountRoutes:
         content = request.body.json_object().get("content")
         if not isinstance(content, str):
             raise HubRequestError("`content` must be the README text")
-        reasons = card_errors(content)
+        reasons = card_errors(content, self.licenses)
         if reasons:
             return error_response(400, reasons[0], extra={"errors": [{"message": r} for r in reasons], "warnings": []})
         return json_response(200, {"errors": [], "warnings": []})
@@ -71,10 +72,10 @@ def repo_from_body(payload: Mapping[str, Any]) -> RepoRef:
     return RepoRef(payload.get("type") or "model", namespace, name)
 
 
-def card_errors(readme: str) -> list[str]:
+def card_errors(readme: str, licenses: frozenset[str] | None = None) -> list[str]:
     """Why the Hub would refuse this README's metadata (unparsable YAML included)."""
     try:
         metadata = front_matter(readme)
     except InvalidMetadata as exc:
         return [str(exc)]
-    return metadata_errors(metadata or {})
+    return metadata_errors(metadata or {}, licenses)

@@ -78,6 +78,7 @@ class HubApp(AccountRoutes, ReadRoutes):
         self.storage = storage
         self.page_size = page_size
         self.cdn_url: str | None = None
+        self.licenses: frozenset[str] | None = None
         self.download_key = secrets.token_bytes(32)
         self.stats = stats
         self.faults = faults or FaultPlan()
@@ -254,7 +255,7 @@ class HubApp(AccountRoutes, ReadRoutes):
         for operation in operations:
             if isinstance(operation, AddFile) and operation.entry.path == "README.md" and not operation.entry.lfs:
                 readme = b"".join(self.storage.read_blob(operation.entry.sha256, 0, operation.entry.size)).decode("utf-8", "replace")
-                if reasons := card_errors(readme):
+                if reasons := card_errors(readme, self.licenses):
                     raise HubRequestError(f"Invalid metadata in README.md: {reasons[0]}")
         commit = self.storage.apply_commit(
             repo,

@@ -24,11 +24,16 @@ def _is_hub_id(value: object) -> bool:
     return isinstance(value, str) and bool(_HUB_ID.fullmatch(value)) and ".." not in value and "--" not in value
 
 
-def metadata_errors(metadata: Mapping[str, Any]) -> list[str]:
-    """Why the Hub would refuse this card metadata; empty when it would accept it."""
+def metadata_errors(metadata: Mapping[str, Any], licenses: frozenset[str] | None = None) -> list[str]:
+    """Why the Hub would refuse this card metadata; empty when it would accept it.
+
+    `licenses` stands in for the Hub's licence list (default: the committed copy), e.g. to
+    rehearse a Hub that has dropped an id since that copy was taken.
+    """
     errors: list[str] = []
     license_id = metadata.get("license")
-    if license_id is not None and (not isinstance(license_id, str) or license_id not in hub_license_ids()):
+    known = hub_license_ids() if licenses is None else licenses
+    if license_id is not None and (not isinstance(license_id, str) or license_id not in known):
         errors.append(f'"license" must be one of the Hub\'s licence identifiers, not {license_id!r}')
     base = metadata.get("base_model")
     if base is not None:
