@@ -36,6 +36,7 @@ IDLE_CONNECTION_SECONDS = 30
 
 
 _CONNECTIONS_LOCK = threading.Lock()
+_IDLE = threading.Condition()
 
 
 class _ServerHandler(ServerHandler):
@@ -93,7 +94,12 @@ class _RequestHandler(WSGIRequestHandler):
         app = cast(WSGIServer, self.server).get_app()
         if app is None:
             raise RuntimeError("the server has no WSGI app")
-        handler.run(app)
+        server = cast(_ThreadingWSGIServer, self.server)
+        server.request_started()
+        try:
+            handler.run(app)
+        finally:
+            server.request_finished()
         if not handler.reusable:
             self.close_connection = True
 
@@ -110,10 +116,20 @@ class _RequestHandler(WSGIRequestHandler):
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
     connections = 0  # TCP connections accepted, to see keep-alive at work
+    in_flight = 0  # requests whose response is still being written
 
     def count_connection(self) -> None:
         with _CONNECTIONS_LOCK:
             self.connections += 1
+
+    def request_started(self) -> None:
+        with _IDLE:
+            self.in_flight += 1
+
+    def request_finished(self) -> None:
+        with _IDLE:
+            self.in_flight -= 1
+            _IDLE.notify_all()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would look the host up in DNS (socket.getfqdn): skip it.
@@ -185,6 +201,16 @@ class HubServer:
     def connections(self) -> int:
         """TCP connections the Hub origin accepted so far (keep-alive makes this far below the requests)."""
         return self._httpd.connections if self._httpd is not None else 0
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no response is being written (e.g. to a client that was killed mid-body).
+
+        A killed client's responses keep streaming into their sockets for a moment; counting
+        traffic from zero should start after them. Returns False if still busy after `timeout`.
+        """
+        servers = [self._httpd, *([self._cdn[0]] if self._cdn else [])]
+        with _IDLE:
+            return _IDLE.wait_for(lambda: all(s is None or s.in_flight == 0 for s in servers), timeout)
 
     @property
     def url(self) -> str:
