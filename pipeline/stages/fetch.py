@@ -24,6 +24,7 @@ from huggingface_hub.utils import tqdm
 from pipeline.checkpoint.disk import DiskCheck, check_room, refuse_unless_room
 from pipeline.checkpoint.files import atomic_write_bytes, atomic_write_json, remove_stale_temp_files
 from pipeline.checkpoint.readers import CARD_FILE, read_card_license
+from pipeline.checkpoint.selection import FetchPlan, Selected, plan_fetch
 from pipeline.checkpoint.shard_layout import ShardLayout, hash_shard
 from pipeline.checkpoint.shared_copies import omitted_copies
 from pipeline.checkpoint.sources import ModelSource, WholeShardSource
@@ -34,8 +35,6 @@ from pipeline.recipe.loader import HubRef
 from pipeline.remote import ranged
 from pipeline.remote.ranged import FileJob, Segment, fetch_files
 from pipeline.stages.context import Context, Stage, StageOutcome, folder_state
-from pipeline.stages.fetch_plan import TOKENIZER_FILES as TOKENIZER_FILES  # the target files fetch records, which watch reads
-from pipeline.stages.fetch_plan import FetchPlan, Selected, plan_fetch
 
 SCHEMA = "mtp-fetch/v2"
 
