@@ -16,10 +16,12 @@ are serialised by one lock, so a single server process is the only writer of a r
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -37,11 +39,12 @@ STALE_PARENT_MESSAGE = "The branch was updated since you opened this page. Pleas
 # The client appends a hint when a delete fails with this phrase (huggingface_hub create_commit).
 MISSING_FILE_MESSAGE = "A file with this name doesn't exist"
 INITIAL_COMMIT_MESSAGE = "initial commit"
-# Which files go through LFS: big ones, and binary weight or image formats. The Hub decides by
-# size and content; a suffix rule keeps ours predictable.
+# Which files go through LFS, as on the Hub: big ones, those the branch's .gitattributes routes to
+# LFS, and binary content (the client sends each file's first 512 bytes for this). A new repo
+# starts with a .gitattributes routing weight and image suffixes to LFS; the Hub's own default
+# list is longer, but no copy of it could be checked offline, so only these are assumed.
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 LFS_SUFFIXES = (".bin", ".png", ".safetensors")
-# A new Hub repo starts with a .gitattributes that routes those suffixes through LFS.
 INITIAL_GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES).encode()
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
@@ -178,9 +181,22 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
 
 
-def wants_lfs(path: str, size: int) -> bool:
-    """Whether a file of this name and size should be uploaded through LFS."""
-    return size > LFS_SIZE_THRESHOLD or path.lower().endswith(LFS_SUFFIXES)
+def lfs_patterns(gitattributes: bytes) -> tuple[str, ...]:
+    """The path patterns a .gitattributes file sends through LFS (`filter=lfs`)."""
+    patterns = []
+    for line in gitattributes.decode("utf-8", "replace").splitlines():
+        fields = line.split()
+        if len(fields) > 1 and not fields[0].startswith("#") and "filter=lfs" in fields[1:]:
+            patterns.append(fields[0])
+    return tuple(patterns)
+
+
+def wants_lfs(path: str, size: int, sample: bytes = b"", patterns: tuple[str, ...] = ()) -> bool:
+    """Whether a file of this name, size and first bytes should be uploaded through LFS."""
+    if size > LFS_SIZE_THRESHOLD or b"\0" in sample:
+        return True
+    name = path.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(path if "/" in pattern else name, pattern) for pattern in patterns)
 
 
 def regular_entry(path: str, data: bytes) -> FileEntry:
@@ -324,6 +340,20 @@ class HubStorage:
             record = {"type": repo.type, "id": repo.id, "private": private, "createdAt": now_iso()}
             _write_atomic(repo_dir / "repo.json", _canonical(record))
             return True
+
+    def set_private(self, repo: RepoRef, private: bool) -> None:
+        with self._lock:
+            record = {**self.repo_record(repo), "private": private}
+            _write_atomic(self._repo_dir(repo) / "repo.json", _canonical(record))
+
+    def delete_repo(self, repo: RepoRef) -> None:
+        """Forget a repo (its blobs stay: other repos may share them)."""
+        with self._lock:
+            self.repo_record(repo)
+            repo_dir = self._repo_dir(repo)
+            # repo.json first: without it the repo no longer exists, whatever is left to remove.
+            (repo_dir / "repo.json").unlink()
+            shutil.rmtree(repo_dir, ignore_errors=True)
 
     def refs(self, repo: RepoRef) -> Refs:
         self.repo_record(repo)
