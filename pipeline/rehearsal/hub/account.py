@@ -7,8 +7,9 @@ from typing import Any
 
 from pipeline.rehearsal.hub.auth import AccessPolicy
 from pipeline.rehearsal.hub.metadata import metadata_errors
+from pipeline.rehearsal.hub.model import HubRequestError, RepoRef
 from pipeline.rehearsal.hub.oidc import InvalidGrant, TrustedPublishers
-from pipeline.rehearsal.hub.storage import HubRequestError, HubStorage, RepoRef
+from pipeline.rehearsal.hub.storage import HubStorage
 from pipeline.rehearsal.hub.views import InvalidMetadata, front_matter
 from pipeline.rehearsal.hub.wsgi import Request, Response, error_response, json_response
 

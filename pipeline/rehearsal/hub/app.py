@@ -27,22 +27,22 @@ from urllib.parse import parse_qs, quote, unquote
 from pipeline.rehearsal.hub.account import AccountRoutes, card_errors
 from pipeline.rehearsal.hub.auth import AccessPolicy, Forbidden, Grant
 from pipeline.rehearsal.hub.faults import ANY_ROUTE, FaultInjector, FaultPlan
-from pipeline.rehearsal.hub.oidc import TrustedPublishers
-from pipeline.rehearsal.hub.reads import ReadRoutes
-from pipeline.rehearsal.hub.stats import ServerStats
-from pipeline.rehearsal.hub.storage import (
+from pipeline.rehearsal.hub.model import (
     DEFAULT_BRANCH,
     AddFile,
     DeleteFile,
     DeleteFolder,
     HubRequestError,
-    HubStorage,
     Operation,
     RepoNotFound,
     lfs_entry,
     lfs_patterns,
     wants_lfs,
 )
+from pipeline.rehearsal.hub.oidc import TrustedPublishers
+from pipeline.rehearsal.hub.reads import ReadRoutes
+from pipeline.rehearsal.hub.stats import ServerStats
+from pipeline.rehearsal.hub.storage import HubStorage
 from pipeline.rehearsal.hub.wsgi import (
     Request,
     RequestBody,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.rehearsal.hub.storage import HubRequestError, RepoNotFound, RepoRef
+from pipeline.rehearsal.hub.model import HubRequestError, RepoNotFound, RepoRef
 
 ROLES = ("read", "write")
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"

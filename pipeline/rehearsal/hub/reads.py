@@ -9,8 +9,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from pipeline.rehearsal.hub.faults import FaultInjector
+from pipeline.rehearsal.hub.model import DEFAULT_BRANCH, EntryNotFound, HubRequestError
 from pipeline.rehearsal.hub.stats import ServerStats
-from pipeline.rehearsal.hub.storage import DEFAULT_BRANCH, EntryNotFound, HubRequestError, HubStorage
+from pipeline.rehearsal.hub.storage import HubStorage
 from pipeline.rehearsal.hub.views import card_data, commit_json, describe, sibling_json
 from pipeline.rehearsal.hub.wsgi import RangeNotSatisfiable, Request, Response, error_response, json_response, parse_range
 

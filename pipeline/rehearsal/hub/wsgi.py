@@ -12,7 +12,7 @@ from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from pipeline.rehearsal.hub.storage import HubRequestError, RepoRef
+from pipeline.rehearsal.hub.model import HubRequestError, RepoRef
 
 if TYPE_CHECKING:
     from pipeline.rehearsal.hub.auth import Grant
