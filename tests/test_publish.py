@@ -154,7 +154,8 @@ def test_a_concurrent_commit_makes_the_planned_commit_fail_instead_of_overwritin
         apply_plan(release.api, plan)
 
     assert status_of(caught.value.__cause__) == 412
-    assert release.api.hf_hub_download(DESTINATION, "notes.md") and release.tags() == {}
+    assert Path(release.api.hf_hub_download(DESTINATION, "notes.md")).read_text() == "theirs\n"
+    assert release.tags() == {}
 
 
 def test_a_redundant_draft_is_refused_unless_forced_and_then_the_card_says_so(release: Release, synthetic_pairs: dict[str, Path]) -> None:
