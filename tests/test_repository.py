@@ -63,7 +63,7 @@ def test_guarantees_table_counts_match_the_suite() -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"| {len(CORPUS) + len(RECIPES) + len(SOURCE_DAMAGE)} inputs |" in readme
     assert f"| {len(DRAFT_DAMAGE) + 3} damages |" in readme  # + NaN in a source tensor, two target geometries
-    crash_points = PUBLISH_CRASH_POINTS + len(EXTRACT_CRASH_POINTS) + len(FETCH_CRASH_POINTS) + 1  # + the Hub fetch killed mid-tensor
+    crash_points = len(PUBLISH_CRASH_POINTS) + len(EXTRACT_CRASH_POINTS) + len(FETCH_CRASH_POINTS) + 1  # + the Hub fetch killed mid-tensor
     assert f"| {crash_points} crash points |" in readme
     # drop campaigns + 4 storm statuses + 4 fault kinds in the Hub build tests
     assert f"| {DROP_CAMPAIGNS + 4 + 4} fault scenarios |" in readme
