@@ -23,7 +23,8 @@ from pipeline.card.markdown import escape_cell, fenced
 from pipeline.checkpoint.files import atomic_write_bytes
 from pipeline.errors import CheckFailed, InputError
 from pipeline.flows.runner import BUILD_STAGES, run_stages
-from pipeline.recipe.lock import LOCK_FILE, build_lock, differences, load_lock
+from pipeline.recipe.layout import LOCK_FILE
+from pipeline.recipe.lock import build_lock, differences, load_lock
 from pipeline.recipe.versions import ReleaseVersion
 from pipeline.remote.calls import call
 from pipeline.remote.errors import BranchMoved
@@ -140,7 +141,7 @@ def _benchmark_files(ctx: Context) -> dict[str, Path]:
     if ctx.recipe.benchmarks is None:
         return {}
     files = {f"benchmarks/{p.name}": p for p in sorted(ctx.workdir.benchmarks.glob("*")) if p.is_file() and not p.name.startswith(".")}
-    raw = ctx.recipe.folder / "benchmarks"
+    raw = ctx.recipe.benchmarks_folder
     files.update({f"benchmarks/raw/{p.relative_to(raw).as_posix()}": p for p in sorted(raw.rglob("*")) if p.is_file()})
     return files
 

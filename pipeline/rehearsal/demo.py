@@ -89,7 +89,7 @@ def run_demo(root: Path, out: Output, refresh: bool = False) -> int:
             f"released {recipe.destination.repo_id} {version.hub_tag} at commit {tag_commit}",
             f"  files: {len(files)} ({sum(f.size for f in files):,d} bytes), uploaded {first.result.uploaded_bytes if first.result else 0:,d} bytes",
             *(f"    {f.path}  {f.size:,d}  sha256 {f.sha256[:16]}" for f in files),
-            f"  card: {recipe.folder / 'README.md'}",
+            f"  card: {ctx.artifacts.readme}",
             f"  verify: {ctx.workdir.verify_report}",
             f"second run: {'no commit, no tag, no write request' if second_writes == 0 and second.result and not second.result.created_commit else 'CHANGED SOMETHING'}",
         ]

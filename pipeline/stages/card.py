@@ -21,9 +21,9 @@ from pipeline.checkpoint.files import atomic_write_bytes, read_json, sha256_byte
 from pipeline.checkpoint.readers import CARD_FILE
 from pipeline.errors import InputError
 from pipeline.families import Family
-from pipeline.recipe.layout import Artifacts
+from pipeline.recipe.layout import REVIEWED_CONFIG, Artifacts
 from pipeline.recipe.loader import Recipe
-from pipeline.recipe.lock import REVIEWED_CONFIG, load_lock
+from pipeline.recipe.lock import load_lock
 from pipeline.recipe.versions import latest_release
 from pipeline.remote.calls import RetryPolicy, call
 from pipeline.stages.context import Context, Stage, StageOutcome, file_digest
