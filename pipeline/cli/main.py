@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline import __version__
+from pipeline.cli import releasing
 from pipeline.cli.output import Output
 from pipeline.errors import CheckFailed, InputError, PipelineError
 from pipeline.flows.runner import STAGE_NAMES, STAGES, Context, run_stages, status
 from pipeline.recipe.loader import HubRef, load_recipe, recipe_path
 from pipeline.recipe.lock import LOCK_FILE, load_lock, pinned, write_or_check
-from pipeline.recipe.versions import ReleaseVersion, draft_names, drafts_to_release, release_version
 
 if TYPE_CHECKING:
     from pipeline.flows.publish import ReleaseReport
@@ -182,13 +182,9 @@ def _inspect(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _release_version(ctx: Context) -> ReleaseVersion:
-    drafts = draft_names(ctx.recipe.folder.parent)
-    return release_version(ctx.recipe.folder, ctx.recipe.name, single_draft=len(drafts) == 1)
-
-
 def _release_result(args: argparse.Namespace, out: Output, ctx: Context, report: ReleaseReport) -> int:
     from pipeline.flows.publish import SUMMARY_LIMIT_BYTES, describe, summary_markdown
+    from pipeline.flows.subjects import release_subjects, write_subjects
 
     if args.summary:
         # GitHub gives each step a fresh summary file; what an earlier command wrote counts against the limit.
@@ -196,6 +192,8 @@ def _release_result(args: argparse.Namespace, out: Output, ctx: Context, report:
         room = SUMMARY_LIMIT_BYTES - (summary.stat().st_size if summary.exists() else 0)
         with open(summary, "a", encoding="utf-8") as handle:
             handle.write(summary_markdown(ctx.recipe.name, report, args.dry_run, room))
+    if args.write_subjects:
+        write_subjects(Path(args.write_subjects), release_subjects(report.plan))
     out.result(describe(report, args.dry_run), {"dry_run": args.dry_run, **report.to_json()})
     return 0
 
@@ -204,7 +202,13 @@ def _upload(args: argparse.Namespace, out: Output) -> int:
     from pipeline.flows.publish import ReleaseOptions, release
 
     ctx = _context(args, out)
-    options = ReleaseOptions(_release_version(ctx), dry_run=args.dry_run, force=args.force, from_lock=args.from_lock)
+    options = ReleaseOptions(
+        releasing.version_to_release(ctx.recipe, args),
+        dry_run=args.dry_run,
+        force=args.force,
+        from_lock=args.from_lock,
+        attested=releasing.attested(args),
+    )
     return _release_result(args, out, ctx, release(ctx, options))
 
 
@@ -221,11 +225,15 @@ def _publish(args: argparse.Namespace, out: Output) -> int:
     from pipeline.flows.publish import ReleaseOptions, publish
 
     ctx = _context(args, out, pin=True)
-    options = ReleaseOptions(_release_version(ctx), dry_run=args.dry_run, force=args.force)
+    options = ReleaseOptions(
+        releasing.version_to_release(ctx.recipe, args), dry_run=args.dry_run, force=args.force, attested=releasing.attested(args)
+    )
     return _release_result(args, out, ctx, publish(ctx, options, _today()))
 
 
 def _release_options(parser: argparse.ArgumentParser) -> None:
+    releasing.tag_option(parser)
+    releasing.subject_options(parser)
     parser.add_argument(
         "--dry-run", action="store_true", help="plan only: compare with the destination and print the plan, write nothing to the Hub"
     )
@@ -237,19 +245,6 @@ def _release_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="also append the plan, outcome and card diff as Markdown to PATH, cut to GitHub's 1 MiB limit (e.g. $GITHUB_STEP_SUMMARY)",
     )
-
-
-def _drafts(args: argparse.Namespace, out: Output) -> int:
-    recipes = drafts_to_release(Path(args.artifacts), tag=args.tag, only=args.draft)
-    rows = [{"draft": r.name, "destination": r.destination.repo_id if r.destination else None} for r in recipes]
-    out.result("\n".join(f"{row['draft']}\t{row['destination']}" for row in rows), rows)
-    return 0
-
-
-def _drafts_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tag", metavar="TAG", help="a release tag: <draft>/vX.Y.Z names that draft, vX.Y.Z the only draft")
-    parser.add_argument("--draft", metavar="NAME", help="only this draft (refused unless it is releasable)")
-    parser.add_argument("--artifacts", default="artifacts", metavar="DIR", help="folder holding <draft>/draft.yaml (default: %(default)s)")
 
 
 def _demo(args: argparse.Namespace, out: Output) -> int:
@@ -365,16 +360,17 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "publish",
         "run every stage in order, then release: one commit and tag v<version> from the git tag",
-        "python -m pipeline publish --draft demo --dry-run\ngit tag demo/v1.0.0 && python -m pipeline publish --draft demo",
+        "python -m pipeline publish --draft demo --dry-run\ngit tag D/v1.0.0 && python -m pipeline publish --draft D --tag D/v1.0.0",
         _publish,
         _release_options,
     ),
     Command(
         "drafts",
-        "list the releasable drafts (those with a destination) a release tag names, or all of them, for a CI matrix",
-        "python -m pipeline drafts --json\npython -m pipeline drafts --tag step-3.7-flash-mtp-draft/v1.0.0 --json",
-        _drafts,
-        _drafts_options,
+        "list the releasable drafts, or check the one a pushed release tag names: on the default branch, lock resolved",
+        "python -m pipeline drafts --json\n"
+        "python -m pipeline drafts --tag step-3.7-flash-mtp-draft/v1.0.0 --merged-into origin/main --json",
+        releasing.drafts,
+        releasing.drafts_options,
         uses_recipe=False,
     ),
     Command(

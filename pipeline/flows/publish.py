@@ -24,6 +24,7 @@ from pipeline.card.render import escape_cell
 from pipeline.checkpoint.files import atomic_write_bytes
 from pipeline.errors import CheckFailed, InputError
 from pipeline.flows.runner import Context, run_stages
+from pipeline.flows.subjects import check_attested
 from pipeline.recipe.lock import LOCK_FILE, build_lock, differences, load_lock
 from pipeline.recipe.versions import ReleaseVersion
 from pipeline.remote.calls import call, status_of
@@ -52,6 +53,7 @@ class ReleaseOptions:
     force: bool = False
     allow_dirty: bool = False  # rehearsals against a throwaway Hub (the demo) may publish a dirty tree
     from_lock: bool = False  # plan the draft's files from the committed lock, without weights (dry-run only)
+    attested: Path | None = None  # `sha256  path` lines the release's files must equal exactly (flows/subjects.py)
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,8 @@ def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None =
         return plan_upload(ctx.api, destination, files, version.label, version.hub_tag, message, description, ctx.recipe.retries)
 
     current = plan()
+    if options.attested is not None:
+        check_attested(current, options.attested)
     card_diff = _remote_card_diff(ctx, current, readme)
     if options.dry_run:
         return ReleaseReport(current, card_diff, None, False, options.from_lock)
@@ -243,6 +247,8 @@ def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None =
             raise
     ctx.out.warn(f"{destination} moved while publishing; planning again against its new head")
     current = plan()
+    if options.attested is not None:
+        check_attested(current, options.attested)
     try:
         return ReleaseReport(current, card_diff, apply_plan(ctx.api, current, ctx.recipe.retries), True)
     except HfHubHTTPError as exc:
