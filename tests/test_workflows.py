@@ -440,6 +440,5 @@ def test_the_publish_job_asks_for_an_id_token_only_in_the_release_environment(
     # attest is modelled without Sigstore, so only the upload step asked; its subject is the environment's.
     assert [(claims["sub"], claims["aud"]) for claims in provider.issued] == [(f"repo:{REPOSITORY}:environment:release", hub_endpoint.url)]
     assert provider.issued[0]["environment"] == "release" and provider.issued[0]["workflow"] == "release.yml"
-    assert _statuses(run)["publish"] == ["failure"]  # the embedded Hub refused the exchange
-    assert "OIDC" in run.jobs["publish"][0].log or "oauth/token" in run.jobs["publish"][0].log, run.jobs["publish"][0].log
+    assert _statuses(run)["publish"] == ["failure"]  # no trusted publisher is configured on the embedded Hub
     assert not project.api.repo_exists(DESTINATION)
