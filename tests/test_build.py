@@ -89,6 +89,7 @@ def test_rerun_skips_unchanged_stages_and_status_says_so(make_recipe: RecipeMake
         "config-fix": True,
         "verify": True,
         "bench-import": False,
+        "card": False,
     }
 
     (workdir / "draft" / "config.json").write_text("{}")

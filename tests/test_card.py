@@ -129,7 +129,11 @@ def test_card_check_fails_with_a_diff_when_the_committed_card_is_stale(tmp_path:
     code, output = _card(recipe, tmp_path / "w", "--check")
 
     assert code == 1
-    assert "-" in output and "+" in output and "differs from a fresh render" in output
+    removed = [line for line in output.splitlines() if line.startswith("-") and not line.startswith("---")]
+    added = [line for line in output.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    assert len(removed) == len(added) == 1
+    assert "Freeform" in removed[0] and added[0] == "+" + removed[0][1:].replace("Freeform", "Free-form", 1)
+    assert "differs from a fresh render" in output
 
 
 DRAFTS = sorted(p.parent.name for p in (ROOT / "artifacts").glob("*/draft.lock.json"))
@@ -138,6 +142,7 @@ DRAFTS = sorted(p.parent.name for p in (ROOT / "artifacts").glob("*/draft.lock.j
 @pytest.mark.parametrize("draft", DRAFTS)
 def test_committed_card_is_the_golden_render(draft: str, tmp_path: Path, update_golden: bool) -> None:
     """Each committed card equals a fresh render; `pytest --update-golden` rewrites it for review."""
+    from pipeline.recipe.layout import Artifacts
     from pipeline.stages import bench_import
     from pipeline.stages.card import CardStageInputs, render_card
 
@@ -145,7 +150,7 @@ def test_committed_card_is_the_golden_render(draft: str, tmp_path: Path, update_
     bench_dir = tmp_path / "benchmarks"
     if recipe.benchmarks is not None:
         bench_import.run(bench_import.BenchImportInputs(recipe.folder / "benchmarks", recipe.benchmarks, bench_dir))
-    fresh = render_card(CardStageInputs(recipe, FAMILIES[recipe.family], bench_dir))
+    fresh = render_card(CardStageInputs(recipe, FAMILIES[recipe.family], bench_dir, Artifacts(recipe.folder)))
     committed = recipe.folder / "README.md"
     if update_golden:
         committed.write_text(fresh, encoding="utf-8")

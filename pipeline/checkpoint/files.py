@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.errors import InputError
+
 PUBLISHED_FILE_MODE = 0o644  # mkstemp makes 0600; outputs are meant to be read by others
 HASH_CHUNK_BYTES = 8 * 1024 * 1024  # large reads keep hashing near disk speed without holding much memory
 
@@ -86,3 +88,13 @@ def remove_stale_temp_files(folder: Path) -> None:
     if folder.is_dir():
         for leftover in folder.glob(".*.tmp"):
             leftover.unlink(missing_ok=True)
+
+
+def read_json(path: Path, hint: str | None = None) -> Any:
+    """A JSON file the pipeline wrote or reads; missing or malformed is one InputError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing", hint=hint) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(f"{path}: not valid JSON") from None

@@ -19,6 +19,7 @@ CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 CARD_FILE = "README.md"
+QUANTIZATION_KEY = "quantization_config"  # dropped from the draft config: the MTP layers stay BF16
 LICENSE_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "NOTICE", "NOTICE.md", "NOTICE.txt")
 
 

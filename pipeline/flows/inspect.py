@@ -59,7 +59,7 @@ from pipeline.flows.inspect_report import (
 from pipeline.recipe.loader import HubRef, ModelRef
 
 if TYPE_CHECKING:
-    from pipeline.flows.runner import Context
+    from pipeline.stages.context import Context
 
 GEOMETRY_KEYS = ("hidden_size", "vocab_size", "num_hidden_layers")  # then the family's count_key
 # Files that fix token ids: a difference makes the draft's embedding and heads meaningless.

@@ -58,7 +58,7 @@ class Ledger:
         return None
 
     def record(self, stage: str, inputs_digest: str, root: Path, outputs: list[Path], summary: dict[str, Any]) -> None:
-        states = {path.relative_to(root).as_posix(): file_state(path) for path in outputs}
+        states = {_record_name(path, root): file_state(path) for path in outputs}
         atomic_write_json(
             self.path(stage),
             {
@@ -73,3 +73,11 @@ class Ledger:
 
     def forget(self, stage: str) -> None:
         self.path(stage).unlink(missing_ok=True)
+
+
+def _record_name(path: Path, root: Path) -> str:
+    """Outputs inside the workdir are recorded relative to it; others (the card beside its recipe) absolute."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path.resolve())

@@ -23,12 +23,13 @@ from pipeline import __version__
 from pipeline.card.render import escape_cell
 from pipeline.checkpoint.files import atomic_write_bytes
 from pipeline.errors import CheckFailed, InputError
-from pipeline.flows.runner import Context, run_stages
+from pipeline.flows.runner import BUILD_STAGES, run_stages
 from pipeline.flows.subjects import check_attested
 from pipeline.recipe.lock import LOCK_FILE, build_lock, differences, load_lock
 from pipeline.recipe.versions import ReleaseVersion
 from pipeline.remote.calls import call, status_of
 from pipeline.stages import card
+from pipeline.stages.context import Context
 from pipeline.stages.upload import (
     LockedFile,
     ReleaseResult,
@@ -40,7 +41,6 @@ from pipeline.stages.upload import (
     verified_draft_files,
 )
 
-BUILD_STAGES = ("fetch", "extract", "config-fix", "verify")
 REPUBLISHABLE_VERDICTS = ("needed",)
 # GitHub refuses a step summary over 1 MiB ("supports content up to a size of 1024k").
 SUMMARY_LIMIT_BYTES = 1024 * 1024
@@ -76,17 +76,6 @@ class ReleaseReport:
         return document
 
 
-def inspect_summary(report: Any) -> dict[str, Any]:
-    """The part of an inspect report that the lock and the card keep."""
-    return {
-        "verdict": report.verdict,
-        "summary": report.summary_line(),
-        "reasons": list(report.reasons),
-        "checked_at": report.checked_at,
-        "target_commit": report.target_commit,
-    }
-
-
 def _destination(ctx: Context) -> str:
     if ctx.recipe.destination is None:
         raise InputError(f"{ctx.recipe.path}: destination: is required to upload", hint="add destination: {repo: org/name}")
@@ -94,7 +83,7 @@ def _destination(ctx: Context) -> str:
 
 
 def _committed_lock(ctx: Context) -> dict[str, Any]:
-    lock_path = ctx.recipe.folder / LOCK_FILE
+    lock_path = ctx.artifacts.lock
     committed = load_lock(lock_path)
     if committed is None:
         raise CheckFailed(
@@ -105,7 +94,7 @@ def _committed_lock(ctx: Context) -> dict[str, Any]:
 
 def _check_lock(ctx: Context) -> dict[str, Any]:
     """The committed lock must be what this build produces (inspect aside: it is re-checked at publish)."""
-    lock_path = ctx.recipe.folder / LOCK_FILE
+    lock_path = ctx.artifacts.lock
     committed = _committed_lock(ctx)
     diff = differences(committed, build_lock(ctx.recipe, ctx.workdir, committed.get("inspect")))
     if diff:
@@ -131,7 +120,7 @@ def _verdict_gate(ctx: Context, lock: dict[str, Any], force: bool) -> str | None
 
 def _card_text(ctx: Context, forced_verdict: str | None, dry_run: bool) -> Path:
     """The README.md to upload: the committed card, which must equal a fresh render."""
-    inputs = card.CardStageInputs(ctx.recipe, ctx.family, ctx.workdir.benchmarks, forced_verdict)
+    inputs = card.inputs_for(ctx, forced_verdict)
     fresh = card.render_card(inputs)
     committed = inputs.readme.read_text(encoding="utf-8") if inputs.readme.exists() else ""
     if fresh == committed:
@@ -163,7 +152,7 @@ def release_files(ctx: Context, readme: Path, locked: dict[str, Any] | None = No
     With `locked`, the draft's files come from that lock instead, and the verify report, which
     only a build writes, is left out.
     """
-    committed: dict[str, Path] = {card.CARD_FILE: readme, LOCK_FILE: ctx.recipe.folder / LOCK_FILE}
+    committed: dict[str, Path] = {card.CARD_FILE: readme, LOCK_FILE: ctx.artifacts.lock}
     if locked is not None:
         return load_plan_files(locked_draft_files(locked), committed, _benchmark_files(ctx))
     return load_plan_files(
@@ -266,7 +255,7 @@ def publish(ctx: Context, options: ReleaseOptions, today: str) -> ReleaseReport:
     run_stages(ctx, BUILD_STAGES)
     lock = _check_lock(ctx)
     # The build reads the locked commits; the need for the draft is judged on the target as it is now.
-    report = inspect_recipe(dataclasses.replace(ctx, pins={}, _sources={}), today)
+    report = inspect_recipe(dataclasses.replace(ctx, pins={}, opened={}), today)
     locked_inspect = lock.get("inspect") or {}
     if locked_inspect.get("target_commit") not in (None, report.target_commit):
         ctx.out.warn(f"the target moved since the lock was written ({locked_inspect.get('target_commit')} -> {report.target_commit})")

@@ -49,3 +49,53 @@ class Workdir:
     @property
     def stages(self) -> Path:
         return self.root / "stages"
+
+
+# Files that mark a folder as a model's (or someone else's), never a draft's own review folder.
+FOREIGN_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".index.json")
+FOREIGN_FILE_NAMES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "generation_config.json")
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Where one draft's reviewed files live: the lock, the reviewed config and the card."""
+
+    folder: Path
+
+    @property
+    def lock(self) -> Path:
+        return self.folder / "draft.lock.json"
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "config.json"
+
+    @property
+    def readme(self) -> Path:
+        return self.folder / "README.md"
+
+
+def owns_folder(recipe_path: Path, model_folders: tuple[Path, ...]) -> bool:
+    """Whether the recipe's folder is its draft's own: no model files, no other recipe, no source or target.
+
+    The pipeline writes review files only into such a folder, so it never overwrites a file it did
+    not write and two recipes never share one lock.
+    """
+    folder = recipe_path.resolve().parent
+    if any(folder == model.resolve() for model in model_folders):
+        return False
+    for entry in folder.iterdir():
+        name = entry.name
+        if entry.is_file() and (name.endswith(FOREIGN_FILE_SUFFIXES) or name in FOREIGN_FILE_NAMES):
+            return False
+        if entry.is_file() and name.endswith(RECIPE_SUFFIXES) and entry.resolve() != recipe_path.resolve():
+            return False
+    return True
+
+
+def artifacts_for(recipe_path: Path, model_folders: tuple[Path, ...], workdir: Workdir) -> Artifacts:
+    """The recipe's own folder when it owns it, else `<workdir>/review/`."""
+    if owns_folder(recipe_path, model_folders):
+        return Artifacts(recipe_path.parent)
+    return Artifacts(workdir.root / "review")

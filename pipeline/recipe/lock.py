@@ -17,7 +17,7 @@ from pipeline import __version__
 from pipeline.checkpoint.files import atomic_write_bytes, atomic_write_json
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import Family, Geometry
-from pipeline.recipe.layout import Workdir
+from pipeline.recipe.layout import Artifacts, Workdir
 from pipeline.recipe.loader import HubRef, LocalRef, ModelRef, Recipe
 
 SCHEMA = "mtp-draft-lock/v1"
@@ -160,17 +160,19 @@ def pinned(ref: ModelRef, locked: Mapping[str, Any] | None) -> ModelRef:
     return ref
 
 
-def write_or_check(recipe: Recipe, workdir: Workdir, *, locked: bool, inspect: Mapping[str, Any] | None = None) -> tuple[Path, bool]:
+def write_or_check(
+    recipe: Recipe, workdir: Workdir, artifacts: Artifacts, *, locked: bool, inspect: Mapping[str, Any] | None = None
+) -> tuple[Path, bool]:
     """Write the lock and reviewed config into the draft's artifacts folder, or (locked) refuse any difference.
 
     Returns (lock path, whether the committed files changed).
     """
-    lock_path = recipe.folder / LOCK_FILE
+    lock_path = artifacts.lock
     committed = load_lock(lock_path)
     if committed and inspect and _same_finding(committed.get("inspect"), inspect):
         inspect = committed["inspect"]  # an unchanged finding keeps its date, so the lock does not churn daily
     fresh = build_lock(recipe, workdir, inspect)
-    config_path = recipe.folder / REVIEWED_CONFIG
+    config_path = artifacts.config
     built_config = (workdir.draft / REVIEWED_CONFIG).read_bytes()
     if locked:
         if committed is None:

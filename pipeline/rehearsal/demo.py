@@ -16,13 +16,15 @@ from huggingface_hub import HfApi, constants
 
 from pipeline.cli.output import Output
 from pipeline.errors import CheckFailed
+from pipeline.flows.build import build
 from pipeline.flows.publish import ReleaseOptions, publish
-from pipeline.flows.runner import Context, run_stages
+from pipeline.flows.runner import run_stages
 from pipeline.recipe.layout import Workdir
 from pipeline.recipe.loader import HubRef, load_recipe
 from pipeline.recipe.versions import ReleaseVersion, Version, git_state
 from pipeline.rehearsal.hub import HubServer
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
+from pipeline.stages.context import Context
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 DEMO_RECIPE = ARTIFACTS / "demo" / "draft.yaml"
@@ -48,15 +50,8 @@ def _synthetic(root: Path) -> tuple[Path, Path]:
 
 def _refresh_artifacts(ctx: Context, today: str) -> None:
     """Rewrite the demo's committed lock, config and card from a fresh build (for maintainers)."""
-    from pipeline.flows.inspect import inspect_recipe
-    from pipeline.flows.publish import BUILD_STAGES, inspect_summary
-    from pipeline.recipe.lock import write_or_check
-    from pipeline.stages import card
-
-    run_stages(ctx, BUILD_STAGES)
-    write_or_check(ctx.recipe, ctx.workdir, locked=False, inspect=inspect_summary(inspect_recipe(ctx, today)))
-    run_stages(ctx, ("bench-import",))
-    card.run(card.CardStageInputs(ctx.recipe, ctx.family, ctx.workdir.benchmarks))
+    build(ctx, today, locked=False)
+    run_stages(ctx, ("bench-import", "card"))
 
 
 def run_demo(root: Path, out: Output, refresh: bool = False) -> int:

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.bench.aggregate import build_report
 from pipeline.bench.collect import collect
 from pipeline.bench.document import build_document, dumps
 from pipeline.bench.plot import render_plot
 from pipeline.bench.spec import BenchmarkSpec
-from pipeline.checkpoint.files import atomic_write_bytes
+from pipeline.checkpoint.files import atomic_write_bytes, sha256_file
+from pipeline.stages.context import Context, Stage, StageOutcome
 
 BENCHMARKS_JSON = "benchmarks.json"
 SPEEDUP_PNG = "speedup.png"
@@ -68,3 +70,28 @@ def run(inputs: BenchImportInputs) -> BenchImportResult:
         sha256=sha256,
         warnings=report.warnings,
     )
+
+
+def _bench_dir(ctx: Context) -> Path:
+    return ctx.recipe.folder / "benchmarks"
+
+
+def _inputs(ctx: Context) -> dict[str, Any]:
+    folder = _bench_dir(ctx)
+    files = sorted((p.relative_to(folder).as_posix(), sha256_file(p)) for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    return {"spec": repr(ctx.recipe.benchmarks), "files": files}
+
+
+def _run(ctx: Context) -> StageOutcome:
+    if ctx.recipe.benchmarks is None:
+        ctx.out.info("bench-import: the recipe declares no benchmarks")
+        return [], {"declared": False}
+    result = run(BenchImportInputs(_bench_dir(ctx), ctx.recipe.benchmarks, ctx.workdir.benchmarks))
+    for warning in result.warnings:
+        ctx.out.warn(f"bench-import: {warning}")
+    ctx.out.info(f"bench-import: {result.benchmarks_json.name} written" + (" with the speedup plot" if result.plot_png else ""))
+    outputs = [result.benchmarks_json] + ([result.plot_png] if result.plot_png else [])
+    return outputs, {"declared": True, "files": result.sha256, "warnings": list(result.warnings)}
+
+
+STAGE = Stage("bench-import", "normalize the recipe's benchmark results into benchmarks.json and a plot", _inputs, _run)

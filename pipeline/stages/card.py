@@ -9,7 +9,6 @@ that is missing, or benchmarks declared but not imported.
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,16 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
 from pipeline.card.render import CardInputs, render
-from pipeline.checkpoint.files import atomic_write_bytes, sha256_bytes
+from pipeline.checkpoint.files import atomic_write_bytes, read_json, sha256_bytes
 from pipeline.checkpoint.readers import CARD_FILE
 from pipeline.errors import InputError
 from pipeline.families import Family
+from pipeline.recipe.layout import Artifacts
 from pipeline.recipe.loader import Recipe
-from pipeline.recipe.lock import LOCK_FILE, REVIEWED_CONFIG, load_lock
+from pipeline.recipe.lock import REVIEWED_CONFIG, load_lock
 from pipeline.recipe.versions import latest_release
 from pipeline.remote.calls import RetryPolicy, call
+from pipeline.stages.context import Context, Stage, StageOutcome, file_digest
 
 BENCHMARKS_FILE = "benchmarks.json"
 PLOT_FILE = "speedup.png"
@@ -36,11 +37,17 @@ class CardStageInputs:
     recipe: Recipe
     family: Family
     benchmarks_dir: Path
+    artifacts: Artifacts
     forced_verdict: str | None = None
 
     @property
     def readme(self) -> Path:
-        return self.recipe.folder / CARD_FILE
+        return self.artifacts.readme
+
+
+def inputs_for(ctx: Context, forced_verdict: str | None = None) -> CardStageInputs:
+    """The card's inputs as a run sees them: the recipe, the reviewed files and the imported benchmarks."""
+    return CardStageInputs(ctx.recipe, ctx.family, ctx.workdir.benchmarks, ctx.artifacts, forced_verdict)
 
 
 @dataclass(frozen=True)
@@ -50,27 +57,20 @@ class CardResult:
     changed: bool
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise InputError(f"{path}: not valid JSON") from None
-
-
 def render_card(inputs: CardStageInputs) -> str:
     """A fresh render from the committed inputs; parsed back with ModelCard so bad metadata stops here."""
     recipe = inputs.recipe
-    lock = load_lock(recipe.folder / LOCK_FILE)
+    lock = load_lock(inputs.artifacts.lock)
     if lock is None:
-        raise InputError(f"{recipe.folder / LOCK_FILE}: missing", hint="run the build to write the lock")
-    config_path = recipe.folder / REVIEWED_CONFIG
-    config = _json(config_path) if config_path.exists() else None
+        raise InputError(f"{inputs.artifacts.lock}: missing", hint="run the build to write the lock")
+    config_path = inputs.artifacts.config
+    config = read_json(config_path) if config_path.exists() else None
     benchmarks, plot = None, None
     if recipe.benchmarks is not None:
         path = inputs.benchmarks_dir / BENCHMARKS_FILE
         if not path.exists():
             raise InputError(f"{path}: missing", hint="run the bench-import stage first")
-        benchmarks = _json(path)
+        benchmarks = read_json(path)
         plot = f"benchmarks/{PLOT_FILE}" if (inputs.benchmarks_dir / PLOT_FILE).exists() else None
     text = render(CardInputs(recipe, inputs.family, lock, config, benchmarks, plot, inputs.forced_verdict))
     try:
@@ -81,7 +81,7 @@ def render_card(inputs: CardStageInputs) -> str:
 
 
 def run(inputs: CardStageInputs) -> CardResult:
-    """Render and write README.md next to the recipe, only if it changed."""
+    """Render and write README.md into the draft's review folder, only if it changed."""
     text = render_card(inputs)
     data = text.encode("utf-8")
     changed = not inputs.readme.exists() or inputs.readme.read_bytes() != data
@@ -99,7 +99,7 @@ def check(inputs: CardStageInputs, built_config: Path | None) -> str:
     fresh = render_card(inputs)
     committed = inputs.readme.read_text(encoding="utf-8") if inputs.readme.exists() else ""
     diff = unified_diff(committed, fresh, f"committed/{CARD_FILE}", f"rendered/{CARD_FILE}")
-    reviewed = inputs.recipe.folder / REVIEWED_CONFIG
+    reviewed = inputs.artifacts.config
     if built_config is not None and built_config.exists():
         old = reviewed.read_text(encoding="utf-8") if reviewed.exists() else ""
         diff += unified_diff(old, built_config.read_text(encoding="utf-8"), f"committed/{REVIEWED_CONFIG}", f"built/{REVIEWED_CONFIG}")
@@ -130,3 +130,23 @@ def diff_against_release(inputs: CardStageInputs, api: HfApi, policy: RetryPolic
             old = ""
     label = latest.tag if latest else None
     return label, unified_diff(old, render_card(inputs), f"hub/{label or 'none'}/{CARD_FILE}", f"rendered/{CARD_FILE}")
+
+
+def _inputs(ctx: Context) -> dict[str, Any]:
+    artifacts = ctx.artifacts
+    return {
+        "recipe": file_digest(ctx.recipe.path),
+        "lock": file_digest(artifacts.lock),
+        "config": file_digest(artifacts.config),
+        "benchmarks": file_digest(ctx.workdir.benchmarks / BENCHMARKS_FILE),
+        "plot": file_digest(ctx.workdir.benchmarks / PLOT_FILE),
+    }
+
+
+def _run(ctx: Context) -> StageOutcome:
+    result = run(inputs_for(ctx))
+    ctx.out.info(f"card: {result.readme} {'updated' if result.changed else 'unchanged'}")
+    return [result.readme], {"readme": str(result.readme), "sha256": result.sha256, "changed": result.changed}
+
+
+STAGE = Stage("card", "render the model card README.md from the lock, config and benchmarks", _inputs, _run)

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoint.files import atomic_write_bytes, atomic_write_json
-from pipeline.checkpoint.readers import CONFIG_FILE, LICENSE_FILES, auto_map_files
-from pipeline.errors import CheckFailed, InputError
-from pipeline.families import Family, Geometry
+from pipeline.checkpoint.readers import CONFIG_FILE, LICENSE_FILES, QUANTIZATION_KEY, auto_map_files
+from pipeline.errors import InputError
+from pipeline.families import Family
+from pipeline.families.arrays import refuse_short_arrays
 from pipeline.recipe.layout import Workdir
-
-QUANTIZATION_KEY = "quantization_config"
+from pipeline.stages.context import Context, Stage, StageOutcome, file_digest
 
 
 @dataclass(frozen=True)
@@ -49,31 +49,6 @@ def draft_config(source_config: Mapping[str, Any]) -> tuple[dict[str, Any], list
     return config, removed
 
 
-def short_arrays(config: Mapping[str, Any], family: Family, geometry: Geometry) -> list[tuple[str, int]]:
-    """Per-layer arrays that do not reach the last MTP layer: (dotted field, length)."""
-    short = []
-    for scope, mapping in (("", config), ("text_config.", config.get("text_config"))):
-        if not isinstance(mapping, Mapping):
-            continue
-        for key in family.per_layer_arrays:
-            value = mapping.get(key)
-            # An empty list means "applies to every layer" (use_rope_layers); a scalar is not per-layer.
-            if isinstance(value, list) and value and len(value) < geometry.total_layers:
-                short.append((scope + key, len(value)))
-    return short
-
-
-def refuse_short_arrays(where: str, config: Mapping[str, Any], family: Family, geometry: Geometry) -> None:
-    """Refuse arrays that stop short of the last MTP layer: their tails may only come from the source."""
-    short = short_arrays(config, family, geometry)
-    if short:
-        field, length = short[0]
-        raise CheckFailed(
-            f"{where}: {field} has {length} entries, MTP layers up to {geometry.total_layers - 1} need {geometry.total_layers}",
-            hint="array tails are copied only from the source release, never invented; use the BF16 source",
-        )
-
-
 def run(inputs: ConfigFixInputs) -> ConfigFixResult:
     """Write the draft config and carry the licence and `auto_map` files."""
     source_dir, draft = inputs.workdir.source_files, inputs.workdir.draft
@@ -94,3 +69,17 @@ def run(inputs: ConfigFixInputs) -> ConfigFixResult:
             data = carried.read_bytes()
             digests[name] = atomic_write_bytes(draft / name, data)
     return ConfigFixResult(draft / CONFIG_FILE, digests, tuple(removed))
+
+
+def _inputs(ctx: Context) -> dict[str, Any]:
+    return {"fetch": file_digest(ctx.workdir.fetch_manifest), "family": ctx.recipe.family}
+
+
+def _run(ctx: Context) -> StageOutcome:
+    result = run(ConfigFixInputs(ctx.workdir, ctx.family))
+    removed = ", ".join(result.removed) or "nothing"
+    ctx.out.info(f"config-fix: config.json written, removed {removed}; carried {len(result.sha256) - 1} file(s)")
+    return [ctx.workdir.draft / name for name in result.sha256], {"files": result.sha256, "removed": list(result.removed)}
+
+
+STAGE = Stage("config-fix", "write the draft config.json and carry licence and auto_map files", _inputs, _run)

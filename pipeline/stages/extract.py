@@ -10,7 +10,6 @@ renamed into place only when complete. Refuses when a blob's bytes no longer mat
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,11 +18,12 @@ from typing import Any
 
 from huggingface_hub.utils import tqdm
 
-from pipeline.checkpoint.files import HASH_CHUNK_BYTES, atomic_output, atomic_write_json, remove_stale_temp_files
+from pipeline.checkpoint.files import HASH_CHUNK_BYTES, atomic_output, atomic_write_json, read_json, remove_stale_temp_files
 from pipeline.checkpoint.readers import INDEX_FILE
 from pipeline.checkpoint.safetensors_format import PlannedTensor, encode_header, write_shard
 from pipeline.errors import CheckFailed, InputError
 from pipeline.recipe.layout import Workdir
+from pipeline.stages.context import Context, Stage, StageOutcome, file_digest
 
 SCHEMA = "mtp-extract/v1"
 SHARD_NAME = "model-{index:05d}-of-{count:05d}.safetensors"
@@ -159,11 +159,19 @@ def _reuse_existing(path: Path, planned: list[PlannedTensor], group: list[dict[s
     return digests, file_digest.hexdigest(), expected_size
 
 
-def load_report(workdir: Workdir) -> dict[str, Any]:
-    try:
-        return json.loads(workdir.extract_report.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{workdir.extract_report}: missing", hint="run the extract stage first") from None
+__all__ = ["STAGE", "ExtractInputs", "ExtractResult", "plan_shards", "run"]
 
 
-__all__ = ["ExtractInputs", "ExtractResult", "load_report", "plan_shards", "run"]
+def _inputs(ctx: Context) -> dict[str, Any]:
+    return {"fetch": file_digest(ctx.workdir.fetch_manifest), "max_shard_bytes": ctx.recipe.max_shard_bytes}
+
+
+def _run(ctx: Context) -> StageOutcome:
+    manifest = read_json(ctx.workdir.fetch_manifest, hint="run the fetch stage first")
+    result = run(ExtractInputs(manifest, ctx.workdir, ctx.recipe.max_shard_bytes), show_progress=ctx.out.show_progress)
+    ctx.out.info(f"extract: {len(result.shards)} shard(s), {result.total_bytes} tensor bytes")
+    outputs = [ctx.workdir.draft / name for name in result.shards] + [ctx.workdir.draft / INDEX_FILE, result.report]
+    return outputs, {"shards": list(result.shards), "total_bytes": result.total_bytes}
+
+
+STAGE = Stage("extract", "write the draft's safetensors shards and index", _inputs, _run)

@@ -37,10 +37,12 @@ from pipeline.checkpoint.safetensors_format import Header
 from pipeline.checkpoint.sources import ModelSource, WholeShardSource
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import ExpectedTensor, Family
+from pipeline.families.arrays import refuse_short_arrays
 from pipeline.recipe.layout import Workdir
+from pipeline.recipe.loader import HubRef
 from pipeline.remote import ranged as blob_fetch
 from pipeline.remote.ranged import PART_LOG_SUFFIX, PARTIAL_SUFFIX, BlobJob, fetch_blobs
-from pipeline.stages.config_fix import refuse_short_arrays
+from pipeline.stages.context import Context, Stage, StageOutcome, folder_state
 
 SCHEMA = "mtp-fetch/v1"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
@@ -252,9 +254,46 @@ def _load_record(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def load_manifest(workdir: Workdir) -> dict[str, Any]:
-    """The manifest a finished fetch wrote; later stages refuse to run without it."""
-    try:
-        return json.loads(workdir.fetch_manifest.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{workdir.fetch_manifest}: missing", hint="run the fetch stage first") from None
+def _source_identity(ctx: Context, role: str) -> dict[str, Any]:
+    ref = ctx.ref(role)
+    if isinstance(ref, HubRef):
+        return {"repo": ref.repo_id, "commit": ctx.source(role).resolve()}
+    return {"folder_files": folder_state(ref.path)}
+
+
+def _inputs(ctx: Context) -> dict[str, Any]:
+    return {
+        "source": _source_identity(ctx, "source"),
+        "target": _source_identity(ctx, "target"),
+        "family": ctx.recipe.family,
+        "license": ctx.recipe.license,
+        "mode": ctx.recipe.fetch.mode,
+    }
+
+
+def _run(ctx: Context) -> StageOutcome:
+    result = run(
+        FetchInputs(
+            source=ctx.source("source"),
+            target=ctx.source("target"),
+            family=ctx.family,
+            expected_license=ctx.recipe.license,
+            connections=ctx.recipe.fetch.connections,
+            workdir=ctx.workdir,
+            mode=ctx.recipe.fetch.mode,
+        ),
+        show_progress=ctx.out.show_progress,
+    )
+    ratio = result.bytes_fetched / max(result.bytes_needed, 1)
+    ctx.out.info(f"fetch: {result.tensors} tensors, {result.bytes_fetched} bytes fetched for {result.bytes_needed} needed ({ratio:.4f}x)")
+    summary = {
+        "source_commit": result.source_commit,
+        "target_commit": result.target_commit,
+        "tensors": result.tensors,
+        "bytes_needed": result.bytes_needed,
+        "bytes_fetched": result.bytes_fetched,
+    }
+    return [result.manifest], summary
+
+
+STAGE = Stage("fetch", "resolve source and target, copy only the draft's tensor bytes", _inputs, _run)

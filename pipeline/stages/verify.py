@@ -9,7 +9,6 @@ Each shard is read once: hashing, the NaN/Inf scan and the structure checks shar
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,15 +18,24 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 
-from pipeline.checkpoint.files import atomic_write_json, sha256_file
-from pipeline.checkpoint.readers import CARD_FILE, CONFIG_FILE, INDEX_FILE, LICENSE_FILES, auto_map_files, read_card_license
+from pipeline.checkpoint.files import atomic_write_json, read_json, sha256_file
+from pipeline.checkpoint.readers import (
+    CARD_FILE,
+    CONFIG_FILE,
+    INDEX_FILE,
+    LICENSE_FILES,
+    QUANTIZATION_KEY,
+    auto_map_files,
+    read_card_license,
+)
 from pipeline.checkpoint.safetensors_format import HEADER_LENGTH_BYTES, Header, HeaderError, header_length, parse_header
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import Family
+from pipeline.families.arrays import short_arrays
 from pipeline.families.base import config_value
 from pipeline.families.loader_names import vllm_param_name
 from pipeline.recipe.layout import Workdir
-from pipeline.stages.config_fix import QUANTIZATION_KEY, short_arrays
+from pipeline.stages.context import Context, Stage, StageOutcome, file_digest, folder_state
 
 SCHEMA = "mtp-verify/v1"
 # Exponent-all-ones masks: an element is NaN or Inf exactly when its exponent bits are all set.
@@ -71,10 +79,10 @@ def run(inputs: VerifyInputs) -> VerifyResult:
     """Run every check, write verify.json, and raise CheckFailed naming the first failure."""
     workdir, family = inputs.workdir, inputs.family
     draft = workdir.draft
-    manifest = _load_json(workdir.fetch_manifest, "run the fetch stage first")
-    config = _load_json(draft / CONFIG_FILE, "run the config-fix stage first")
-    index = _load_json(draft / INDEX_FILE, "run the extract stage first")
-    target_config = _load_json(workdir.target_files / CONFIG_FILE, "run the fetch stage first")
+    manifest = read_json(workdir.fetch_manifest, "run the fetch stage first")
+    config = read_json(draft / CONFIG_FILE, "run the config-fix stage first")
+    index = read_json(draft / INDEX_FILE, "run the extract stage first")
+    target_config = read_json(workdir.target_files / CONFIG_FILE, "run the fetch stage first")
     try:
         geometry = family.read_geometry(config)
     except ValueError as exc:
@@ -120,15 +128,6 @@ def run(inputs: VerifyInputs) -> VerifyResult:
         others = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         raise CheckFailed(f"verify: {failed[0].id}: {failed[0].evidence}{others}", hint=f"details in {workdir.verify_report}")
     return result
-
-
-def _load_json(path: Path, hint: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing", hint=hint) from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError(f"{path}: not valid JSON") from None
 
 
 # Fits a core's L2 cache, so the second digest and the scan read each chunk from cache, not memory.
@@ -368,3 +367,21 @@ def _check_license(workdir: Workdir, expected: str) -> Check:
 
 def _sha_or_none(path: Path) -> str | None:
     return sha256_file(path) if path.is_file() else None
+
+
+def _inputs(ctx: Context) -> dict[str, Any]:
+    return {
+        "fetch": file_digest(ctx.workdir.fetch_manifest),
+        "draft": folder_state(ctx.workdir.draft),
+        "license": ctx.recipe.license,
+        "family": ctx.recipe.family,
+    }
+
+
+def _run(ctx: Context) -> StageOutcome:
+    result = run(VerifyInputs(ctx.workdir, ctx.family, ctx.recipe.license))
+    ctx.out.info(f"verify: {len(result.checks)} checks passed")
+    return [result.report], {"passed": result.passed, "checks": len(result.checks)}
+
+
+STAGE = Stage("verify", "check the draft folder byte for byte and write verify.json", _inputs, _run)

@@ -1,5 +1,9 @@
-"""The release side of the command line: which tag a release publishes, and `drafts`, the release
-workflow's gate that turns a pushed tag into the one draft it may publish."""
+"""Handlers of the release commands: upload, publish and drafts (the release workflow's gate).
+
+A release publishes exactly the git tag it names (`--tag`, or the tag a GitHub Actions run was
+started by), refused unless HEAD is that tag's commit; `drafts --tag` turns a pushed tag into the
+one draft it may publish, or says in the job summary why not.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,81 @@ import argparse
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.card.render import escape_cell
+from pipeline.cli.commands import context, today
 from pipeline.cli.output import Output
 from pipeline.errors import InputError, PipelineError
 from pipeline.recipe.loader import Recipe
 from pipeline.recipe.versions import ReleaseVersion, drafts_to_release, release_version, select_release, single_releasable
+from pipeline.stages.context import Context
+
+if TYPE_CHECKING:
+    from pipeline.flows.publish import ReleaseReport
+
+
+def release_result(args: argparse.Namespace, out: Output, ctx: Context, report: ReleaseReport) -> int:
+    from pipeline.flows.publish import SUMMARY_LIMIT_BYTES, describe, summary_markdown
+    from pipeline.flows.subjects import release_subjects, write_subjects
+
+    if args.summary:
+        # GitHub gives each step a fresh summary file; what an earlier command wrote counts against the limit.
+        summary = Path(args.summary)
+        room = SUMMARY_LIMIT_BYTES - (summary.stat().st_size if summary.exists() else 0)
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(summary_markdown(ctx.recipe.name, report, args.dry_run, room))
+    if args.write_subjects:
+        write_subjects(Path(args.write_subjects), release_subjects(report.plan))
+    out.result(describe(report, args.dry_run), {"dry_run": args.dry_run, **report.to_json()})
+    return 0
+
+
+def upload_command(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.flows.publish import ReleaseOptions, release
+
+    ctx = context(args, out)
+    options = ReleaseOptions(
+        version_to_release(ctx.recipe, args),
+        dry_run=args.dry_run,
+        force=args.force,
+        from_lock=args.from_lock,
+        attested=attested(args),
+    )
+    return release_result(args, out, ctx, release(ctx, options))
+
+
+def upload_options(parser: argparse.ArgumentParser) -> None:
+    release_options(parser)
+    parser.add_argument(
+        "--from-lock",
+        action="store_true",
+        help="with --dry-run: plan the draft's files from the committed lock, so no built draft (no weights) is needed",
+    )
+
+
+def publish_command(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.flows.publish import ReleaseOptions, publish
+
+    ctx = context(args, out, pin=True)
+    options = ReleaseOptions(version_to_release(ctx.recipe, args), dry_run=args.dry_run, force=args.force, attested=attested(args))
+    return release_result(args, out, ctx, publish(ctx, options, today()))
+
+
+def release_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run", action="store_true", help="plan only: compare with the destination and print the plan, write nothing to the Hub"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="publish even if inspection found the draft redundant or incompatible (the card says so)"
+    )
+    parser.add_argument(
+        "--summary",
+        metavar="PATH",
+        help="also append the plan, outcome and card diff as Markdown to PATH, cut to GitHub's 1 MiB limit (e.g. $GITHUB_STEP_SUMMARY)",
+    )
+    tag_option(parser)
+    subject_options(parser)
 
 
 def tag_option(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +151,7 @@ def _append(path: str | None, text: str) -> None:
             handle.write(text)
 
 
-def drafts(args: argparse.Namespace, out: Output) -> int:
+def drafts_command(args: argparse.Namespace, out: Output) -> int:
     """`drafts`: every releasable draft, or with --tag the one release a pushed tag may start."""
     artifacts = Path(args.artifacts)
     try:

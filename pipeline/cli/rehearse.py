@@ -1,0 +1,91 @@
+"""Handlers of the rehearsal commands: the offline demo, the embedded Hub and synthetic checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.cli.output import Output
+from pipeline.errors import InputError
+
+
+def demo_command(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.rehearsal.demo import run_demo
+
+    return run_demo(Path(args.root), out, refresh=args.refresh_artifacts)
+
+
+def demo_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        default="build/demo",
+        metavar="DIR",
+        help="where the demo keeps its Hub, synthetic weights and workdir (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--refresh-artifacts", action="store_true", help="rewrite artifacts/demo's lock, config and card from this run before publishing"
+    )
+
+
+def hub_command(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.rehearsal.hub import serve
+
+    if args.hub_command != "serve":
+        raise InputError("hub: the only action is 'serve'")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.public:
+        raise InputError(f"--host {args.host}: the embedded Hub listens on loopback unless --public is given")
+
+    def ready(url: str) -> None:
+        out.info(f"embedded Hub serving {Path(args.root).resolve()} at {url}")
+        out.info(f"use it with: HF_ENDPOINT={url} HF_HUB_DISABLE_XET=1 hf upload ... (Ctrl-C stops it)")
+
+    serve(Path(args.root), args.host, args.port, on_ready=ready)
+    return 0
+
+
+def hub_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("hub_command", metavar="serve", choices=["serve"], help="run the embedded Hub until interrupted")
+    parser.add_argument("--root", required=True, metavar="DIR", help="folder holding the repos (created if missing; kept between runs)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one, printed on start)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--public", action="store_true", help="allow a non-loopback --host")
+
+
+def synth_command(args: argparse.Namespace, out: Output) -> int:
+    from pipeline.families import FAMILIES
+    from pipeline.rehearsal.synthetic import TARGET_VARIANTS, SyntheticSpec, write_source, write_target
+    from pipeline.rehearsal.synthetic_families import FamilySpec, write_family_source, write_family_target
+
+    if args.family not in FAMILIES:
+        raise InputError(f"--family: must be one of {', '.join(FAMILIES)}")
+    if args.target_variant not in TARGET_VARIANTS:
+        raise InputError(f"--target-variant: must be one of {', '.join(TARGET_VARIANTS)}")
+    root = Path(args.out)
+    if args.family == "step3p7":
+        spec = SyntheticSpec.real_shapes if args.real_shapes else SyntheticSpec
+        write_source(root / "source", spec(seed=args.seed, shards=args.shards))
+        write_target(root / "target", spec(seed=args.seed, shards=args.shards), args.target_variant)
+    else:
+        if args.real_shapes:
+            raise InputError("--real-shapes: only the step3p7 generator knows real tensor sizes")
+        family_spec = FamilySpec(seed=args.seed, shards=args.shards)
+        write_family_source(root / "source", args.family, family_spec)
+        write_family_target(root / "target", args.family, family_spec, args.target_variant)
+    out.result(f"wrote {root / 'source'} and {root / 'target'}", {"source": str(root / "source"), "target": str(root / "target")})
+    return 0
+
+
+def synth_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write source/ and target/ into")
+    parser.add_argument(
+        "--family", default="step3p7", metavar="NAME", help="model family of the synthetic checkpoint (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--target-variant",
+        default="no-mtp",
+        metavar="KIND",
+        help="no-mtp, mtp-shard, incomplete-mtp, other-vocab or other-hidden (default: %(default)s)",
+    )
+    parser.add_argument("--real-shapes", action="store_true", help="the released tensor sizes (about 6 GB of MTP tensors)")
+    parser.add_argument("--shards", type=int, default=4, help="number of source shards (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for bytes and shard layout (default: %(default)s)")
