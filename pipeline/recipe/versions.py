@@ -134,7 +134,10 @@ def head_release_tags(repo: git.Repo, draft: str, single_draft: bool) -> list[Re
     head = repo.head.commit.hexsha
     found = []
     for tag in repo.tags:
-        if tag.commit.hexsha != head:
+        try:
+            if tag.commit.hexsha != head:
+                continue
+        except ValueError:  # a tag of a tree or blob names no commit, so no release
             continue
         named, _, version_text = tag.name.rpartition("/")
         version = Version.parse(version_text)
