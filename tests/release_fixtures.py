@@ -24,6 +24,7 @@ max_shard_size: 200KB
 retries: {{attempts: 3, backoff_seconds: 0.05}}
 card:
   title: Tiny draft
+  credit: mtp-draft-pipeline (synthetic weights)
   release_notes:
     - {{version: v1.0.0, notes: First release.}}
 """

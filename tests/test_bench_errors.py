@@ -139,7 +139,7 @@ def test_glob_matching_nothing_names_the_field() -> None:
     assert message == f"{DATA}: benchmarks.runs[0].files: 'vllm-serve/*.jsonl' matches no file"
 
 
-SWEEP_LABELS = {"workload": "chat", "engine_version": "0.16.0"}
+SWEEP_LABELS = {"workload": "chat", "engine_version": "0.33.0"}
 
 
 def test_failed_sweep_run_record_is_refused(tmp_path: Path) -> None:
@@ -178,8 +178,10 @@ def test_sglang_speculative_run_without_accept_length_is_refused(tmp_path: Path)
     bench = copy_fixture(tmp_path, "sglang")
     jsonl = bench / "sglang" / "sglang_0306_50_sharegpt.jsonl"
     edit_record(jsonl, 4, setter("accept_length", None))
-    message = refused(InputError, bench, SGLANG_SPEC)
-    assert message.startswith(f"{jsonl}:4: accept_length: missing; a speculative run needs acceptance data")
+    with pytest.raises(InputError) as caught:
+        import_bench(bench, SGLANG_SPEC)
+    assert caught.value.message == f"{jsonl}:4: accept_length: missing; a speculative run needs acceptance data"
+    assert caught.value.hint == "bench_serving writes accept_length only with a --backend whose name contains sglang"
 
 
 LEGACY = "vllm-legacy"
@@ -228,7 +230,7 @@ def test_prometheus_snapshot_without_spec_decode_counters_is_refused(tmp_path: P
         ("output_len", "512", "output_len"),
         ("total_input_tokens", 9000, "input_len"),
         ("max_concurrency", 2, "concurrency"),
-        ("vllm_version", "0.16.1", "engine_version"),
+        ("vllm_version", "stepfun37", "engine_version"),
         ("gpu", "NVIDIA H200", "gpu"),
         ("temperature", "0.7", "temperature"),
         ("dataset", "spec_bench/math", "dataset"),
@@ -268,7 +270,7 @@ def test_run_with_failed_requests_is_left_out_with_a_warning(tmp_path: Path) -> 
     edit_record(bench / BASELINE, 1, setter("failed", 2))
     result = import_bench(bench, SERVE_SPEC)
     assert result.warnings == (
-        f"{bench / BASELINE}:1: failed: 2 requests failed; left out of every figure",
+        f"{BASELINE}:1: failed: 2 requests failed; left out of every figure",
         "code: the baseline figure rests on 2 run(s), fewer than 3",
     )
     document = json.loads(result.benchmarks_json.read_text())
@@ -291,12 +293,12 @@ def test_summary_row_without_usable_runs_of_a_mode_is_refused(tmp_path: Path) ->
     assert message == f"{bench}: workload: no speculative run labeled 'code' (3 left out for failed or missing requests)"
 
 
-def test_synthetic_prompts_hide_acceptance_with_a_warning(tmp_path: Path) -> None:
+def test_random_prompts_keep_acceptance_and_are_flagged(tmp_path: Path) -> None:
     bench = copy_fixture(tmp_path, "vllm-serve")
     for file in (BASELINE, SPECULATIVE):
         for line in (1, 2, 3):
             edit_record(bench / file, line, setter("dataset", "random"))
     result = import_bench(bench, SERVE_SPEC)
-    assert result.warnings == ("code: random (synthetic) prompts overstate speculative gains; acceptance not shown",)
+    assert result.warnings == ("code: random (synthetic) prompts overstate speculative gains and accept differently from real text",)
     row = json.loads(result.benchmarks_json.read_text())["summary"][0]
-    assert (row["synthetic"], row["acceptance"], row["display"]["acceptance_rate"]) == (True, None, None)
+    assert (row["synthetic"], row["dataset"], row["display"]["acceptance_rate"]) == (True, "random", "0.53")

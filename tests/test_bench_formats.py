@@ -15,7 +15,7 @@ from pipeline.stages.bench_import import BenchImportInputs, run
 
 DATA = Path(__file__).parent / "data" / "bench"
 H100 = "NVIDIA H100 80GB HBM3"
-SWEEP_LABELS = {"workload": "chat", "engine_version": "0.16.0", "gpu": H100, "gpu_count": 2, "tp": 2}
+SWEEP_LABELS = {"workload": "chat", "engine_version": "0.33.0", "gpu": H100, "gpu_count": 2, "tp": 2}
 
 
 def import_bench(spec: dict[str, Any], out: Path, bench_dir: Path = DATA) -> tuple[tuple[str, ...], dict[str, Any]]:

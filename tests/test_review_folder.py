@@ -21,7 +21,7 @@ def test_a_recipe_inside_a_model_folder_leaves_every_file_of_it_untouched(tmp_pa
     shutil.copytree(synthetic_root / "target", tmp_path / "target")
     assert (source / "config.json").is_file() and (source / "README.md").is_file()
     recipe = source / "mtp-draft.yaml"
-    recipe.write_text(RECIPE.format(source=".", target="../target"))
+    recipe.write_text(RECIPE.format(source=".", target="../target") + "card: {credit: mtp-draft-pipeline (synthetic weights)}\n")
     before = _snapshot(source)
     workdir = tmp_path / "work"
 

@@ -69,14 +69,20 @@ class PooledAcceptance:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Baseline against speculative runs that passed the fairness check."""
+    """Baseline against speculative runs that passed the fairness check.
+
+    `speculative` is None for a target measured alone (no draft run yet): the row shows the
+    baseline and no speedup.
+    """
 
     baseline: Side
-    speculative: Side
-    acceptance: PooledAcceptance
+    speculative: Side | None
+    acceptance: PooledAcceptance | None
 
     @property
-    def speedup(self) -> float:
+    def speedup(self) -> float | None:
+        if self.speculative is None:
+            return None
         return self.baseline.median_tpot_ms / self.speculative.median_tpot_ms - 1
 
     @property
@@ -85,12 +91,16 @@ class Comparison:
         return self.baseline.runs[0]
 
     @property
+    def runs(self) -> tuple[Run, ...]:
+        return self.baseline.runs + (self.speculative.runs if self.speculative else ())
+
+    @property
     def k(self) -> int | None:
-        return self.speculative.runs[0].labels.k
+        return self.speculative.runs[0].labels.k if self.speculative else None
 
     @property
     def synthetic(self) -> bool:
-        return any(run.synthetic for run in self.baseline.runs + self.speculative.runs)
+        return any(run.synthetic for run in self.runs)
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,8 @@ class Report:
 
 def build_report(runs: Sequence[Run], spec: BenchmarkSpec, bench_dir: Path) -> Report:
     """Summary rows and matrix from normalized runs; raises CheckFailed on an unfair comparison."""
-    warnings = [f"{run.origin}: {run.excluded}; left out of every figure" for run in runs if run.excluded]
+    # paths relative to the benchmarks folder: the document must not depend on where the checkout is
+    warnings = [f"{run.origin.ref}: {run.excluded}; left out of every figure" for run in runs if run.excluded]
     matrix_workload = spec.matrix.workload if spec.matrix else None
     by_workload: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
@@ -137,14 +148,19 @@ def build_report(runs: Sequence[Run], spec: BenchmarkSpec, bench_dir: Path) -> R
         ]
     summary = []
     for row in rows:
-        comparison = compare(row.id, by_workload.get(row.id, []), warnings)
+        runs_of_row = by_workload.get(row.id, [])
+        # a target measured alone makes a row; speculative runs that all failed do not
+        has_speculative = any(run.mode == "speculative" for run in runs_of_row)
+        comparison = compare(row.id, runs_of_row, warnings, baseline_alone=not has_speculative)
         if isinstance(comparison, str):
-            left_out = sum(1 for run in by_workload.get(row.id, []) if run.mode == comparison and run.excluded)
+            left_out = sum(1 for run in runs_of_row if run.mode == comparison and run.excluded)
             raise InputError(
                 f"{bench_dir}: workload: no {comparison} run labeled {row.id!r}"
                 + (f" ({left_out} left out for failed or missing requests)" if left_out else ""),
-                hint="every summary row needs baseline and speculative runs",
+                hint="every summary row needs baseline runs; a speedup needs speculative runs beside them",
             )
+        if comparison.speculative is None:
+            warnings.append(f"{row.id}: no speculative run; the row shows the target alone")
         summary.append(SummaryRow(row, comparison))
     matrix = None
     if spec.matrix is not None:
@@ -152,8 +168,11 @@ def build_report(runs: Sequence[Run], spec: BenchmarkSpec, bench_dir: Path) -> R
     return Report(tuple(summary), matrix, tuple(warnings))
 
 
-def compare(title: str, runs: Iterable[Run], warnings: list[str]) -> Comparison | str:
-    """Pair the included runs; return the missing mode's name when one side has no run."""
+def compare(title: str, runs: Iterable[Run], warnings: list[str], *, baseline_alone: bool = False) -> Comparison | str:
+    """Pair the included runs; return the missing mode's name when one side has no run.
+
+    With `baseline_alone`, baseline runs without a speculative counterpart still make a comparison.
+    """
     included = sorted((run for run in runs if run.excluded is None), key=run_order)
     if included:
         check_fair(included)
@@ -161,18 +180,21 @@ def compare(title: str, runs: Iterable[Run], warnings: list[str]) -> Comparison 
     speculative = tuple(run for run in included if run.mode == "speculative")
     if not baseline:
         return "baseline"
-    if not speculative:
+    if not speculative and not baseline_alone:
         return "speculative"
-    comparison = Comparison(Side(baseline), Side(speculative), pool_acceptance(speculative))
-    for mode, side in (("baseline", comparison.baseline), ("speculative", comparison.speculative)):
+    spec_side = Side(speculative) if speculative else None
+    comparison = Comparison(Side(baseline), spec_side, pool_acceptance(speculative) if speculative else None)
+    for mode, side in (("baseline", comparison.baseline), ("speculative", spec_side)):
+        if side is None:
+            continue
         if len(side.runs) < MIN_RUNS:
             warnings.append(f"{title}: the {mode} figure rests on {len(side.runs)} run(s), fewer than {MIN_RUNS}")
         if side.spread > MAX_SPREAD:
             warnings.append(f"{title}: {mode} median TPOT varies by {side.spread:.1%} across runs, more than {MAX_SPREAD:.0%}")
-    if "sglang_server_cumulative" in comparison.acceptance.sources:
+    if comparison.acceptance is not None and "sglang_server_cumulative" in comparison.acceptance.sources:
         warnings.append(f"{title}: acceptance is SGLang's server-cumulative accept_length (includes earlier traffic)")
     if comparison.synthetic:
-        warnings.append(f"{title}: random (synthetic) prompts overstate speculative gains; acceptance not shown")
+        warnings.append(f"{title}: random (synthetic) prompts overstate speculative gains and accept differently from real text")
     return comparison
 
 
@@ -182,7 +204,11 @@ def check_fair(runs: Sequence[Run]) -> None:
     for other in runs[1:]:
         _same(reference, other, "engine", reference.engine, other.engine)
         for name in PAIRING_FIELDS:
+            if name == "output_len" and name in reference.measured_lengths and name in other.measured_lengths:
+                # two means of generated tokens, not settings: they vary from run to run wherever EOS is honoured
+                continue
             _same(reference, other, name, getattr(reference.labels, name), getattr(other.labels, name))
+        _same(reference, other, "num_prompts", reference.measured.num_prompts, other.measured.num_prompts)
     speculative = [run for run in runs if run.mode == "speculative"]
     for other in speculative[1:]:
         _same(speculative[0], other, "k", speculative[0].labels.k, other.labels.k)
@@ -192,7 +218,8 @@ def _same(a: Run, b: Run, field: str, value_a: object, value_b: object) -> None:
     if value_a != value_b:
         raise CheckFailed(
             f"{a.origin} and {b.origin} differ in {field}: {_shown(value_a)} vs {_shown(value_b)}",
-            hint="compare runs with the same model, lengths, concurrency and engine build, or label them as different workloads",
+            hint="compare runs with the same model, hardware, prompts, lengths, concurrency and engine build, "
+            "or label them as different workloads",
         )
 
 
@@ -242,7 +269,8 @@ def _matrix(runs: list[Run], spec: MatrixSpec, bench_dir: Path, warnings: list[s
         if run.labels.context is None:
             raise InputError(
                 f"{run.origin}: context: not found, and the recipe gives no context",
-                hint="every run of the matrix workload needs a context label (--metadata context=8K)",
+                hint="every run of the matrix workload needs a context: set it in the recipe, pass --metadata context=8K "
+                "to vllm bench serve, or give the input length (random_input_len)",
             )
         by_cell[(run.labels.context, run.labels.concurrency or 0)].append(run)
     shown = {(c, n) for c in spec.contexts for n in spec.concurrencies}

@@ -82,12 +82,13 @@ def _rounded(value: Any) -> Any:
 
 
 def _comparison(comparison: Comparison) -> dict[str, Any]:
+    """A summary row; acceptance is shown wherever the files report it, random prompts included."""
     ref = comparison.reference.labels
-    acceptance = None if comparison.synthetic else comparison.acceptance
+    acceptance, speculative, speedup = comparison.acceptance, comparison.speculative, comparison.speedup
     display = {
         "baseline_decode_tok_s": f"{comparison.baseline.decode_tok_s:.1f}",
-        "speculative_decode_tok_s": f"{comparison.speculative.decode_tok_s:.1f}",
-        "speedup": percent(comparison.speedup, 1),
+        "speculative_decode_tok_s": None if speculative is None else f"{speculative.decode_tok_s:.1f}",
+        "speedup": None if speedup is None else percent(speedup, 1),
         "acceptance_rate": None if acceptance is None or acceptance.rate is None else f"{acceptance.rate:.2f}",
         "acceptance_length": None if acceptance is None else f"{acceptance.length:.2f}",
     }
@@ -101,8 +102,8 @@ def _comparison(comparison: Comparison) -> dict[str, Any]:
         "k": comparison.k,
         "synthetic": comparison.synthetic,
         "baseline": _side(comparison.baseline),
-        "speculative": _side(comparison.speculative),
-        "speedup": comparison.speedup,
+        "speculative": None if speculative is None else _side(speculative),
+        "speedup": speedup,
         "acceptance": None if acceptance is None else _pooled(acceptance),
         "display": display,
     }
@@ -137,25 +138,34 @@ def _cell(cell: MatrixCell) -> dict[str, Any]:
         return {
             "context": cell.context,
             "concurrency": cell.concurrency,
+            "dataset": None,
+            "synthetic": False,
             "speedup": None,
             "display": MISSING,
             "missing_reason": cell.missing_reason,
         }
-    acceptance = None if comparison.synthetic else comparison.acceptance
+    speedup, speculative, acceptance = comparison.speedup, comparison.speculative, comparison.acceptance
+    assert speedup is not None and speculative is not None  # a matrix cell is never a baseline alone
     return {
         "context": cell.context,
         "concurrency": cell.concurrency,
-        "speedup": comparison.speedup,
-        "display": percent(comparison.speedup, 0),
+        "dataset": comparison.reference.labels.dataset,
+        "synthetic": comparison.synthetic,
+        "speedup": speedup,
+        "display": percent(speedup, 0),
         "missing_reason": None,
         "baseline": _side(comparison.baseline),
-        "speculative": _side(comparison.speculative),
+        "speculative": _side(speculative),
         "acceptance": None if acceptance is None else _pooled(acceptance),
     }
 
 
-def _provenance(runs: Sequence[Run]) -> dict[str, Any]:
-    """Every distinct value over the runs, sorted, so disagreements across workloads stay visible."""
+def _provenance(all_runs: Sequence[Run]) -> dict[str, Any]:
+    """Every distinct value over the runs behind the figures, sorted, so disagreements stay visible.
+
+    Runs left out of every figure (failed requests) do not count, their dates included.
+    """
+    runs = [run for run in all_runs if run.excluded is None]
 
     def distinct(values: Any) -> list[Any]:
         return sorted({value for value in values if value is not None})
@@ -211,6 +221,7 @@ def _run(run: Run) -> dict[str, Any]:
             "context": labels.context,
             "concurrency": labels.concurrency,
             "run_number": m.run_number,
+            "inferred_from": dict(run.inferred),
         },
         "perf": {
             "median_tpot_ms": m.median_tpot_ms,

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.bench.inferred import k_in_benchmark_name, mode_hint
 from pipeline.bench.records import Acceptance, Measured, Origin, RawRun
 from pipeline.errors import InputError
 
@@ -46,7 +47,7 @@ LABEL_KEYS: dict[str, tuple[str, ...]] = {
     "target_model": ("model_id",),
     "engine_version": ("engine_version", "vllm_version"),
     "image": ("image", "image_digest"),
-    "gpu": ("gpu", "gpu_name"),
+    "gpu": ("gpu", "gpu_name", "hardware"),
     "gpu_count": ("gpu_count",),
     "tp": ("tp", "tensor_parallel_size"),
     "temperature": ("temperature",),
@@ -196,6 +197,10 @@ def _read_record(record: object, origin: Origin) -> RawRun | None:
             if value is not None:
                 file_labels.append((label, key, value))
                 break
+    if not any(label == "k" for label, _, _ in file_labels):
+        named = k_in_benchmark_name(record)
+        if named is not None:
+            file_labels.append(named)
     dataset_name = record.get("dataset_name")
     return RawRun(
         origin=origin,
@@ -205,6 +210,7 @@ def _read_record(record: object, origin: Origin) -> RawRun | None:
         acceptance=acceptance,
         file_labels=tuple(file_labels),
         synthetic=isinstance(dataset_name, str) and dataset_name.startswith("random"),
+        mode_hint=mode_hint(record, acceptance, run_number),
     )
 
 

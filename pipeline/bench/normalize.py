@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.bench.inferred import infer_context, infer_mode
 from pipeline.bench.prometheus import DRAFTS, PER_POSITION, SpecCounters
 from pipeline.bench.records import Acceptance, Measured, Origin, RawRun
 from pipeline.bench.spec import LABEL_NAMES, Labels, PrometheusPair, RunGroup, coerce_label
@@ -41,6 +42,7 @@ class Run:
     acceptance: Acceptance | None
     synthetic: bool
     measured_lengths: tuple[str, ...]  # labels filled from token totals rather than declared
+    inferred: tuple[tuple[str, str], ...]  # (label, record key) for labels read off other keys
     prometheus: PrometheusPair | None
     excluded: str | None  # why the run is left out of every figure
 
@@ -67,6 +69,8 @@ def normalize_run(
     """Resolve one run's labels and acceptance; raise InputError naming the file and the field."""
     origin = raw.origin
     values = _resolve(raw, group, group_index, section_labels)
+    inferred = infer_mode(raw, values, group_index)
+    inferred.update(infer_context(raw, values))
     measured_lengths = []
     for name, total in (("input_len", raw.measured.total_input_tokens), ("output_len", raw.measured.total_output_tokens)):
         if values[name] is None and total:
@@ -76,12 +80,12 @@ def normalize_run(
         if values[name] is None:
             raise InputError(
                 f"{origin}: {key}: not found, and the recipe gives no {name}",
-                hint=f"set {name} under benchmarks.runs[{group_index}] or pass --metadata {name}=VALUE",
+                hint=f"set {name} under benchmarks.runs[{group_index}]{_metadata_hint(raw, f'{name}=VALUE')}",
             )
     if values["engine_version"] is None and values["image"] is None:
         raise InputError(
             f"{origin}: engine_version: not found, and no image either",
-            hint="pass --metadata vllm_version=X.Y.Z (or image=...) or set engine_version in the recipe",
+            hint=f"set engine_version (or image) under benchmarks.labels{_metadata_hint(raw, 'vllm_version=X.Y.Z')}",
         )
 
     acceptance = raw.acceptance
@@ -95,16 +99,19 @@ def normalize_run(
         acceptance = None
     else:
         if acceptance is None:
-            key = "accept_length" if raw.engine == "sglang" else "spec_decode_num_drafts"
-            raise InputError(
-                f"{origin}: {key}: missing; a speculative run needs acceptance data",
-                hint=f"declare /metrics snapshots under benchmarks.runs[{group_index}].prometheus, "
-                "or use a vLLM that writes spec_decode_* keys",
-            )
+            if raw.engine == "sglang":
+                key, hint = "accept_length", "bench_serving writes accept_length only with a --backend whose name contains sglang"
+            else:
+                key = "spec_decode_num_drafts"
+                hint = (
+                    f"declare /metrics snapshots under benchmarks.runs[{group_index}].prometheus, "
+                    "or use a vLLM that writes spec_decode_* keys"
+                )
+            raise InputError(f"{origin}: {key}: missing; a speculative run needs acceptance data", hint=hint)
         if values["k"] is None:
             raise InputError(
                 f"{origin}: k: not found, and the recipe gives no k",
-                hint=f"set k under benchmarks.runs[{group_index}] or pass --metadata k=N",
+                hint=f"set k under benchmarks.runs[{group_index}]{_metadata_hint(raw, 'k=N')}",
             )
         if acceptance.per_position and len(acceptance.per_position) != values["k"]:
             key = PER_POSITION if counters is not None else "spec_decode_per_position_acceptance_rates"
@@ -122,9 +129,17 @@ def normalize_run(
         acceptance=acceptance,
         synthetic=raw.synthetic or dataset.startswith("random"),
         measured_lengths=tuple(measured_lengths),
+        inferred=tuple(sorted(inferred.items())),
         prometheus=pair,
         excluded=_exclusion(raw.measured),
     )
+
+
+def _metadata_hint(raw: RawRun, pair: str) -> str:
+    """How the tool that wrote the file could have carried the label: SGLang has no --metadata."""
+    if raw.engine == "vllm":
+        return f", or pass --metadata {pair} to vllm bench serve"
+    return ""
 
 
 def _resolve(raw: RawRun, group: RunGroup, group_index: int, section_labels: Labels) -> dict[str, Any]:
@@ -170,9 +185,9 @@ def _from_counters(counters: SpecCounters, origin: Origin) -> Acceptance | None:
 
 
 def _speculative_evidence(raw: RawRun, acceptance: Acceptance | None, from_metrics: bool) -> str | None:
-    """The key that shows a run used speculative decoding, if any."""
+    """The key that shows a run used speculative decoding, if any (a K of 0 shows none)."""
     found = raw.file_label("k")
-    if found is not None:
+    if found is not None and coerce_label("k", found[1]) != 0:
         return found[0]
     if acceptance is not None and acceptance.length > 1:
         if from_metrics:

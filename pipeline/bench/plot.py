@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 
-from pipeline.bench.aggregate import Report
+from pipeline.bench.aggregate import Comparison, Report
 from pipeline.bench.document import MISSING, percent
 
 FIGURE_HEIGHT_IN = 4.2
@@ -20,7 +20,8 @@ MISSING_COLOR = "#dddddd"
 
 def render_plot(report: Report) -> bytes | None:
     """The figure's PNG bytes, or None when there is neither a summary nor a matrix."""
-    if not report.summary and report.matrix is None:
+    compared = [row for row in report.summary if row.comparison.speedup is not None]
+    if not compared and report.matrix is None:
         return None
     # Imported here: matplotlib takes a noticeable time to import and only this stage needs it.
     import matplotlib
@@ -29,18 +30,19 @@ def render_plot(report: Report) -> bytes | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = int(bool(report.summary)) + int(report.matrix is not None)
+    panels = int(bool(compared)) + int(report.matrix is not None)
     with matplotlib.style.context("default"), matplotlib.rc_context({"font.family": "DejaVu Sans"}):
         figure = Figure(figsize=(PANEL_WIDTH_IN * panels, FIGURE_HEIGHT_IN), dpi=DPI, layout="constrained")
         FigureCanvasAgg(figure)
         axes = list(figure.subplots(1, panels, squeeze=False)[0])
-        if report.summary:
+        if compared:
             ax = axes.pop(0)
-            names = [row.workload.name for row in report.summary]
-            values = [row.comparison.speedup * 100 for row in report.summary]
+            speedups = [row.comparison.speedup or 0.0 for row in compared]
+            names = [row.workload.name for row in compared]
+            values = [speedup * 100 for speedup in speedups]
             bars = ax.bar(names, values, color=BAR_COLOR)
-            ax.bar_label(bars, labels=[percent(row.comparison.speedup, 1) for row in report.summary], padding=2)
-            ks = sorted({row.comparison.k for row in report.summary if row.comparison.k})
+            ax.bar_label(bars, labels=[percent(speedup, 1) for speedup in speedups], padding=2)
+            ks = sorted({row.comparison.k for row in compared if row.comparison.k})
             ax.set_title("Decode speedup by workload" + (f" (K={', '.join(map(str, ks))})" if ks else ""))
             ax.set_ylabel("speedup over no speculation (%)")
             ax.set_ylim(min(0.0, *values) * 1.2, max(1.0, *values) * 1.2)
@@ -48,7 +50,7 @@ def render_plot(report: Report) -> bytes | None:
         if report.matrix is not None:
             ax = axes.pop(0)
             matrix = report.matrix
-            grid = np.array([[c.comparison.speedup * 100 if c.comparison else np.nan for c in row] for row in matrix.cells])
+            grid = np.array([[_percent_or_nan(c.comparison) for c in row] for row in matrix.cells])
             cmap = matplotlib.colormaps["Greens"].with_extremes(bad=MISSING_COLOR)
             finite = grid[np.isfinite(grid)]
             high = float(finite.max()) if finite.size else 1.0
@@ -56,7 +58,8 @@ def render_plot(report: Report) -> bytes | None:
                       vmax=high * 1.4, aspect="auto")  # fmt: skip
             for i, row in enumerate(matrix.cells):
                 for j, cell in enumerate(row):
-                    text = percent(cell.comparison.speedup, 0) if cell.comparison else MISSING
+                    speedup = cell.comparison.speedup if cell.comparison else None
+                    text = MISSING if speedup is None else percent(speedup, 0)
                     ax.text(j, i, text, ha="center", va="center", color="black")
             ax.set_xticks(range(len(matrix.spec.concurrencies)), [f"C={c}" for c in matrix.spec.concurrencies])
             ax.set_yticks(range(len(matrix.spec.contexts)), list(matrix.spec.contexts))
@@ -66,3 +69,8 @@ def render_plot(report: Report) -> bytes | None:
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()
+
+
+def _percent_or_nan(comparison: Comparison | None) -> float:
+    speedup = comparison.speedup if comparison else None
+    return float("nan") if speedup is None else speedup * 100

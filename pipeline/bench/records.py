@@ -76,6 +76,7 @@ class RawRun:
     acceptance: Acceptance | None
     file_labels: tuple[tuple[str, str, object], ...]  # (label, record key, raw value)
     synthetic: bool
+    mode_hint: tuple[str, str] | None = None  # (mode, record key) when the record shows it unlabeled
 
     def file_label(self, name: str) -> tuple[str, object] | None:
         for label, key, value in self.file_labels:

@@ -18,6 +18,19 @@ from pipeline.recipe.fields import Section
 MODES = ("baseline", "speculative")
 
 
+class _Section(Section):
+    """A mapping of the `benchmarks:` section; an unknown key is refused with the valid ones listed."""
+
+    def __init__(self, data: object, where: str) -> None:
+        super().__init__(data, where, root="benchmarks")
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except ValueError as exc:
+            raise ValueError(f"{exc}; valid keys: {', '.join(sorted(self.known))}") from None
+
+
 @dataclass(frozen=True)
 class Labels:
     """What a run measured and on what; `None` means "not declared here"."""
@@ -45,6 +58,7 @@ class Labels:
 
 
 LABEL_NAMES = tuple(f.name for f in fields(Labels))
+HARDWARE = "hardware"  # another name for `gpu`, in the recipe as in `--metadata hardware=...`
 
 
 @dataclass(frozen=True)
@@ -108,12 +122,17 @@ class BenchmarkSpec:
 
 
 def coerce_label(name: str, value: object) -> object:
-    """Turn a recipe or file value into the label's type; raise ValueError saying what is expected."""
+    """Turn a recipe or file value into the label's type; raise ValueError saying what is expected.
+
+    K may be 0: `num_speculative_tokens=0` is how many users label a run without speculation.
+    """
     kind = _LABEL_KINDS[name]
     if kind is int:
         number = _to_number(value)
-        if number is None or number != int(number) or number < 1:
-            raise ValueError(f"must be a positive integer, not {value!r}")
+        lowest = 0 if name == "k" else 1
+        if number is None or number != int(number) or number < lowest:
+            what = "a whole number of at least 0" if lowest == 0 else "a positive integer"
+            raise ValueError(f"must be {what}, not {value!r}")
         return int(number)
     if kind is float:
         number = _to_number(value)
@@ -154,7 +173,7 @@ def _to_number(value: object) -> float | None:
 
 def parse_benchmark_spec(data: object) -> BenchmarkSpec:
     """Validate the `benchmarks:` mapping; errors start with the dotted field path inside it."""
-    top = Section(data, "", root="benchmarks")
+    top = _Section(data, "")
     labels = top.at("labels", _label_section, Labels())
     runs = top.at("runs", _runs, None, required=True)
     workloads = top.at("workloads", _workloads, None)
@@ -168,16 +187,21 @@ def parse_benchmark_spec(data: object) -> BenchmarkSpec:
 
 
 def _label_section(value: Any, path: str) -> Labels:
-    section = Section(value, path, root="benchmarks")
+    section = _Section(value, path)
     labels = _labels(section)
     section.finish()
     return labels
 
 
-def _labels(section: Section) -> Labels:
+def _labels(section: _Section) -> Labels:
     values = {}
     for name in LABEL_NAMES:
         values[name] = section.at(name, _label_converter(name), None)
+    hardware = section.at(HARDWARE, _label_converter("gpu"), None)
+    if hardware is not None:
+        if values["gpu"] is not None:
+            raise ValueError(f"{section.path(HARDWARE)}: gpu is given too; {HARDWARE} is another name for it, keep one")
+        values["gpu"] = hardware
     return Labels(**values)
 
 
@@ -217,7 +241,7 @@ def _list(value: Any, path: str) -> list[Any]:
 def _runs(value: Any, path: str) -> tuple[RunGroup, ...]:
     groups = []
     for i, item in enumerate(_list(value, path)):
-        section = Section(item, f"{path}[{i}]", root="benchmarks")
+        section = _Section(item, f"{path}[{i}]")
         files = section.at("files", _relative_path, None, required=True)
         match = section.at("match", _match, ())
         pairs = section.at("prometheus", _prometheus, ())
@@ -228,7 +252,7 @@ def _runs(value: Any, path: str) -> tuple[RunGroup, ...]:
 
 
 def _match(value: Any, path: str) -> tuple[tuple[str, object], ...]:
-    section = Section(value, path, root="benchmarks")
+    section = _Section(value, path)
     if not section.data:
         raise ValueError(f"{path}: must name at least one key")
     for key, expected in section.data.items():
@@ -240,7 +264,7 @@ def _match(value: Any, path: str) -> tuple[tuple[str, object], ...]:
 def _prometheus(value: Any, path: str) -> tuple[PrometheusPair, ...]:
     pairs = []
     for i, item in enumerate(_list(value, path)):
-        section = Section(item, f"{path}[{i}]", root="benchmarks")
+        section = _Section(item, f"{path}[{i}]")
         before = section.at("before", _relative_path, None, required=True)
         after = section.at("after", _relative_path, None, required=True)
         section.finish()
@@ -251,7 +275,7 @@ def _prometheus(value: Any, path: str) -> tuple[PrometheusPair, ...]:
 def _workloads(value: Any, path: str) -> tuple[Workload, ...]:
     rows: list[Workload] = []
     for i, item in enumerate(_list(value, path)):
-        section = Section(item, f"{path}[{i}]", root="benchmarks")
+        section = _Section(item, f"{path}[{i}]")
         ident = section.at("id", _string, None, required=True)
         name = section.at("name", _string, ident)
         section.finish()
@@ -262,7 +286,7 @@ def _workloads(value: Any, path: str) -> tuple[Workload, ...]:
 
 
 def _matrix(value: Any, path: str) -> MatrixSpec:
-    section = Section(value, path, root="benchmarks")
+    section = _Section(value, path)
     workload = section.at("workload", _string, None, required=True)
     name = section.at("name", _string, workload)
     contexts = section.at("contexts", _contexts, None, required=True)
@@ -299,7 +323,7 @@ def _unique(items: tuple[Any, ...], path: str) -> tuple[Any, ...]:
 def _missing(value: Any, path: str) -> tuple[MissingCell, ...]:
     cells = []
     for i, item in enumerate(_list(value, path)):
-        section = Section(item, f"{path}[{i}]", root="benchmarks")
+        section = _Section(item, f"{path}[{i}]")
         context = section.at("context", _label_converter("context"), None, required=True)
         concurrency = section.at("concurrency", _label_converter("concurrency"), None, required=True)
         reason = section.at("reason", _string, None, required=True)

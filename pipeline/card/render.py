@@ -19,6 +19,7 @@ import jinja2
 from huggingface_hub import ModelCardData
 
 from pipeline import __version__
+from pipeline.card.attribution import attribution_view
 from pipeline.errors import InputError
 from pipeline.families import Family
 from pipeline.recipe.loader import HubRef, Recipe
@@ -29,6 +30,12 @@ TEMPLATE = "mtp-draft.md.j2"
 CARD_TAGS = ("speculative-decoding", "mtp", "nextn", "draft-model")
 HUB_URL = "https://huggingface.co"
 UNRESOLVED = "not yet resolved"
+NOT_SHOWN = "—"  # a table cell with no figure
+NOT_GIVEN = "not given"  # a label no input file or recipe states
+# The vLLM release whose MTP loaders the verify stage's name and config rules were read from
+# (shared/facts/vllm-loaders.md). The card names this release, never an engine version that
+# could not have served the model.
+LOADER_RULES_VLLM = "0.33.0"
 
 
 def escape_cell(value: object) -> str:
@@ -131,33 +138,46 @@ def _files(lock: Mapping[str, Any]) -> list[dict[str, str]]:
 
 
 def benchmark_view(doc: Mapping[str, Any] | None, plot: str | None) -> dict[str, Any] | None:
-    """Tables for the card from the normalized benchmarks file; every cell escaped, nothing recomputed."""
+    """Tables for the card from the normalized benchmarks file; every cell escaped, nothing recomputed.
+
+    A table appears only when it has rows; each figure names its dataset; a row with no
+    speculative run shows the target alone and says so.
+    """
     if not doc:
         return None
     rows = []
     ks: set[int] = set()
+    alone = []
     for row in doc["summary"]:
         shown = row["display"]
-        ks.add(row["k"])
+        if row["k"] is not None:
+            ks.add(row["k"])
+        if row["speculative"] is None:
+            alone.append(escape_cell(row["name"]))
         rows.append(
             [
                 escape_cell(row["name"]),
+                _dataset_cell(row["dataset"], row["synthetic"]),
                 escape_cell(shown["baseline_decode_tok_s"]),
-                escape_cell(shown["speculative_decode_tok_s"]),
-                escape_cell(shown["speedup"]),
-                escape_cell(shown["acceptance_rate"] or "—"),
-                escape_cell(shown["acceptance_length"] or "—"),
-                f"{row['baseline']['runs']} + {row['speculative']['runs']}",
+                *(
+                    escape_cell(shown[key] or NOT_SHOWN)
+                    for key in ("speculative_decode_tok_s", "speedup", "acceptance_rate", "acceptance_length")
+                ),
+                f"{row['baseline']['runs']} + {row['speculative']['runs'] if row['speculative'] else 0}",
             ]
         )
     matrix = doc.get("matrix")
     matrix_view = None
     if matrix:
+        measured = [cell for line in matrix["cells"] for cell in line if cell["speedup"] is not None]
+        datasets = sorted({_dataset_cell(cell["dataset"], cell["synthetic"]) for cell in measured})
         matrix_view = {
             "name": escape_cell(matrix["name"]),
+            "datasets": ", ".join(datasets) if datasets else NOT_GIVEN,
+            "k": ", ".join(str(k) for k in matrix.get("k", [])),
             "columns": [f"C={escape_cell(c)}" for c in matrix["concurrencies"]],
             "rows": [
-                [escape_cell(context), *("—" if cell["speedup"] is None else escape_cell(cell["display"]) for cell in cells)]
+                [escape_cell(context), *(NOT_SHOWN if cell["speedup"] is None else escape_cell(cell["display"]) for cell in cells)]
                 for context, cells in zip(matrix["contexts"], matrix["cells"], strict=True)
             ],
         }
@@ -169,14 +189,23 @@ def benchmark_view(doc: Mapping[str, Any] | None, plot: str | None) -> dict[str,
     dates = (doc.get("provenance") or {}).get("dates")
     if dates:
         provenance.append(f"measured: {escape_cell(dates['first'])} to {escape_cell(dates['last'])}")
+    all_cells = [cell for line in (matrix or {}).get("cells", []) for cell in line]
     return {
         "k": ", ".join(str(k) for k in sorted(ks)),
+        "synthetic": any(item["synthetic"] for item in [*doc["summary"], *all_cells]),
         "rows": rows,
+        "alone": alone,
         "matrix": matrix_view,
         "plot": plot,
         "provenance": provenance,
         "warnings": [escape_cell(w) for w in doc.get("warnings", [])],
     }
+
+
+def _dataset_cell(dataset: str | None, synthetic: bool) -> str:
+    if dataset is None:
+        return NOT_GIVEN
+    return escape_cell(dataset) + (" (synthetic)" if synthetic else "")
 
 
 def card_context(inputs: CardInputs) -> dict[str, Any]:
@@ -193,7 +222,7 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
     forced = None
     if inputs.forced_verdict:
         forced = f"Published with --force although inspection found this draft {inputs.forced_verdict}: {inspect.get('summary', 'see the provenance section')}."
-    license_files = sorted(name for name in (lock.get("files") or {}) if name.startswith(("LICENSE", "NOTICE")))
+    license_id = source_lock.get("license") or recipe.license
     return {
         "title": escape_cell(recipe.card.title or (recipe.destination.repo_id.split("/")[1] if recipe.destination else recipe.name)),
         "draft": recipe.name,
@@ -207,16 +236,17 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
         "k_note": _k_note(recipe, max(n_predict, 1)),
         "min_vllm": escape_cell(recipe.card.min_vllm) if recipe.card.min_vllm else None,
         "benchmarks": benchmark_view(inputs.benchmarks, inputs.plot),
+        "loader_rules_vllm": LOADER_RULES_VLLM,
         "notes": list(inputs.family.card_notes),
         "inspect_line": inspect.get("summary"),
         "tool_version": lock.get("tool_version", __version__),
         "checks": [f"`{c}`" for c in (lock.get("verify") or {}).get("checks", [])],
         "unresolved": list(lock.get("unresolved", [])),
         "files": _files(lock),
-        "license": source_lock.get("license") or recipe.license,
+        "license": license_id,
         "license_checked": bool(source_lock.get("license")),
         "benchmark_note": " ".join(recipe.card.benchmark_note.split()) if recipe.card.benchmark_note else None,
-        "license_files": [f"`{name}`" for name in license_files],
+        "attribution": attribution_view(recipe, inputs.family, lock, license_id, n_predict),
         "changelog": [{"version": escape_cell(n.version), "notes": " ".join(n.notes.split())} for n in recipe.card.release_notes],
     }
 

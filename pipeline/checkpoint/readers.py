@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,14 @@ CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 CARD_FILE = "README.md"
+# A fenced block (``` or ~~~, any length) and its info string; the closing fence repeats the opening one.
+FENCED_BLOCK = re.compile(r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.MULTILINE | re.DOTALL)
+BIBTEX_ENTRY = re.compile(r"^\s*@[A-Za-z]+\s*[{(]")
+BIBTEX_LANGUAGES = ("bibtex", "bib")
 QUANTIZATION_KEY = "quantization_config"  # dropped from the draft config: the MTP layers stay BF16
-LICENSE_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "NOTICE", "NOTICE.md", "NOTICE.txt")
+LICENSE_TEXT_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt")
+NOTICE_FILES = ("NOTICE", "NOTICE.md", "NOTICE.txt")
+LICENSE_FILES = (*LICENSE_TEXT_FILES, *NOTICE_FILES)
 
 
 def read_json(source: ModelSource, name: str) -> Any:
@@ -121,3 +128,17 @@ def read_card_license(card_path: Path, where: str) -> str | None:
     if license_id is not None and not isinstance(license_id, str):
         raise InputError(f"{where}: license: must be a string")
     return license_id
+
+
+def read_card_citation(text: str) -> str | None:
+    """The BibTeX the card asks users to cite (its fenced BibTeX blocks, verbatim), or None.
+
+    A block counts when its info string says bibtex/bib or its first line opens a BibTeX entry.
+    """
+    blocks = []
+    for match in FENCED_BLOCK.finditer(text):
+        language = match.group("info").strip().lower()
+        body = match.group("body").rstrip("\n")
+        if body.strip() and (language in BIBTEX_LANGUAGES or (not language and BIBTEX_ENTRY.match(body))):
+            blocks.append(body)
+    return "\n\n".join(blocks) or None

@@ -6,6 +6,9 @@ file and the dotted field.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import importlib.resources
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB"
 BASE_MODEL_RELATIONS = ("adapter", "finetune", "quantized", "merge")  # the four the Hub documents
 FETCH_MODES = ("ranges", "shards")
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
+HUB_LICENSES_FILE = "hub_licenses.txt"
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class CardOptions:
     tags: tuple[str, ...] = ()
     release_notes: tuple[ReleaseNote, ...] = ()
     benchmark_note: str | None = None
+    credit: str | None = None  # the source's authors by name, as the card credits them
 
 
 @dataclass(frozen=True)
@@ -222,9 +227,49 @@ def _card(value: object) -> CardOptions:
         tags=section.convert("tags", _string_list, ()),
         release_notes=section.convert("release_notes", _release_notes, ()),
         benchmark_note=section.typed("benchmark_note", str),
+        credit=section.convert("credit", _credit),
     )
     section.finish()
     return card
+
+
+def _credit(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or "\n" in value.strip():
+        raise ValueError("must be the authors' name on one line, e.g. StepFun")
+    return " ".join(value.split())
+
+
+@functools.cache
+def hub_license_ids() -> frozenset[str]:
+    """The licence identifiers the Hub accepts in a card (committed list; see its header for the source)."""
+    text = (importlib.resources.files("pipeline.recipe") / HUB_LICENSES_FILE).read_text(encoding="utf-8")
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+def _hub_license(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    known = hub_license_ids()
+    if value not in known:
+        close = difflib.get_close_matches(value.lower(), sorted(known), n=1)
+        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{value!r} is not a Hub licence identifier{suggestion}")
+    return value
+
+
+def _check_release_fields(recipe: Recipe) -> None:
+    """A recipe with a destination is a release: it must name whom to credit, under a licence the card can explain."""
+    from pipeline.card.licenses import has_section
+
+    credit = recipe.card.credit
+    if isinstance(recipe.source, HubRef) and credit is not None and credit.lower() == recipe.source.repo_id.split("/")[0].lower():
+        raise ValueError(f"card.credit: {credit!r} is the source's organisation id, not the authors' name")
+    if recipe.destination is None:
+        return
+    if credit is None:
+        raise ValueError("card.credit: is required for a release: name the source's authors, e.g. StepFun")
+    if not has_section(recipe.license):
+        raise ValueError(f"license: {recipe.license!r} has no section in card_templates/licenses/ yet; a release under it is refused")
 
 
 def _fetch(value: object) -> FetchOptions:
@@ -263,7 +308,7 @@ def parse_recipe(data: object, path: Path, name: str) -> Recipe:
         destination=(
             top.convert("destination", lambda v: _hub_only(_model_ref(v, "destination", path.parent))) if destination is not None else None
         ),
-        license=top.typed("license", str, required=True),
+        license=top.convert("license", _hub_license, required=True),
         fetch=top.convert("fetch", _fetch, FetchOptions()),
         retries=top.convert("retries", _retries, RetryPolicy()),
         max_shard_bytes=top.convert("max_shard_size", parse_size, DEFAULT_MAX_SHARD_BYTES),
@@ -271,6 +316,7 @@ def parse_recipe(data: object, path: Path, name: str) -> Recipe:
         benchmarks=top.convert("benchmarks", _benchmarks, None),
     )
     top.finish()
+    _check_release_fields(recipe)
     return recipe
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.checkpoint.files import atomic_write_bytes, atomic_write_json
+from pipeline.checkpoint.readers import CARD_FILE, read_card_citation
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import Family, Geometry
 from pipeline.recipe.layout import Artifacts, Workdir
@@ -61,6 +62,7 @@ def build_lock(recipe: Recipe, workdir: Workdir, inspect: Mapping[str, Any] | No
         "source": {
             **_ref(recipe.source, fetch["source"]["commit"]),
             "license": recipe.license,
+            "citation": _citation(workdir),
             "files": {name: {"size": f["size"], "sha256": f["sha256"]} for name, f in sorted(source_files.items())},
             "shards_read": shards_read,
         },
@@ -71,6 +73,7 @@ def build_lock(recipe: Recipe, workdir: Workdir, inspect: Mapping[str, Any] | No
         "inspect": dict(inspect) if inspect else None,
         "tensors": tensors,
         "files": verify["files"],
+        "changes": verify.get("changes", {}),
         "verify": {"passed": True, "checks": [check["id"] for check in verify["checks"]]},
         "unresolved": [],
     }
@@ -84,7 +87,7 @@ def pending_lock(recipe: Recipe, family: Family, geometry: Geometry) -> dict[str
         "draft": recipe.name,
         "family": recipe.family,
         "tool_version": __version__,
-        "source": {**_ref(recipe.source, None), "license": None, "files": {}, "shards_read": []},
+        "source": {**_ref(recipe.source, None), "license": None, "citation": None, "files": {}, "shards_read": []},
         "target": {**_ref(recipe.target, None), "files": {}},
         "inspect": None,
         "tensors": [
@@ -92,15 +95,23 @@ def pending_lock(recipe: Recipe, family: Family, geometry: Geometry) -> dict[str
             for t in family.expected_tensors(geometry)
         ],
         "files": {},
+        "changes": {},
         "verify": {"passed": False, "checks": []},
         "unresolved": [
             "source.commit and target.commit: the revisions have not been resolved",
             "tensors[].sha256, source_file and shard: the source has not been fetched",
             "files: no draft has been built; sizes and sha256 appear after the first build",
             "inspect: the target has not been inspected",
-            "source.license: the source card has not been read; the recipe expects it",
+            "source.license and source.citation: the source card has not been read; the recipe expects the license",
+            "changes: the draft config has not been compared with the source's",
         ],
     }
+
+
+def _citation(workdir: Workdir) -> str | None:
+    """The BibTeX the source card asks users to cite, copied as data for the draft's card."""
+    card = workdir.source_files / CARD_FILE
+    return read_card_citation(card.read_text(encoding="utf-8", errors="replace")) if card.is_file() else None
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -7,13 +7,20 @@ JSONL, and Prometheus `/metrics` snapshots taken around a run.
 
 Writes `<out_dir>/benchmarks.json` (schema mtp-bench/v1: summary rows, the context x concurrency
 matrix, provenance, warnings, and every normalized run with its source file's sha256) and
-`<out_dir>/speedup.png`, each atomically.
+`<out_dir>/speedup.png`, each atomically. Every path in them is relative to the benchmarks folder,
+so the same inputs give the same bytes from any checkout.
+
+Labels come from the recipe or from the keys the tools wrote; a K of 0 means no speculation, and
+mode, K and context are read off `speculative_config`, `_benchmark_name`, the acceptance keys and
+the input length when no label names them. A workload measured without any speculative run makes
+a baseline row.
 
 Refuses with InputError (exit 2) a file it cannot parse, a figure that is missing or not finite,
 a speculative run without acceptance data, and a label that is missing or contradicts the recipe.
-Refuses with CheckFailed (exit 1) to compare runs whose model, input/output lengths, concurrency,
-engine build or other pairing field differ, naming both files and the field. Warns when fewer
-than 3 runs back a figure.
+Refuses with CheckFailed (exit 1) to compare runs whose model, hardware, prompt count,
+input/output lengths, concurrency, engine build or other pairing field differ, naming both files
+and the field. Warns when fewer than 3 runs back a figure and when a run is left out for failed
+requests.
 """
 
 from __future__ import annotations
@@ -94,4 +101,10 @@ def _run(ctx: Context) -> StageOutcome:
     return outputs, {"declared": True, "files": result.sha256, "warnings": list(result.warnings)}
 
 
-STAGE = Stage("bench-import", "normalize the recipe's benchmark results into benchmarks.json and a plot", _inputs, _run)
+STAGE = Stage(
+    "bench-import",
+    "read the result files in the benchmarks/ folder beside the recipe (artifacts/<draft>/benchmarks/) that its "
+    "`benchmarks:` section names (README, Benchmarks); write <workdir>/benchmarks/benchmarks.json and speedup.png",
+    _inputs,
+    _run,
+)

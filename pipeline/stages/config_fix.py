@@ -1,9 +1,10 @@
 """config-fix: the draft's config.json is the source's, verbatim, minus `quantization_config`.
 
 Reads `<workdir>/fetch/source/` (config, licence files, `auto_map` files). Writes `config.json`
-and copies of those files into `<workdir>/draft/`. Per-layer arrays must already cover every MTP
-layer index in the source: tails are only ever taken from the source, never invented, so a short
-array is a refusal naming the field.
+and byte-for-byte copies of those files into `<workdir>/draft/`: the source's LICENSE and NOTICE
+travel with every release, as Apache-2.0 §4(a) and §4(d) ask. Per-layer arrays must already cover
+every MTP layer index in the source: tails are only ever taken from the source, never invented, so
+a short array is a refusal naming the field.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def run(inputs: ConfigFixInputs) -> ConfigFixResult:
         if carried.is_file():
             data = carried.read_bytes()
             digests[name] = atomic_write_bytes(draft / name, data)
+        elif name in LICENSE_FILES:
+            # A licence or notice file left by an earlier run must not outlive its removal from the source.
+            (draft / name).unlink(missing_ok=True)
     return ConfigFixResult(draft / CONFIG_FILE, digests, tuple(removed))
 
 

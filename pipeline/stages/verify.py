@@ -2,7 +2,10 @@
 
 Reads `<workdir>/draft/`, the fetch manifest (source sha256 of every tensor) and the target's
 config. Writes `<workdir>/verify.json`: every check with a stable id, pass/fail and evidence, and
-the size and sha256 of every draft file, so publish can refuse a folder changed after verify.
+the size and sha256 of every draft file, so publish can refuse a folder changed after verify, and
+the fields in which the draft config differs from the source's, which the card lists. Licence
+checks: the source card's id equals the recipe's, the source's LICENSE/NOTICE files are carried
+byte for byte, and the source's licence file really holds the declared licence's text.
 Each shard is read once: hashing, the NaN/Inf scan and the structure checks share that pass.
 """
 
@@ -18,12 +21,15 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 
+from pipeline.card.licenses import license_terms
+from pipeline.checkpoint.config_diff import config_changes
 from pipeline.checkpoint.files import atomic_write_json, read_json, sha256_file
 from pipeline.checkpoint.readers import (
     CARD_FILE,
     CONFIG_FILE,
     INDEX_FILE,
     LICENSE_FILES,
+    LICENSE_TEXT_FILES,
     QUANTIZATION_KEY,
     auto_map_files,
     read_card_license,
@@ -110,6 +116,8 @@ def run(inputs: VerifyInputs) -> VerifyResult:
         _check_target_geometry(config, target_config),
         _check_auto_map(config, draft),
         _check_license(workdir, inputs.expected_license),
+        _check_license_files(workdir),
+        _check_license_text(workdir, inputs.expected_license),
     ]
     files = {
         path.relative_to(draft).as_posix(): {
@@ -120,7 +128,10 @@ def run(inputs: VerifyInputs) -> VerifyResult:
         if path.is_file() and not path.name.startswith(".")
     }
     passed = all(check.passed for check in checks)
-    report = {"schema": SCHEMA, "passed": passed, "checks": [c.__dict__ for c in checks], "files": files}
+    # What differs from the source, field by field, for the card's list of changed files.
+    source_config = read_json(workdir.source_files / CONFIG_FILE, "run the fetch stage first")
+    changes = {CONFIG_FILE: config_changes(source_config, config)}
+    report = {"schema": SCHEMA, "passed": passed, "checks": [c.__dict__ for c in checks], "files": files, "changes": changes}
     atomic_write_json(workdir.verify_report, report)
     result = VerifyResult(workdir.verify_report, passed, tuple(checks), files)
     failed = [c for c in checks if not c.passed]
@@ -358,11 +369,42 @@ def _check_license(workdir: Workdir, expected: str) -> Check:
     found = read_card_license(card, str(card)) if card.is_file() else None
     if found != expected:
         return Check("license.match", False, f"source card says {found!r}, recipe expects {expected!r}")
+    return Check("license.match", True, f"the source card's license is {found}, as the recipe expects")
+
+
+def _check_license_files(workdir: Workdir) -> Check:
+    """The source's LICENSE and NOTICE files travel unchanged, and the draft adds none of its own."""
+    carried = []
     for name in LICENSE_FILES:
-        source_file = workdir.source_files / name
-        if source_file.is_file() and sha256_file(source_file) != _sha_or_none(workdir.draft / name):
-            return Check("license.match", False, f"{name} from the source is missing or changed in the draft")
-    return Check("license.match", True, f"license {found}; the source's licence files are carried verbatim")
+        source_sha, draft_sha = _sha_or_none(workdir.source_files / name), _sha_or_none(workdir.draft / name)
+        if source_sha is None and draft_sha is not None:
+            return Check("license.files", False, f"draft {name} does not come from the source")
+        if source_sha is not None and draft_sha != source_sha:
+            state = "missing from" if draft_sha is None else "changed in"
+            return Check("license.files", False, f"source {name} is {state} the draft")
+        if source_sha is not None:
+            carried.append(name)
+    return Check(
+        "license.files", True, f"carried byte for byte: {', '.join(carried)}" if carried else "the source ships no licence or notice file"
+    )
+
+
+def _check_license_text(workdir: Workdir, declared: str) -> Check:
+    """A declared licence must come with its text: the source's licence file holds the licence's own phrases."""
+    try:
+        terms = license_terms(declared)
+    except InputError as exc:
+        return Check("license.text", False, exc.message)
+    present = [name for name in LICENSE_TEXT_FILES if (workdir.source_files / name).is_file()]
+    if not present:
+        return Check("license.text", False, f"source {CARD_FILE} declares license {declared}, but the source ships no LICENSE file")
+    name = present[0]
+    text = (workdir.source_files / name).read_bytes().decode("utf-8", errors="replace")
+    missing = terms.text_lacks(text)
+    if missing:
+        lacking = " and ".join(repr(marker) for marker in missing)
+        return Check("license.text", False, f"source {CARD_FILE} declares license {declared}, but source {name} lacks {lacking}")
+    return Check("license.text", True, f"source {name} is a copy of the {terms.name}")
 
 
 def _sha_or_none(path: Path) -> str | None:
