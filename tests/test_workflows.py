@@ -442,3 +442,33 @@ def test_the_publish_job_asks_for_an_id_token_only_in_the_release_environment(
     assert provider.issued[0]["environment"] == "release" and provider.issued[0]["workflow"] == "release.yml"
     assert _statuses(run)["publish"] == ["failure"]  # no trusted publisher is configured on the embedded Hub
     assert not project.api.repo_exists(DESTINATION)
+
+
+def test_the_runner_model_evaluates_job_conditions_and_skips_after_a_failure(tmp_path: Path) -> None:
+    def job(run: str, **keys: Any) -> dict[str, Any]:
+        return {"name": run, "runs-on": "ubuntu-24.04", "permissions": {}, **keys, "steps": [{"run": run}]}
+
+    workflow = {
+        True: {"push": {"tags": ["v*"]}},
+        "jobs": {
+            "first": job("true"),
+            "on-branch": job("true", needs="first", **{"if": "github.ref_type == 'branch'"}),
+            "on-tag": job("false", needs="first", **{"if": "${{ github.ref_type == 'tag' }}"}),
+            "after-failure": job("true", needs="on-tag", **{"if": "${{ failure() }}"}),
+            "after-success": job("true", needs="on-tag"),
+            "after-skip": job("true", needs="on-branch"),
+        },
+    }
+    github = {"ref_name": "HEAD", "ref_type": "tag", "ref": "refs/tags/v1.0.0", "repository": REPOSITORY, "event_name": "push"}
+    run = RunnerLikeRun("release.yml", workflow, ROOT, tmp_path / "model", dict(os.environ), github)
+
+    run.run()
+
+    assert _statuses(run) == {
+        "first": ["success"],
+        "on-branch": ["skipped"],
+        "on-tag": ["failure"],
+        "after-failure": ["success"],
+        "after-success": ["skipped"],
+        "after-skip": ["skipped"],
+    }
