@@ -58,3 +58,15 @@ def drop_tensor(path: Path, name: str) -> None:
         kept["__metadata__"] = metadata
     raw = json.dumps(kept).encode()
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(chunks))
+
+
+def rename_tensor(folder: Path, old: str, new: str) -> None:
+    """Store tensor `old` of a checkpoint folder under `new` (same bytes), in its shard and its index."""
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    shard = folder / index["weight_map"][old]
+    header, _ = header_of(shard)
+    header[new] = header.pop(old)
+    rewrite_header(shard, header)
+    index["weight_map"][new] = index["weight_map"].pop(old)
+    index_path.write_text(json.dumps(index))

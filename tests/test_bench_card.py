@@ -8,11 +8,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipeline.card.render import LOADER_RULES_VLLM, CardInputs, render
+from pipeline.card.render import CardInputs, render
 from pipeline.families import FAMILIES
 from pipeline.recipe.loader import load_recipe
 from tests.test_bench_errors import copy_fixture, edit_record, setter
 from tests.test_bench_real_files import document, import_bench
+
+LOADER_RULES_VLLM = "0.33.0"  # the release the loader facts were read from (shared/facts/vllm-loaders.md)
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT / "artifacts" / "step-3.7-flash-mtp-draft"

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from pipeline.card.render import CardInputs, escape_cell, render
+from pipeline.card.markdown import escape_cell
+from pipeline.card.render import CardInputs, render
 from pipeline.errors import InputError
 from pipeline.families import FAMILIES
 from pipeline.recipe.loader import load_recipe

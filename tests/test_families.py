@@ -1,7 +1,8 @@
 """Every family end to end on its synthetic source: build, verify, refusals and inspect verdicts.
 
 Expected tensor names, counts and shapes are written out here from the facts sheet (§9), not
-read from the family tables, so a wrong table fails these tests.
+read from the family tables, so a wrong table fails these tests. The vLLM name replay is checked
+against the lists transcribed from the vLLM 0.33.0 wheel in tests/data/vllm-0.33.0/.
 """
 
 from __future__ import annotations
@@ -9,22 +10,23 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from safetensors import safe_open
 
 from pipeline.families import FAMILIES
-from pipeline.families.loader_names import vllm_param_name
 from pipeline.recipe.loader import HubRef, load_recipe
-from pipeline.rehearsal.synthetic_families import write_family_source, write_family_target
+from pipeline.rehearsal.synthetic_families import FamilySpec, write_family_source, write_family_target
 from tests.conftest import run_cli
-from tests.safetensors_reader import drop_tensor, folder_tensor_hashes
+from tests.safetensors_reader import drop_tensor, folder_tensor_hashes, rename_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo")
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
-NEXTN_HEAD = ["embed_tokens.weight", "enorm.weight", "hnorm.weight", "eh_proj.weight", "shared_head.norm.weight", "shared_head.head.weight"]
+# The nextn head without the copies vLLM replaces (`embed_tokens`, `shared_head.head`): the default `shared_weights: omit`.
+NEXTN_HEAD = ["enorm.weight", "hnorm.weight", "eh_proj.weight", "shared_head.norm.weight"]
 NORMS = ["input_layernorm.weight", "post_attention_layernorm.weight"]
 QKV = [f"self_attn.{p}_proj.weight" for p in "qkv"]
 QKV_BIAS = [f"self_attn.{p}_proj.bias" for p in "qkv"]
@@ -52,8 +54,7 @@ DRAFT_TENSORS = {
         "model.layers.4.",
         NEXTN_HEAD + NORMS + QKV + QKV_BIAS + ["self_attn.o_proj.weight"] + QK_NORM + ROUTER + EXPERTS + _shared("shared_experts"),
     ),
-    "qwen3_next": {"model.embed_tokens.weight", "lm_head.weight"}
-    | _under("mtp.", ["fc.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight", "norm.weight"])
+    "qwen3_next": _under("mtp.", ["fc.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight", "norm.weight"])
     | _under(
         "mtp.layers.0.",
         NORMS
@@ -65,8 +66,7 @@ DRAFT_TENSORS = {
         + _shared("shared_expert")
         + ["mlp.shared_expert_gate.weight"],
     ),
-    "mimo": {"model.embed_tokens.weight", "lm_head.weight"}
-    | _under(
+    "mimo": _under(
         "model.mtp_layers.0.",
         ["token_layernorm.weight", "hidden_layernorm.weight", "input_proj.weight", "final_layernorm.weight"]
         + NORMS
@@ -76,13 +76,19 @@ DRAFT_TENSORS = {
         + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")],
     ),
 }
-DRAFT_COUNTS = {"deepseek_v3": 32, "glm4_moe": 34, "qwen3_next": 31, "mimo": 18}
+DRAFT_COUNTS = {"deepseek_v3": 30, "glm4_moe": 32, "qwen3_next": 29, "mimo": 16}
+# What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
+SHARED_COPIES = {
+    "deepseek_v3": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
+    "glm4_moe": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
+    "qwen3_next": {"model.embed_tokens.weight", "lm_head.weight"},
+    "mimo": {"model.embed_tokens.weight", "lm_head.weight"},
+}
 # Shapes that follow from the tiny configs: hidden 64, vocab 256, 4 heads; see synthetic_families.
 SHAPES = {
     "deepseek_v3": {
         "model.layers.4.self_attn.q_b_proj.weight": (4 * (8 + 4), 32),
         "model.layers.4.self_attn.kv_a_proj_with_mqa.weight": (16 + 4, 64),
-        "model.layers.4.shared_head.head.weight": (256, 64),
         "model.layers.4.mlp.experts.3.down_proj.weight": (64, 24),
     },
     "glm4_moe": {
@@ -101,40 +107,21 @@ SHAPES = {
         "model.mtp_layers.0.mlp.down_proj.weight": (64, 96),
     },
 }
-# One MTP tensor per family whose absence the build must refuse; GLM's is what GLM-4.6 lacks.
+# One MTP tensor per family whose absence the build must refuse.
 MISSING = {
-    "deepseek_v3": "model.layers.4.shared_head.head.weight",
-    "glm4_moe": "model.layers.4.embed_tokens.weight",
+    "deepseek_v3": "model.layers.4.eh_proj.weight",
+    "glm4_moe": "model.layers.4.enorm.weight",
     "qwen3_next": "mtp.fc.weight",
     "mimo": "model.mtp_layers.0.input_proj.weight",
 }
 MTP_LAYERS = {"step3p7": range(45, 48), "deepseek_v3": range(4, 5), "glm4_moe": range(4, 5), "qwen3_next": range(0, 1), "mimo": range(0, 1)}
-# (family, checkpoint name, the vLLM parameter it fills or None when the loader ignores it), facts §6 and §9.
-LOADER_NAMES = [
-    ("deepseek_v3", "model.layers.4.embed_tokens.weight", "model.embed_tokens.weight"),
-    ("deepseek_v3", "model.layers.4.shared_head.head.weight", "model.layers.4.shared_head.head.weight"),
-    ("deepseek_v3", "model.layers.4.self_attn.kv_b_proj.weight", "model.layers.4.mtp_block.self_attn.kv_b_proj.weight"),
-    ("deepseek_v3", "model.layers.4.mlp.experts.2.up_proj.weight", "model.layers.4.mtp_block.mlp.experts.w13_weight"),
-    ("deepseek_v3", "model.layers.4.mlp.shared_experts.up_proj.weight", "model.layers.4.mtp_block.mlp.shared_experts.gate_up_proj.weight"),
-    ("deepseek_v3", "model.layers.3.self_attn.o_proj.weight", None),
-    ("deepseek_v3", "model.embed_tokens.weight", None),
-    ("deepseek_v3", "layers.4.enorm.weight", None),
-    ("glm4_moe", "model.layers.4.self_attn.k_proj.bias", "model.layers.4.mtp_block.self_attn.qkv_proj.bias"),
-    ("glm4_moe", "model.layers.4.mlp.experts.0.down_proj.weight", "model.layers.4.mtp_block.mlp.experts.w2_weight"),
-    ("glm4_moe", "model.layers.5.enorm.weight", None),
-    ("qwen3_next", "mtp.fc.weight", "model.fc.weight"),
-    ("qwen3_next", "mtp.layers.0.self_attn.v_proj.weight", "model.layers.0.self_attn.qkv_proj.weight"),
-    ("qwen3_next", "mtp.layers.0.mlp.shared_expert.gate_proj.weight", "model.layers.0.mlp.shared_expert.gate_up_proj.weight"),
-    ("qwen3_next", "mtp.layers.0.mlp.experts.1.gate_proj.weight", "model.layers.0.mlp.experts.w13_weight"),
-    ("qwen3_next", "lm_head.weight", "lm_head.weight"),
-    ("qwen3_next", "model.layers.0.self_attn.o_proj.weight", None),
-    ("mimo", "model.mtp_layers.0.input_proj.weight", "model.mtp_layers.0.input_proj.weight"),
-    ("mimo", "model.mtp_layers.0.self_attn.q_proj.bias", "model.mtp_layers.0.self_attn.qkv_proj.bias"),
-    ("mimo", "model.embed_tokens.weight", "model.embed_tokens.weight"),
-    ("mimo", "model.layers.0.self_attn.o_proj.weight", None),
-    ("step3p7", "layers.45.transformer.shared_head.output.weight", "model.layers.45.shared_head.head.weight"),
-    ("step3p7", "model.layers.46.self_attn.k_proj.weight", "model.layers.46.mtp_block.self_attn.qkv_proj.weight"),
-]
+UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
+
+
+def _upstream(family: str) -> dict[str, Any]:
+    """The name lists transcribed from the vLLM 0.33.0 wheel for the family's tiny synthetic geometry."""
+    data: dict[str, Any] = json.loads((UPSTREAM / f"{family}.json").read_text())
+    return data
 
 
 @pytest.fixture(scope="module")
@@ -148,17 +135,17 @@ def family_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _recipe(folder: Path, family: str, source: Path, target: Path) -> Path:
+def _recipe(folder: Path, family: str, source: Path, target: Path, extra: str = "") -> Path:
     recipe = folder / "recipe" / "draft.yaml"
     recipe.parent.mkdir(parents=True, exist_ok=True)
     recipe.write_text(
-        f"family: {family}\nsource: {{path: {source}}}\ntarget: {{path: {target}}}\nlicense: apache-2.0\nmax_shard_size: 100KB\n"
+        f"family: {family}\nsource: {{path: {source}}}\ntarget: {{path: {target}}}\nlicense: apache-2.0\nmax_shard_size: 100KB\n{extra}"
     )
     return recipe
 
 
-def _build(tmp_path: Path, family: str, source: Path, target: Path) -> tuple[Path, Path]:
-    recipe, workdir = _recipe(tmp_path, family, source, target), tmp_path / "work"
+def _build(tmp_path: Path, family: str, source: Path, target: Path, extra: str = "") -> tuple[Path, Path]:
+    recipe, workdir = _recipe(tmp_path, family, source, target, extra), tmp_path / "work"
     result = run_cli("build", "--recipe", str(recipe), "--workdir", str(workdir))
     assert result.code == 0, result.stderr
     return recipe, workdir
@@ -187,10 +174,23 @@ def test_a_build_of_the_synthetic_source_passes_verify_with_exactly_the_mtp_tens
     assert len(produced) == DRAFT_COUNTS[family]
     source_hashes = folder_tensor_hashes(source)
     assert all(source_hashes[name] == sha for name, sha in produced.items())
+    # vLLM 0.33.0 consumes every tensor and fills every parameter but the ones it takes from the target.
+    consumes = _upstream(family)["consumes"]["names"]
+    replaced = {consumes[name] for name in SHARED_COPIES[family]}
+    assert {consumes[name] for name in produced} == set(_upstream(family)["params"]["names"]) - replaced
     index = json.loads((draft / "model.safetensors.index.json").read_text())
     for name, shape in SHAPES[family].items():
         with safe_open(str(draft / index["weight_map"][name]), framework="numpy") as handle:
             assert tuple(handle.get_slice(name).get_shape()) == shape, name
+
+
+def test_a_step_draft_fills_every_parameter_vllms_step3p5mtp_declares(family_root: Path, tmp_path: Path) -> None:
+    _, workdir = _build(tmp_path, "step3p7", family_root / "step3p7" / "source", family_root / "step3p7" / "no-mtp")
+
+    produced = folder_tensor_hashes(workdir / "draft")
+    consumes = _upstream("step3p7")["consumes"]["names"]
+    assert len(produced) == 52
+    assert {consumes[name] for name in produced} == set(_upstream("step3p7")["params"]["names"])
 
 
 def test_a_qwen3_next_draft_without_a_count_routes_with_vllms_default(family_root: Path, tmp_path: Path) -> None:
@@ -223,6 +223,51 @@ def test_verify_refuses_a_draft_missing_an_mtp_tensor(family: str, family_root: 
     assert result.code == 1
     error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
     assert "tensors.expected-set" in error and MISSING[family] in error
+
+
+# A draft tensor stored under a name vLLM 0.33.0's loader matches but cannot load, per family: a KeyError
+# from params_dict[name] in the hand-written loaders, a ValueError from AutoWeightsLoader (utils.py:442-448).
+ERRORS = {"deepseek_v3": "KeyError", "glm4_moe": "KeyError", "qwen3_next": "ValueError", "mimo": "ValueError"}
+UNLOADABLE = [
+    ("deepseek_v3", "model.layers.4.enorm.weight", "layers.4.enorm.weight", "layers.4.enorm.weight"),
+    (
+        "deepseek_v3",
+        "model.layers.4.enorm.weight",
+        "model.language_model.layers.4.enorm.weight",
+        "model.language_model.layers.4.enorm.weight",
+    ),
+    ("glm4_moe", "model.layers.4.self_attn.o_proj.weight", "layers.4.self_attn.o_proj.weight", "layers.4.self_attn.o_proj.weight"),
+    (
+        "glm4_moe",
+        "model.layers.4.self_attn.o_proj.weight",
+        "model.language_model.layers.4.self_attn.o_proj.weight",
+        "model.language_model.layers.4.mtp_block.self_attn.o_proj.weight",
+    ),
+    ("qwen3_next", "mtp.norm.weight", "mtp.layers.1.norm.weight", "model.layers.1.norm.weight"),
+    (
+        "mimo",
+        "model.mtp_layers.0.final_layernorm.weight",
+        "model.mtp_layers.1.final_layernorm.weight",
+        "model.mtp_layers.1.final_layernorm.weight",
+    ),
+]
+
+
+@pytest.mark.parametrize(("family", "name", "stored_as", "mapped"), UNLOADABLE)
+def test_verify_refuses_a_draft_tensor_vllm_cannot_load_and_names_it(
+    family: str, name: str, stored_as: str, mapped: str, family_root: Path, tmp_path: Path
+) -> None:
+    recipe, workdir = _build(tmp_path, family, family_root / family / "source", family_root / family / "no-mtp")
+    rename_tensor(workdir / "draft", name, stored_as)
+
+    result = run_cli("verify", "--recipe", str(recipe), "--workdir", str(workdir))
+
+    assert result.code == 1 and stored_as in result.stderr
+    loader = next(c for c in json.loads((workdir / "verify.json").read_text())["checks"] if c["id"] == "loader.names")
+    assert (
+        loader["evidence"]
+        == f"{stored_as} maps to {mapped}, which vLLM 0.33.0 {FAMILIES[family].vllm_class} does not declare ({ERRORS[family]} while loading)"
+    )
 
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)
@@ -265,19 +310,8 @@ def test_inspect_says_a_config_declares_the_count_only_when_it_does(family_root:
     assert reasons["qwen3_next"] == "the target ships none of the 29 MTP tensors of layers 0"
     assert (
         reasons["deepseek_v3"]
-        == "the target ships none of the 32 MTP tensors of layers 4, although its config declares num_nextn_predict_layers: 1"
+        == "the target ships none of the 30 MTP tensors of layers 4, although its config declares num_nextn_predict_layers: 1"
     )
-
-
-@pytest.mark.parametrize(("family", "name", "param"), LOADER_NAMES)
-def test_loader_names_follow_each_familys_vllm_rules(family: str, name: str, param: str | None) -> None:
-    assert vllm_param_name(FAMILIES[family].loader, name, MTP_LAYERS[family]) == param
-
-
-def test_every_family_states_its_loader_and_the_facts_it_rests_on() -> None:
-    for family in FAMILIES.values():
-        assert family.vllm_class and family.facts and family.summary, family.name
-        assert family.route_model_types or family.route_architectures, family.name
 
 
 def _example_recipes() -> list[Path]:
@@ -288,7 +322,6 @@ def _example_recipes() -> list[Path]:
 def test_every_recipe_under_artifacts_loads(path: Path) -> None:
     recipe = load_recipe(path)
 
-    assert recipe.family in FAMILIES
     if path.parent.parent.name == "examples":
         assert recipe.family == path.parent.name
         assert isinstance(recipe.source, HubRef) and isinstance(recipe.target, HubRef)
@@ -301,3 +334,60 @@ def test_every_family_has_an_example_recipe_and_a_readme_row() -> None:
     for name, family in FAMILIES.items():
         assert name == "step3p7" or name in examples, name
         assert f"| `{name}` |" in table and family.vllm_class in table, name
+
+
+def test_a_glm46_shaped_source_builds_and_verifies_with_either_shared_weights_choice(tmp_path: Path) -> None:
+    """GLM-4.6 ships no per-layer embed_tokens / shared_head.head; vLLM 0.33.0 takes the target's
+    (and reads a top-level lm_head into the layer's head), so both choices build."""
+    source = write_family_source(tmp_path / "glm46", "glm4_moe", FamilySpec(per_layer_heads=False))
+    target = write_family_target(tmp_path / "target", "glm4_moe")
+    source_hashes = folder_tensor_hashes(source)
+    assert "model.layers.4.shared_head.head.weight" not in source_hashes
+
+    _, omit = _build(tmp_path / "omit", "glm4_moe", source, target)
+    assert set(folder_tensor_hashes(omit / "draft")) == DRAFT_TENSORS["glm4_moe"]
+
+    _, copy = _build(tmp_path / "copy", "glm4_moe", source, target, "shared_weights: copy\n")
+    produced = folder_tensor_hashes(copy / "draft")
+    assert set(produced) == DRAFT_TENSORS["glm4_moe"] | SHARED_COPIES["glm4_moe"]
+    assert produced["model.layers.4.shared_head.head.weight"] == source_hashes["lm_head.weight"]
+    assert produced["model.layers.4.embed_tokens.weight"] == source_hashes["model.embed_tokens.weight"]
+    assert json.loads((copy / "verify.json").read_text())["passed"] is True
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_shared_weights_copy_ships_the_copies_and_omit_reports_what_it_saves(family: str, family_root: Path, tmp_path: Path) -> None:
+    source, target = family_root / family / "source", family_root / family / "no-mtp"
+    recipe = _recipe(tmp_path / "omit", family, source, target, "card: {credit: mtp-draft-pipeline (synthetic weights)}\n")
+    result = run_cli("build", "--recipe", str(recipe), "--workdir", str(tmp_path / "omit" / "work"))
+    assert result.code == 0, result.stderr
+    # Two [256, 64] BF16 copies: 2 * 256 * 64 * 2 bytes.
+    assert (
+        f"shared_weights: omit leaves out 2 copies vLLM replaces ({', '.join(sorted(SHARED_COPIES[family], key=_order(family)))}), saving 65536 bytes"
+        in (result.stderr + result.stdout)
+    )
+    index = json.loads((tmp_path / "omit" / "work" / "draft" / "model.safetensors.index.json").read_text())
+    assert not SHARED_COPIES[family] & set(index["weight_map"])
+    card = run_cli("card", "--recipe", str(recipe), "--workdir", str(tmp_path / "omit" / "work"))
+    assert card.code == 0, card.stderr
+    assert "(`shared_weights: omit`): vLLM 0.33.0 replaces them with the target's" in (recipe.parent / "README.md").read_text()
+
+    _, copy = _build(tmp_path / "copy", family, source, target, "shared_weights: copy\n")
+    produced = folder_tensor_hashes(copy / "draft")
+    assert set(produced) == DRAFT_TENSORS[family] | SHARED_COPIES[family]
+    assert json.loads((copy / "verify.json").read_text())["passed"] is True
+
+
+def _order(family: str) -> Any:
+    """The copies in the family's output order: extras before layer tensors, embedding first."""
+    return lambda name: 0 if "embed_tokens" in name else 1
+
+
+def test_a_step_recipe_asking_to_omit_its_copies_is_refused_in_one_line(family_root: Path, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "step3p7", family_root / "step3p7" / "source", family_root / "step3p7" / "no-mtp", "shared_weights: omit\n")
+
+    result = run_cli("inspect", "--recipe", str(recipe))
+
+    assert result.code == 2
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "shared_weights: must be copy for step3p7" in error[0] and "per-layer heads" in error[0]

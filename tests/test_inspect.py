@@ -237,6 +237,7 @@ def test_the_json_form_has_a_stable_key_order_and_round_trips(synthetic_root: Pa
         "arrays",
         "geometry",
         "tokenizer",
+        "quantization",
     ]
     assert json.loads(json.dumps(data)) == data
     assert data["target"] == {"name": TARGET_REPO, "commit": TARGET_COMMIT}

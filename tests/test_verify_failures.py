@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_target
 from tests.conftest import RecipeMaker, run_cli
-from tests.safetensors_reader import drop_tensor, header_of, rewrite_header
+from tests.safetensors_reader import drop_tensor, header_of, rename_tensor, rewrite_header
 
 MTP_TENSOR = "model.layers.46.mlp.down_proj.weight"
 
@@ -47,6 +47,14 @@ def _add_tensor(draft: Path) -> None:
     rewrite_header(shard, header)
 
 
+def _rename(draft: Path, new: str) -> None:
+    rename_tensor(draft, MTP_TENSOR, new)
+
+
+LANGUAGE_MODEL_NAME = "model.language_model.layers.46.mlp.down_proj.weight"
+BARE_NAME = "layers.46.mlp.down_proj.weight"
+
+
 def _truncate_array(draft: Path) -> None:
     path = draft / "config.json"
     config = json.loads(path.read_text())
@@ -69,6 +77,8 @@ DRAFT_DAMAGE: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "changed byte": (_flip_byte, "tensors.source-bytes", MTP_TENSOR),
     "missing tensor": (_drop_tensor, "tensors.expected-set", MTP_TENSOR),
     "extra tensor": (_add_tensor, "tensors.expected-set", "model.layers.46.mlp.extra.weight"),
+    "model.language_model. prefix": (lambda draft: _rename(draft, LANGUAGE_MODEL_NAME), "tensors.expected-set", LANGUAGE_MODEL_NAME),
+    "bare layers. prefix": (lambda draft: _rename(draft, BARE_NAME), "tensors.expected-set", BARE_NAME),
     "array of 45": (_truncate_array, "config.arrays", "swiglu_limits_shared has 45 entries"),
     "missing auto_map file": (_remove_auto_map_file, "files.auto-map", "configuration_step3p7.py"),
     "quantization_config": (_add_quantization, "config.no-quantization", "quantization_config"),
@@ -120,3 +130,29 @@ def test_verify_refuses_a_target_with_other_geometry(
 
     assert result.code == 1
     assert "target.geometry" in result.stderr and field in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "mapped"),
+    [
+        (LANGUAGE_MODEL_NAME, "model.language_model.layers.46.mtp_block.mlp.down_proj.weight"),
+        (BARE_NAME, "layers.46.mlp.down_proj.weight"),
+        ("model.layers.46.mlp.extra.weight", "model.layers.46.mtp_block.mlp.extra.weight"),
+    ],
+)
+def test_the_loader_replay_names_the_key_error_vllm_would_raise(name: str, mapped: str, make_recipe: RecipeMaker, workdir: Path) -> None:
+    """vLLM 0.33.0's Step3p5MTP matches these names as MTP layer 46 but never renames them onto a
+    parameter it declares (step3p5_mtp.py:296, :323-345), so loading raises KeyError."""
+    recipe = make_recipe()
+    assert run_cli("build", "--recipe", str(recipe), "--workdir", str(workdir)).code == 0
+    if name == "model.layers.46.mlp.extra.weight":
+        _add_tensor(workdir / "draft")
+    else:
+        _rename(workdir / "draft", name)
+
+    assert run_cli("verify", "--recipe", str(recipe), "--workdir", str(workdir)).code == 1
+
+    report = json.loads((workdir / "verify.json").read_text())
+    loader = next(c for c in report["checks"] if c["id"] == "loader.names")
+    assert not loader["passed"]
+    assert loader["evidence"] == f"{name} maps to {mapped}, which vLLM 0.33.0 Step3p5MTP does not declare (KeyError while loading)"

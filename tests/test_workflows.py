@@ -472,3 +472,84 @@ def test_the_runner_model_evaluates_job_conditions_and_skips_after_a_failure(tmp
         "after-success": ["skipped"],
         "after-skip": ["skipped"],
     }
+
+
+# ---- the watch workflow -------------------------------------------------------------------------
+
+WATCH = WORKFLOWS / "watch.yml"
+RANK["watch"] = 0  # watch decides what there is to review, before any stage runs
+# A stand-in for the GitHub CLI: it records each call, keeps the body of a created pull request,
+# and answers `pr view` as GitHub does when the branch has no pull request yet.
+FAKE_GH = """#!/bin/bash
+printf '%s\\n' "$*" >> "$GH_LOG"
+case "$1 $2" in
+  "pr view") exit 1 ;;
+  "pr create")
+    while [ $# -gt 0 ]; do
+      if [ "$1" = --body-file ]; then cp "$2" "$GH_LOG.body"; fi
+      shift
+    done ;;
+esac
+"""
+
+
+def test_the_watch_workflow_runs_daily_and_on_demand_with_only_branch_and_pull_request_rights() -> None:
+    workflow = _workflows()["watch.yml"]
+    assert set(workflow[True]) == {"schedule", "workflow_dispatch"} and workflow[True]["schedule"][0]["cron"]
+    [job] = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    text = WATCH.read_text()
+    assert "HF_TOKEN" not in text and re.findall(r"secrets\.\w+", text) == ["secrets.GITHUB_TOKEN"]
+    assert [(c, a) for c, a in _commands(job) if c == "watch"] == [
+        ("watch", ["--all", "--propose", "--json", "--summary", "$GITHUB_STEP_SUMMARY"])
+    ]
+
+
+def test_the_watch_workflow_pushes_the_proposal_and_opens_a_pull_request_with_the_card_review(
+    tmp_path: Path, release: Release, synthetic_pairs: dict[str, Path]
+) -> None:
+    project = release
+    project.prepare(tag=None)
+    project.repo.git.branch("-M", "main")
+    new_target = project.api.upload_folder(
+        repo_id=TARGET_REPO, folder_path=str(synthetic_pairs["redundant-target"]), commit_message="Restore the MTP layers"
+    ).oid
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "gh").write_text(FAKE_GH)
+    (tools / "gh").chmod(0o755)
+    gh_log = tmp_path / "gh.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env |= {
+        "PATH": f"{tools}{os.pathsep}{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_DISABLE_XET": "1",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "schedule",
+        "GITHUB_REF": "refs/heads/main",
+        "GITHUB_REF_NAME": "main",
+        "GITHUB_REF_TYPE": "branch",
+        "GH_LOG": str(gh_log),
+    }
+
+    github = {"ref": "refs/heads/main", "ref_name": "main", "ref_type": "branch", "event_name": "schedule", "repository": REPOSITORY}
+    jobs = RunnerLikeRun(
+        "watch.yml", yaml.safe_load(WATCH.read_text()), project.root, tmp_path / "runner", env, github, {"": {"GITHUB_TOKEN": "ghs_test"}}
+    ).run()
+
+    branch = project.repo.commit(f"watch/{DRAFT}")
+    assert branch.parents == (project.repo.commit("main"),)
+    assert {d.a_path for d in branch.parents[0].diff(branch)} == {f"artifacts/{DRAFT}/draft.lock.json", f"artifacts/{DRAFT}/README.md"}
+    assert json.loads((branch.tree / f"artifacts/{DRAFT}/draft.lock.json").data_stream.read())["target"]["commit"] == new_target
+    calls = gh_log.read_text().splitlines()
+    title = f"{DRAFT}: target at {new_target[:12]}: now redundant"
+    assert calls[0] == "auth setup-git" and calls[1].startswith(f"pr view watch/{DRAFT}")
+    assert calls[2].startswith(f"pr create --head watch/{DRAFT} --base main --title {title} --body-file ")
+    body = Path(f"{gh_log}.body").read_text()
+    assert not body.startswith("# ") and "| Target | synthetic/Step-3.7-Flash-NVFP4 |" in body and "now redundant" in body
+    assert "### Card review\n\n- `card --check`: the committed card equals a fresh render of the committed lock." in body
+    # a redundant draft's release is refused unless forced, and the body says so with the hint
+    assert "- The release plan was refused:\n\n```text\nerror: inspect: the draft is redundant" in body and "publish --force" in body
+    [run] = jobs["watch"]
+    assert "### Upstream watch" in run.summary and f"| {DRAFT} | target moved" in run.summary

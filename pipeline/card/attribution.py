@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.card.licenses import license_terms
+from pipeline.card.markdown import fence_for
 from pipeline.checkpoint.readers import CONFIG_FILE, INDEX_FILE, LICENSE_TEXT_FILES, NOTICE_FILES
 from pipeline.errors import InputError
 from pipeline.families import Family
@@ -45,12 +46,6 @@ def _code(name: str) -> str:
 
 def _link(name: str) -> str:
     return f"[{_code(name)}]({name})"
-
-
-def _fence(text: str) -> str:
-    """A code fence longer than any backtick run in `text`, so quoted data can never close it early."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    return "`" * max(3, longest + 1)
 
 
 def _config_change(lock: Mapping[str, Any], files: Mapping[str, Any], source_files: Mapping[str, Any]) -> str:
@@ -161,5 +156,5 @@ def attribution_view(recipe: Recipe, family: Family, lock: Mapping[str, Any], li
         "taken": _taken(recipe, family, lock, mtp_layer_count),
         "changes": _changes(lock),
         "obligations": terms.obligations,
-        "citation": {"fence": _fence(citation), "text": citation} if citation else None,
+        "citation": {"fence": fence_for(citation), "text": citation} if citation else None,
     }

@@ -20,6 +20,7 @@ from huggingface_hub import ModelCardData
 
 from pipeline import __version__
 from pipeline.card.attribution import attribution_view
+from pipeline.card.markdown import escape_cell
 from pipeline.errors import InputError
 from pipeline.families import Family
 from pipeline.recipe.loader import HubRef, Recipe
@@ -32,18 +33,6 @@ HUB_URL = "https://huggingface.co"
 UNRESOLVED = "not yet resolved"
 NOT_SHOWN = "—"  # a table cell with no figure
 NOT_GIVEN = "not given"  # a label no input file or recipe states
-# The vLLM release whose MTP loaders the verify stage's name and config rules were read from
-# (shared/facts/vllm-loaders.md). The card names this release, never an engine version that
-# could not have served the model.
-LOADER_RULES_VLLM = "0.33.0"
-
-
-def escape_cell(value: object) -> str:
-    """Text safe inside a Markdown table cell: no column breaks, no raw HTML, one line."""
-    text = str(value)
-    for raw, safe in (("\\", "\\\\"), ("|", "\\|"), ("<", "&lt;"), (">", "&gt;"), ("`", "\\`")):
-        text = text.replace(raw, safe)
-    return " ".join(text.split())
 
 
 def environment(folder: Path = TEMPLATES) -> jinja2.Environment:
@@ -128,6 +117,24 @@ def _why(lock: Mapping[str, Any]) -> list[str]:
         lines.append(f"Why: {inspect['summary']}{checked}.")
     lines.append("vLLM routes this config to its MTP drafter and loads these tensors by their original names and layer indices.")
     return lines
+
+
+def redundant_notice(recipe: Recipe, inspect: Mapping[str, Any]) -> str | None:
+    """For a draft inspection found redundant: which target commit ships its own MTP, and how to serve it alone.
+
+    Without a `model`, vLLM's MTP drafter loads the target's own MTP layers
+    (vllm/config/speculative.py, `SpeculativeConfig.__post_init__`, vLLM 0.33.0).
+    """
+    if inspect.get("verdict") != "redundant" or not isinstance(recipe.target, HubRef):
+        return None
+    commit = inspect.get("target_commit")
+    config = json.dumps({"method": "mtp", "num_speculative_tokens": recipe.card.num_speculative_tokens}, separators=(",", ":"))
+    revision = f" --revision {commit}" if commit else ""
+    at = f" at commit `{commit}`" if commit else ""
+    return (
+        f"This draft is redundant for {recipe.target.repo_id}{at}: that revision ships its own MTP layers. "
+        f"Serve it without this draft: `vllm serve {recipe.target.repo_id}{revision} --speculative-config '{config}'`."
+    )
 
 
 def _files(lock: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -227,17 +234,18 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
         "title": escape_cell(recipe.card.title or (recipe.destination.repo_id.split("/")[1] if recipe.destination else recipe.name)),
         "draft": recipe.name,
         "mtp_layer_count": n_predict,
-        "extra_tensors": [f"`{extra.name}`" for extra in inputs.family.extra_tensors],
+        "extra_tensors": [f"`{extra.name}`" for extra in inputs.family.shipped_extras],
         "source": _repo_view(recipe.source, source_lock),
         "target": _repo_view(recipe.target, target_lock),
         "why": _why(lock),
         "forced_warning": forced,
+        "redundant_notice": redundant_notice(recipe, inspect),
         "vllm_command": speculative_command(recipe),
         "k_note": _k_note(recipe, max(n_predict, 1)),
         "min_vllm": escape_cell(recipe.card.min_vllm) if recipe.card.min_vllm else None,
         "benchmarks": benchmark_view(inputs.benchmarks, inputs.plot),
-        "loader_rules_vllm": LOADER_RULES_VLLM,
-        "notes": list(inputs.family.card_notes),
+        "loader_rules_vllm": inputs.family.vllm_release,
+        "notes": [*inputs.family.card_notes, *filter(None, [inputs.family.shared_weights_note()])],
         "inspect_line": inspect.get("summary"),
         "tool_version": lock.get("tool_version", __version__),
         "checks": [f"`{c}`" for c in (lock.get("verify") or {}).get("checks", [])],

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pipeline import __version__
 from pipeline.cli import commands, rehearse, release
+from pipeline.cli import watch as watch_command
 from pipeline.cli.output import Output
 from pipeline.errors import PipelineError
 from pipeline.flows.runner import STAGE_NAMES, STAGES
@@ -130,6 +131,7 @@ COMMANDS: tuple[Command, ...] = (
         "python -m pipeline inspect --draft demo\npython -m pipeline inspect --recipe path/to/draft.yaml --json",
         commands.inspect_command,
     ),
+    Command("watch", watch_command.SUMMARY, watch_command.EXAMPLE, watch_command.watch, watch_command.watch_options),
     Command(
         "synth",
         "write a synthetic BF16 source (with MTP layers) and a quantized-like target for any family",

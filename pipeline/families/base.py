@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 Shape = tuple[int, ...]
+SharedWeights = Literal["copy", "omit"]
+SHARED_WEIGHTS_CHOICES: tuple[SharedWeights, ...] = ("copy", "omit")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class LayerTensor:
     A suffix holding `{expert}` stands for one tensor per routed expert. `when` names a geometry
     flag the tensor exists under (e.g. q/k/v biases); `top_level` marks a parameter that is not
     under the layer (DeepSeek's per-layer `embed_tokens` loads into `model.embed_tokens`).
+    `shared` marks a copy vLLM replaces with the target's weight after loading (the recipe's
+    `shared_weights` decides whether it ships); `fallback_sources` are whole source names tried
+    after the per-layer ones (GLM-4.6 keeps only the top-level `lm_head` and embedding).
     """
 
     suffix: str
@@ -57,6 +62,8 @@ class LayerTensor:
     param: str
     when: str | None = None
     top_level: bool = False
+    shared: bool = False
+    fallback_sources: tuple[str, ...] = ()
 
     def suffixes(self, geometry: Geometry) -> list[str]:
         if self.when is not None and self.when not in geometry.flags:
@@ -75,30 +82,28 @@ class ExtraTensor:
     shape: Callable[[Geometry], Shape]
     source_names: tuple[str, ...]
     param: str
+    shared: bool = False
 
 
 @dataclass(frozen=True)
-class LoaderRules:
-    """How the vLLM draft loader turns checkpoint names into its parameter names.
+class QuantModule:
+    """A module of the MTP layer that vLLM builds through a quantization config, by its vLLM
+    module prefix (`{layer}` is the vLLM layer number). Exclude lists are matched against these
+    prefixes, not against checkpoint names; a fused module is also matched through its `shards`
+    (the checkpoint parts it fuses). `kind` is `linear`, `experts` (one FusedMoE module) or
+    `head` (a ParallelLMHead, quantized by ModelOpt and compressed-tensors but not by FP8).
+    `unquantized_under` names vLLM quantization configs under which the module is forced
+    unquantized (Qwen3-Next's `fc` under `modelopt_fp4`)."""
 
-    Applied in order: skip; keep (an MTP layer prefix, a kept prefix or a kept substring); map the
-    embedding; insert the block infix; fuse; pattern renames (regular expressions), plain renames;
-    then the first matching prefix rename.
-    """
+    prefix: str
+    kind: Literal["linear", "experts", "head"] = "linear"
+    shards: tuple[str, ...] = ()
+    unquantized_under: tuple[str, ...] = ()
+    shared: bool = False
 
-    skip_substrings: tuple[str, ...]
-    layer_prefixes: tuple[str, ...]
-    keep_substrings: tuple[str, ...]
-    block_exempt: tuple[str, ...]
-    block_infix: str
-    fusions: tuple[tuple[str, str], ...]
-    fusion_exempt: tuple[str, ...]
-    renames: tuple[tuple[str, str], ...]
-    embed_marker: str
-    embed_param: str
-    keep_prefixes: tuple[str, ...] = ()
-    pattern_renames: tuple[tuple[str, str], ...] = ()
-    prefix_renames: tuple[tuple[str, str], ...] = ()
+
+# (checkpoint name, geometry, the parameters the module declares) -> the parameter filled, or None.
+Replay = Callable[[str, "Geometry", Collection[str]], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ class Family:
     extra_tensors: tuple[ExtraTensor, ...]
     per_layer_arrays: tuple[str, ...]
     mtp_layer_type: str
-    loader: LoaderRules
+    replay: Replay
     read_geometry: Callable[[Mapping[str, Any]], Geometry]
     facts: tuple[str, ...] = ()
     card_notes: tuple[str, ...] = ()
@@ -127,6 +132,79 @@ class Family:
     param_prefix: str | None = None
     count_key: str = "num_nextn_predict_layers"
     count_default: int | None = None  # what vLLM assumes when the config lacks `count_key`
+    # Whose quantization config vLLM builds the MTP module with: the draft's own (Step) or the target's.
+    quantization_from: Literal["draft", "target"] = "target"
+    quant_modules: tuple[QuantModule, ...] = ()
+    # vLLM numbers the MTP parameters and modules after the backbone although the checkpoint counts from 0 (MiMo).
+    param_layer_after_backbone: bool = False
+    shared_weights: SharedWeights = "omit"
+    shared_weights_choices: tuple[SharedWeights, ...] = SHARED_WEIGHTS_CHOICES
+    vllm_release: str = "0.33.0"
+    vllm_file: str = ""  # the model file the loader rules were read from, under vllm/model_executor/models/
+    # What vLLM raises for a name it matches but cannot place: `params_dict[name]` in hand-written
+    # loaders, AutoWeightsLoader's "There is no module or parameter named" (models/utils.py:442-448).
+    unknown_name_error: str = "KeyError"
+
+    def with_shared_weights(self, choice: str) -> Family:
+        """This family shipping (`copy`) or leaving out (`omit`) the copies vLLM replaces; ValueError names the reason."""
+        if choice not in self.shared_weights_choices:
+            allowed = " or ".join(self.shared_weights_choices)
+            raise ValueError(f"must be {allowed} for {self.name}: {self.shared_weights_reason}")
+        return replace(self, shared_weights=choice)
+
+    @property
+    def shared_weights_reason(self) -> str:
+        if self.quantization_from == "draft":
+            return f"vLLM's {self.vllm_class} keeps the draft's own per-layer heads and reads its embedding, so they always ship"
+        return f"vLLM's {self.vllm_class} replaces the draft's embedding and heads with the target's; copies matter only with pipeline parallelism above 1"
+
+    def shared_weights_note(self) -> str | None:
+        """The card's sentence on the `shared_weights` choice; None where there is no choice (Step)."""
+        if len(self.shared_weights_choices) < 2:
+            return None
+        names = " and ".join(f"`{name}`" for name in self.shared_names())
+        if self.shared_weights == "omit":
+            return (
+                f"This draft leaves out {names} (`shared_weights: omit`): vLLM {self.vllm_release} replaces them with the target's "
+                "when it loads the draft. Copies would matter only with pipeline parallelism above 1, where the embedding is not shared."
+            )
+        return (
+            f"This draft ships copies of {names} (`shared_weights: copy`): vLLM {self.vllm_release} replaces them with the target's "
+            "under pipeline parallelism 1; the embedding copy is used with pipeline parallelism above 1."
+        )
+
+    def shared_names(self) -> list[str]:
+        """The checkpoint names of the copies `shared_weights` decides on, `{layer}` for per-layer ones."""
+        names = [extra.name for extra in self.extra_tensors if extra.shared]
+        names += [self.output_prefix.replace("{layer}", "N") + tensor.suffix for tensor in self.layer_tensors if tensor.shared]
+        return names
+
+    def param_layer(self, geometry: Geometry, layer: int) -> int:
+        return layer + geometry.num_hidden_layers if self.param_layer_after_backbone else layer
+
+    def declared_params(self, geometry: Geometry) -> set[str]:
+        """Every parameter the vLLM MTP module declares for this geometry, shared copies included."""
+        return {tensor.param for tensor in self._tensors(geometry)}
+
+    def known_source_names(self, geometry: Geometry) -> set[str]:
+        """Every source name of an MTP tensor this family knows, shipped or not."""
+        return {name for tensor in self._tensors(geometry) for name in tensor.source_names}
+
+    def vllm_param(self, name: str, geometry: Geometry) -> str | None:
+        """The parameter vLLM's loader fills with checkpoint tensor `name`, or None when it skips it;
+        a result outside `declared_params` is a KeyError in vLLM."""
+        return self.replay(name, geometry, self.declared_params(geometry))
+
+    def quant_module_prefixes(self, geometry: Geometry) -> list[QuantModule]:
+        """The MTP modules built through a quantization config, with concrete prefixes, shipped ones only."""
+        modules: dict[str, QuantModule] = {}
+        for layer in geometry.mtp_layers:
+            for module in self.quant_modules:
+                if module.shared and self.shared_weights == "omit":
+                    continue
+                prefix = module.prefix.format(layer=self.param_layer(geometry, layer))
+                modules.setdefault(prefix, replace(module, prefix=prefix))
+        return list(modules.values())
 
     def layer_prefix(self, template: str, layer: int) -> str:
         return template.format(layer=layer)
@@ -150,21 +228,30 @@ class Family:
         return geometry.attention.get(kind, geometry.attention[self.mtp_layer_type])
 
     def expected_tensors(self, geometry: Geometry) -> list[ExpectedTensor]:
-        """The draft's tensors in their fixed output order: extras, block tensors, then layer by layer."""
+        """The draft's tensors in their fixed output order: extras, block tensors, then layer by layer.
+
+        Shared copies are left out when the family is configured with `shared_weights: omit`."""
+        return [tensor for tensor in self._tensors(geometry) if not (tensor.shared and self.shared_weights == "omit")]
+
+    @property
+    def shipped_extras(self) -> tuple[ExtraTensor, ...]:
+        return tuple(extra for extra in self.extra_tensors if not (extra.shared and self.shared_weights == "omit"))
+
+    def _tensors(self, geometry: Geometry) -> list[ExpectedTensor]:
         expected = [
-            ExpectedTensor(extra.name, extra.shape(geometry), extra.source_names, extra.param)
+            ExpectedTensor(extra.name, extra.shape(geometry), extra.source_names, extra.param, extra.shared)
             for extra in (*self.extra_tensors, *self.block_tensors)
         ]
         for layer in geometry.mtp_layers:
             attention = self.attention_for(geometry, layer)
             out_prefix = self.layer_prefix(self.output_prefix, layer)
-            param_prefix = self.layer_prefix(self.param_prefix or self.output_prefix, layer)
+            param_prefix = self.layer_prefix(self.param_prefix or self.output_prefix, self.param_layer(geometry, layer))
             for tensor in self.layer_tensors:
                 shape = tensor.shape(geometry, attention)
                 param = tensor.param if tensor.top_level else param_prefix + tensor.param
                 for suffix in tensor.suffixes(geometry):
-                    sources = tuple(self.layer_prefix(p, layer) + suffix for p in self.source_prefixes)
-                    expected.append(ExpectedTensor(out_prefix + suffix, shape, sources, param))
+                    sources = tuple(self.layer_prefix(p, layer) + suffix for p in self.source_prefixes) + tensor.fallback_sources
+                    expected.append(ExpectedTensor(out_prefix + suffix, shape, sources, param, tensor.shared))
         return expected
 
 
@@ -174,6 +261,7 @@ class ExpectedTensor:
     shape: Shape
     source_names: tuple[str, ...]
     param: str
+    shared: bool = False
 
 
 def config_value(config: Mapping[str, Any], key: str) -> tuple[str, Any]:

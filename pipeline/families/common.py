@@ -10,21 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipeline.families.base import Attention, ExtraTensor, Geometry, LayerTensor, LoaderRules, require_int
+from pipeline.families.base import Attention, ExtraTensor, Geometry, LayerTensor, QuantModule, require_int
 
 ShapeRule = Callable[[Geometry, Attention], tuple[int, ...]]
-
-# vLLM fuses every routed expert into two parameters per layer (FusedMoE's expert mapping):
-# gate_proj and up_proj into `experts.w13_weight`, down_proj into `experts.w2_weight`.
-EXPERT_RENAMES = (
-    (r"\.experts\.\d+\.(gate|up)_proj\.weight$", ".experts.w13_weight"),
-    (r"\.experts\.\d+\.down_proj\.weight$", ".experts.w2_weight"),
-)
-QKV_FUSIONS = (("q_proj", "qkv_proj"), ("k_proj", "qkv_proj"), ("v_proj", "qkv_proj"))
-GATE_UP_FUSIONS = (("gate_proj", "gate_up_proj"), ("up_proj", "gate_up_proj"))
-# Routed experts are fused by the expert mapping, not by the stacked-parameter rules; `mlp.experts.`
-# (with the dot) leaves DeepSeek's `mlp.shared_experts.*` to the gate/up fusion.
-EXPERT_FUSION_EXEMPT = ("mlp.experts.",)
 
 
 def hidden(g: Geometry, a: Attention) -> tuple[int, ...]:
@@ -94,9 +82,13 @@ def routed_experts(block: str, *, router_bias: bool) -> tuple[LayerTensor, ...]:
         )
     return (
         *router,
-        LayerTensor("mlp.experts.{expert}.gate_proj.weight", rows("moe_intermediate_size"), f"{block}mlp.experts.w13_weight"),
-        LayerTensor("mlp.experts.{expert}.up_proj.weight", rows("moe_intermediate_size"), f"{block}mlp.experts.w13_weight"),
-        LayerTensor("mlp.experts.{expert}.down_proj.weight", cols("moe_intermediate_size"), f"{block}mlp.experts.w2_weight"),
+        # vLLM 0.33.0 fuses the routed experts into `experts.routed_experts.{w13,w2}_weight`
+        # (layers/fused_moe/routed_experts.py:1220-1290).
+        LayerTensor(
+            "mlp.experts.{expert}.gate_proj.weight", rows("moe_intermediate_size"), f"{block}mlp.experts.routed_experts.w13_weight"
+        ),
+        LayerTensor("mlp.experts.{expert}.up_proj.weight", rows("moe_intermediate_size"), f"{block}mlp.experts.routed_experts.w13_weight"),
+        LayerTensor("mlp.experts.{expert}.down_proj.weight", cols("moe_intermediate_size"), f"{block}mlp.experts.routed_experts.w2_weight"),
     )
 
 
@@ -109,33 +101,49 @@ def shared_experts(block: str, name: str) -> tuple[LayerTensor, ...]:
     )
 
 
-# DeepSeek's nextn head: per-layer embedding and output head, the two input norms and the projection.
-NEXTN_HEAD = (
-    LayerTensor("embed_tokens.weight", vocab_rows, "model.embed_tokens.weight", top_level=True),
-    LayerTensor("enorm.weight", hidden, "enorm.weight"),
-    LayerTensor("hnorm.weight", hidden, "hnorm.weight"),
-    LayerTensor("eh_proj.weight", concat_proj, "eh_proj.weight"),
-    LayerTensor("shared_head.norm.weight", hidden, "shared_head.norm.weight"),
-    LayerTensor("shared_head.head.weight", vocab_rows, "shared_head.head.weight"),
-)
+def nextn_head(*, top_level_fallbacks: bool = False) -> tuple[LayerTensor, ...]:
+    """DeepSeek's nextn head: per-layer embedding and output head, the two input norms and the projection.
 
-
-def nextn_loader(fusions: tuple[tuple[str, str], ...]) -> LoaderRules:
-    """DeepSeek/GLM MTP loaders: only `model.layers.{num_hidden_layers+i}.` is read (facts §9);
-    names other than the nextn head get `.mtp_block.`; the layer's `embed_tokens` becomes the model's."""
-    return LoaderRules(
-        skip_substrings=("rotary_emb.inv_freq",),
-        layer_prefixes=("model.layers.{layer}.",),
-        keep_substrings=(),
-        block_exempt=("embed_tokens", "enorm", "hnorm", "eh_proj", "shared_head"),
-        block_infix="mtp_block.",
-        fusions=fusions,
-        fusion_exempt=EXPERT_FUSION_EXEMPT,
-        renames=(),
-        embed_marker="embed_tokens",
-        embed_param="model.embed_tokens.weight",
-        pattern_renames=EXPERT_RENAMES,
+    The embedding and head are `shared`: vLLM replaces both with the target's after loading
+    (`v1/spec_decode/llm_base_proposer.py:1418-1575`). With `top_level_fallbacks` (GLM) a source
+    without the per-layer copies supplies the top-level `model.embed_tokens` / `lm_head` instead.
+    """
+    return (
+        LayerTensor(
+            "embed_tokens.weight",
+            vocab_rows,
+            "model.embed_tokens.weight",
+            top_level=True,
+            shared=True,
+            fallback_sources=("model.embed_tokens.weight",) if top_level_fallbacks else (),
+        ),
+        LayerTensor("enorm.weight", hidden, "enorm.weight"),
+        LayerTensor("hnorm.weight", hidden, "hnorm.weight"),
+        LayerTensor("eh_proj.weight", concat_proj, "eh_proj.weight"),
+        LayerTensor("shared_head.norm.weight", hidden, "shared_head.norm.weight"),
+        LayerTensor(
+            "shared_head.head.weight",
+            vocab_rows,
+            "shared_head.head.weight",
+            shared=True,
+            fallback_sources=("lm_head.weight",) if top_level_fallbacks else (),
+        ),
     )
+
+
+def moe_quant_modules(prefix: str, shared_expert: str) -> tuple[QuantModule, ...]:
+    """The routed experts (one FusedMoE module) and the shared expert's two linears, by vLLM module prefix."""
+    return (
+        QuantModule(f"{prefix}mlp.experts", "experts", ("gate_proj", "up_proj", "down_proj")),
+        QuantModule(f"{prefix}mlp.{shared_expert}.gate_up_proj", "linear", ("gate_proj", "up_proj")),
+        QuantModule(f"{prefix}mlp.{shared_expert}.down_proj"),
+    )
+
+
+# The nextn layer's ParallelLMHead: SharedHead gets the layer's prefix and names its head
+# `<prefix>.head` (deepseek_mtp.py:65-70, 103-105; glm4_moe_mtp.py:69-74, 93-95), so the module is
+# `model.layers.L.head`, not `...shared_head.head`. Replaced by the target's head after loading.
+NEXTN_HEAD_MODULE = QuantModule("model.layers.{layer}.head", "head", shared=True)
 
 
 def read_sizes(config: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, int]:
@@ -147,9 +155,10 @@ def _embedding_shape(g: Geometry) -> tuple[int, ...]:
     return (g.vocab_size, g.hidden_size)
 
 
-# Families whose MTP shares the target's embedding and head still ship BF16 copies of both, so a
-# strict loader finds every parameter it builds (whether current vLLM still requires them is unverified).
+# Copies of the embedding and head for families whose MTP uses the target's: vLLM 0.33.0 replaces
+# both after loading (llm_base_proposer.py:1418-1575) and its completeness check exempts them
+# (model_loader/default_loader.py:509-566), so they ship only with `shared_weights: copy`.
 EMBED_AND_HEAD_COPIES = (
-    ExtraTensor("model.embed_tokens.weight", _embedding_shape, ("model.embed_tokens.weight",), "model.embed_tokens.weight"),
-    ExtraTensor("lm_head.weight", _embedding_shape, ("lm_head.weight",), "lm_head.weight"),
+    ExtraTensor("model.embed_tokens.weight", _embedding_shape, ("model.embed_tokens.weight",), "model.embed_tokens.weight", shared=True),
+    ExtraTensor("lm_head.weight", _embedding_shape, ("lm_head.weight",), "lm_head.weight", shared=True),
 )

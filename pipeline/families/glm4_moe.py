@@ -1,10 +1,10 @@
 """GLM-4.5 / 4.7 (`Glm4MoeForCausalLM`): one MTP layer at `num_hidden_layers` (92; GLM-4.5-Air 46).
 
-Facts: shared/facts/step3p7-mtp.md §9 (GLM row). The layout is DeepSeek's nextn layer with GQA
-attention (q/k/v biases under `attention_bias`, q/k norms under `use_qk_norm`) and routed plus
-shared experts. GLM-4.6 ships neither the layer's `embed_tokens` nor `shared_head.head`; vLLM
-0.10.2 refused such a draft as missing parameters, so this family requires both, and a GLM-4.6
-source is refused at fetch rather than built into a draft only newer vLLM loads.
+Facts: shared/facts/vllm-loaders.md §1-§3, re-read in vLLM 0.33.0's `glm4_moe_mtp.py`. The
+layout is DeepSeek's nextn layer with GQA attention (q/k/v biases under `attention_bias`, q/k
+norms under `use_qk_norm`) and routed plus shared experts. GLM-4.6 ships neither the layer's
+`embed_tokens` nor `shared_head.head`; vLLM 0.33.0 does not need them (it uses the target's), and
+with `shared_weights: copy` the top-level `model.embed_tokens` / `lm_head` stand in for them.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.families.base import Attention, Family, Geometry, optional_flag, require_int
+from pipeline.families import loader_names
+from pipeline.families.base import Attention, Family, Geometry, QuantModule, optional_flag, require_int
 from pipeline.families.common import (
-    GATE_UP_FUSIONS,
-    NEXTN_HEAD,
-    QKV_FUSIONS,
+    NEXTN_HEAD_MODULE,
     gqa_attention,
     layer_norms,
-    nextn_loader,
+    moe_quant_modules,
+    nextn_head,
     routed_experts,
     shared_experts,
 )
@@ -48,16 +48,25 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
     )
 
 
+# vLLM module prefixes: the decoder layer gets the layer's prefix, no `.mtp_block.` (glm4_moe_mtp.py:98-104).
+LAYER = "model.layers.{layer}."
+QUANT_MODULES = (
+    QuantModule(f"{LAYER}self_attn.qkv_proj", "linear", ("q_proj", "k_proj", "v_proj")),
+    QuantModule(f"{LAYER}self_attn.o_proj"),
+    *moe_quant_modules(LAYER, "shared_experts"),
+    NEXTN_HEAD_MODULE,
+)
+
 GLM4_MOE = Family(
     name="glm4_moe",
-    summary="GLM-4.5/4.7: 1 MoE MTP layer at num_hidden_layers (92) with its own embed_tokens and shared_head.head",
-    vllm_class="Glm4MoeMTPModel",
+    summary="GLM-4.5/4.6/4.7: 1 MoE MTP layer at num_hidden_layers (92); its embed_tokens and shared_head.head are optional copies",
+    vllm_class="Glm4MoeMTP",
     route_model_types=(),
     route_architectures=("Glm4MoeForCausalLM",),
     source_prefixes=("model.layers.{layer}.",),
     output_prefix="model.layers.{layer}.",
     layer_tensors=(
-        *NEXTN_HEAD,
+        *nextn_head(top_level_fallbacks=True),
         *layer_norms(BLOCK),
         *gqa_attention(BLOCK),
         *routed_experts(BLOCK, router_bias=True),
@@ -66,17 +75,21 @@ GLM4_MOE = Family(
     extra_tensors=(),
     per_layer_arrays=(),
     mtp_layer_type=FULL,
-    loader=nextn_loader(QKV_FUSIONS + GATE_UP_FUSIONS),
+    replay=loader_names.glm4_moe_mtp,
     read_geometry=read_geometry,
+    quant_modules=QUANT_MODULES,
+    vllm_file="glm4_moe_mtp.py",
     facts=(
-        "facts §9: SpeculativeConfig routes architectures[0] == Glm4MoeForCausalLM to glm4_moe_mtp",
-        "facts §9: the GLM loader, like DeepSeek's, reads only model.layers.{num_hidden_layers+i}.",
-        "facts §9: GLM-4.5 has the layer's embed_tokens and shared_head.head; GLM-4.6 lacks both and vLLM 0.10.2 refused it",
-        "unverified: the class name Glm4MoeMTPModel, and that GLM-4.7 keeps GLM-4.5's layout",
-        "unverified: the router's e_score_correction_bias in the MTP layer (as in DeepSeek-V3)",
+        "vLLM 0.33.0 config/speculative.py:848-856: architectures[0] == Glm4MoeForCausalLM routes to Glm4MoeMTP (architecture Glm4MoeMTPModel)",
+        "vLLM 0.33.0 glm4_moe_mtp.py:273-283: model.layers.{num_hidden_layers+i}. is read, plus top-level lm_head.weight (into the layer's shared_head.head) and model.embed_tokens.weight (PR #27597), so a GLM-4.6 source works",
+        "vLLM 0.33.0 glm4_moe_mtp.py:249-269: q/k/v fuse into qkv_proj, gate/up into gate_up_proj; routed experts load into experts.routed_experts.{w13,w2}_weight",
+        "vLLM 0.33.0 glm4_moe.py:141-150: the router's e_score_correction_bias is always built",
+        "vLLM 0.33.0 llm_base_proposer.py:1265-1315: the module is built with the target's quant_config, so the target's exclude list must cover model.layers.{num_hidden_layers}",
+        "vLLM 0.33.0 llm_base_proposer.py:1418-1575: embed_tokens and shared_head.head are replaced by the target's",
+        "unverified: that GLM-4.7 keeps GLM-4.5's layout",
     ),
     card_notes=(
-        "vLLM reads only `model.layers.{num_hidden_layers}.*` from this draft; the layer's `embed_tokens` is loaded as the model embedding and then replaced by the target's.",
-        "The draft keeps the layer's own `shared_head.head` and `embed_tokens`, which GLM-4.6 does not ship; vLLM 0.10.2 refused a draft without them.",
+        "vLLM reads only `model.layers.{num_hidden_layers}.*` from this draft and builds it with the target's quantization config: the MTP loads in BF16 only if the target's exclude list covers that layer.",
+        "vLLM replaces the layer's `embed_tokens` and `shared_head.head` with the target's after loading; GLM-4.6, which ships neither, is a valid source.",
     ),
 )

@@ -1,9 +1,10 @@
 """Xiaomi MiMo-7B: MTP layers under `model.mtp_layers.{i}.*`, each a Qwen2 decoder layer plus input norms.
 
-Facts: shared/facts/step3p7-mtp.md §9 (MiMo row). vLLM routes `architectures[0] ==
-"MiMoForCausalLM"` to `mimo_mtp` and sets `num_hidden_layers: 0` in the draft config it builds, so
-the MTP layers count from 0 and keep their checkpoint names. The embedding and `lm_head` are
-shared with the target; the draft ships BF16 copies of the source's for the loader's name check.
+Facts: shared/facts/vllm-loaders.md §1-§2, re-read in vLLM 0.33.0's `mimo_mtp.py`. The
+checkpoint counts the MTP layers from 0 (`model.mtp_layers.i.*`); vLLM 0.33.0 builds them from the
+target's config and numbers its parameters `model.mtp_layers.{num_hidden_layers + i}.` with
+`.mtp_block.` before the decoder part, and its modules `model.layers.{num_hidden_layers + i}.*`.
+The embedding and `lm_head` are the target's; copies ship only with `shared_weights: copy`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.families.base import Attention, Family, Geometry, LayerTensor, LoaderRules, require_int
+from pipeline.families import loader_names
+from pipeline.families.base import Attention, Family, Geometry, LayerTensor, QuantModule, require_int
 from pipeline.families.common import (
     EMBED_AND_HEAD_COPIES,
-    GATE_UP_FUSIONS,
-    QKV_FUSIONS,
     cols,
     concat_proj,
     gqa_attention,
@@ -50,10 +50,22 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
     )
 
 
+# vLLM module prefixes: each layer is built under `model.layers.{num_hidden_layers + i}` and its
+# Qwen2 decoder gets that prefix (mimo_mtp.py:59-64, 104-118); lm_head has no quant_config (:160-164).
+# Exclude lists are matched against these names, not against the checkpoint's `model.mtp_layers.i`.
+LAYER = "model.layers.{layer}."
+QUANT_MODULES = (
+    QuantModule(f"{LAYER}self_attn.qkv_proj", "linear", ("q_proj", "k_proj", "v_proj")),
+    QuantModule(f"{LAYER}self_attn.o_proj"),
+    QuantModule(f"{LAYER}mlp.gate_up_proj", "linear", ("gate_proj", "up_proj")),
+    QuantModule(f"{LAYER}mlp.down_proj"),
+)
+BLOCK = "mtp_block."
+
 MIMO = Family(
     name="mimo",
-    summary="MiMo-7B: model.mtp_layers.{i}.* (dense Qwen2 layer plus input norms) plus copies of embed_tokens and lm_head",
-    vllm_class="MiMoMTPModel",
+    summary="MiMo-7B: model.mtp_layers.{i}.* (dense Qwen2 layer plus input norms); embed_tokens and lm_head are optional copies",
+    vllm_class="MiMoMTP",
     route_model_types=(),
     route_architectures=("MiMoForCausalLM",),
     source_prefixes=("model.mtp_layers.{layer}.",),
@@ -63,37 +75,31 @@ MIMO = Family(
         LayerTensor("hidden_layernorm.weight", hidden, "hidden_layernorm.weight"),
         LayerTensor("input_proj.weight", concat_proj, "input_proj.weight"),
         LayerTensor("final_layernorm.weight", hidden, "final_layernorm.weight"),
-        *layer_norms(""),
-        *gqa_attention(""),
-        LayerTensor("mlp.gate_proj.weight", rows("intermediate_size"), "mlp.gate_up_proj.weight"),
-        LayerTensor("mlp.up_proj.weight", rows("intermediate_size"), "mlp.gate_up_proj.weight"),
-        LayerTensor("mlp.down_proj.weight", cols("intermediate_size"), "mlp.down_proj.weight"),
+        *layer_norms(BLOCK),
+        *gqa_attention(BLOCK),
+        LayerTensor("mlp.gate_proj.weight", rows("intermediate_size"), f"{BLOCK}mlp.gate_up_proj.weight"),
+        LayerTensor("mlp.up_proj.weight", rows("intermediate_size"), f"{BLOCK}mlp.gate_up_proj.weight"),
+        LayerTensor("mlp.down_proj.weight", cols("intermediate_size"), f"{BLOCK}mlp.down_proj.weight"),
     ),
     extra_tensors=EMBED_AND_HEAD_COPIES,
     per_layer_arrays=(),
     mtp_layer_type=FULL,
-    loader=LoaderRules(
-        skip_substrings=("rotary_emb.inv_freq",),
-        layer_prefixes=("model.mtp_layers.{layer}.",),
-        keep_substrings=("embed_tokens", "lm_head"),
-        block_exempt=(),
-        block_infix="",
-        fusions=QKV_FUSIONS + GATE_UP_FUSIONS,
-        fusion_exempt=(),
-        renames=(),
-        embed_marker="embed_tokens",
-        embed_param="model.embed_tokens.weight",
-    ),
+    replay=loader_names.mimo_mtp,
     read_geometry=read_geometry,
+    param_layer_after_backbone=True,
+    quant_modules=QUANT_MODULES,
+    unknown_name_error="ValueError",
+    vllm_file="mimo_mtp.py",
     facts=(
-        "facts §9: architectures[0] == MiMoForCausalLM routes to mimo_mtp; the override sets num_hidden_layers: 0",
-        "facts §9: tensors model.mtp_layers.{i}.{token_layernorm,hidden_layernorm,input_proj,final_layernorm} plus a Qwen2 decoder layer with q/k/v biases",
-        "facts §9: embedding and lm_head are shared with the target; the copies ship for the loader's name check",
-        "unverified: the class name MiMoMTPModel, and the loader's exact parameter names; the replay keeps model.mtp_layers.{i}.* and fuses q/k/v and gate/up only",
+        "vLLM 0.33.0 config/speculative.py:795-804: architectures[0] == MiMoForCausalLM routes to MiMoMTP (architecture MiMoMTPModel); the override's num_hidden_layers: 0 does not renumber the module, which reads the target's config",
+        "vLLM 0.33.0 mimo_mtp.py:165-186 and :213-222: keeps names with mtp_layers, embed_tokens or lm_head; model.mtp_layers.i. becomes model.mtp_layers.{num_hidden_layers+i}. with .mtp_block. before self_attn, mlp and the two decoder norms; q/k/v and gate/up fuse",
+        "vLLM 0.33.0 mimo_mtp.py:104-118: the modules are model.layers.{num_hidden_layers+i}.*, so the target's exclude list must name those, not model.mtp_layers.i",
+        "vLLM 0.33.0 mimo_mtp.py:200: only the first MTP step (spec_step_idx 0) is supported",
+        "vLLM 0.33.0 llm_base_proposer.py:1418-1575: embed_tokens and lm_head are replaced by the target's",
     ),
     card_notes=(
         "MiMo's MTP concatenates [hidden, embedding], the opposite order of DeepSeek and Step; a port to another runtime must keep it.",
         "vLLM supports only the first MTP step (`spec_step_idx == 0`) for MiMo.",
-        "The draft ships BF16 copies of the source's `embed_tokens` and `lm_head`; the MTP layers share both with the target at run time.",
+        "vLLM builds the MTP layers with the target's quantization config as `model.layers.{num_hidden_layers + i}.*`: they load in BF16 only if the target's exclude list covers those names.",
     ),
 )

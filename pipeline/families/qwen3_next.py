@@ -1,10 +1,9 @@
 """Qwen3-Next: one MTP block under `mtp.` (fc, two pre-fc norms, a final norm) and `mtp.layers.{i}.`.
 
-Facts: shared/facts/step3p7-mtp.md §9 (Qwen3-Next row). vLLM's `Qwen3NextMTP` renames `mtp.` to
-`model.` and reads the embedding and `lm_head` by name; both are shared with the target, so the
-draft ships BF16 copies of the source's (as Step ships its embedding) for a loader that insists
-on every parameter. The MTP layers count from 0, and vLLM assumes one layer when the config lacks
-`num_nextn_predict_layers`, as the released config appears to.
+Facts: shared/facts/vllm-loaders.md §1-§2, re-read in vLLM 0.33.0's `qwen3_next_mtp.py`.
+`Qwen3NextMTP` renames `mtp.` to `model.` and reads the embedding and `lm_head` by name; vLLM
+replaces both with the target's, so copies ship only with `shared_weights: copy`. The MTP layers
+count from 0, and vLLM assumes one layer when the config lacks `num_nextn_predict_layers`.
 """
 
 from __future__ import annotations
@@ -12,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipeline.families.base import Attention, ExtraTensor, Family, Geometry, LayerTensor, LoaderRules, optional_flag, require_int
+from pipeline.families import loader_names
+from pipeline.families.base import Attention, ExtraTensor, Family, Geometry, LayerTensor, QuantModule, optional_flag, require_int
 from pipeline.families.common import (
     EMBED_AND_HEAD_COPIES,
-    EXPERT_FUSION_EXEMPT,
-    EXPERT_RENAMES,
-    GATE_UP_FUSIONS,
-    QKV_FUSIONS,
     gqa_attention,
     layer_norms,
+    moe_quant_modules,
     routed_experts,
     shared_experts,
 )
@@ -70,9 +67,20 @@ def _fc(g: Geometry) -> tuple[int, ...]:
     return (g.hidden_size, 2 * g.hidden_size)  # over [embedding, hidden]
 
 
+# vLLM module prefixes: the predictor is built under `mtp` (qwen3_next_mtp.py:194-196). `fc` is
+# forced unquantized under modelopt_fp4 (:70-87); lm_head has no quant_config (:198-202); the
+# router and shared-expert gate are built unquantized (qwen3_next.py:191-203).
+LAYER = "mtp.layers.{layer}."
+QUANT_MODULES = (
+    QuantModule(f"{LAYER}self_attn.qkv_proj", "linear", ("q_proj", "k_proj", "v_proj")),
+    QuantModule(f"{LAYER}self_attn.o_proj"),
+    *moe_quant_modules(LAYER, "shared_expert"),
+    QuantModule("mtp.fc", unquantized_under=("modelopt_fp4",)),
+)
+
 QWEN3_NEXT = Family(
     name="qwen3_next",
-    summary="Qwen3-Next: the mtp.* block (fc, norms, 1 MoE layer) plus copies of embed_tokens and lm_head",
+    summary="Qwen3-Next: the mtp.* block (fc, norms, 1 MoE layer); embed_tokens and lm_head are optional copies",
     vllm_class="Qwen3NextMTP",
     route_model_types=("qwen3_next",),
     route_architectures=(),
@@ -88,21 +96,7 @@ QWEN3_NEXT = Family(
     extra_tensors=EMBED_AND_HEAD_COPIES,
     per_layer_arrays=(),
     mtp_layer_type=FULL,
-    loader=LoaderRules(
-        skip_substrings=("rotary_emb.inv_freq",),
-        layer_prefixes=(),
-        keep_substrings=("embed_tokens", "lm_head"),
-        block_exempt=(),
-        block_infix="",
-        fusions=QKV_FUSIONS + GATE_UP_FUSIONS,
-        fusion_exempt=EXPERT_FUSION_EXEMPT,
-        renames=(),
-        embed_marker="embed_tokens",
-        embed_param="model.embed_tokens.weight",
-        keep_prefixes=("mtp.",),
-        pattern_renames=EXPERT_RENAMES,
-        prefix_renames=(("mtp.", "model."),),
-    ),
+    replay=loader_names.qwen3_next_mtp,
     read_geometry=read_geometry,
     block_tensors=(
         _block("fc.weight", _fc),
@@ -114,17 +108,21 @@ QWEN3_NEXT = Family(
     param_prefix="model.layers.{layer}.",
     count_key=COUNT_KEY,
     count_default=COUNT_DEFAULT,
+    quant_modules=QUANT_MODULES,
+    unknown_name_error="ValueError",
+    vllm_file="qwen3_next_mtp.py",
     facts=(
-        "facts §9: model_type qwen3_next routes to qwen3_next_mtp (Qwen3NextMTP); mtp. is remapped to model.",
-        "facts §9: vLLM reads num_nextn_predict_layers with default 1; the released config appears to lack it (unverified), so 1 is assumed",
-        "facts §9: tensors mtp.fc [H, 2H], mtp.pre_fc_norm_{embedding,hidden}, mtp.norm and mtp.layers.0.* (full attention, routed and shared experts)",
-        "facts §9: embedding and lm_head are shared with the target; the copies ship for the loader's name check",
-        "unverified: q_proj projects query and gate together (2 x heads x head_dim rows) when attn_output_gate is true, its default",
-        "unverified: a checkpoint with more than one MTP layer numbers them mtp.layers.{0..n-1} under one shared fc and norms",
+        "vLLM 0.33.0 config/speculative.py:908-913: model_type qwen3_next routes to Qwen3NextMTP",
+        "vLLM 0.33.0 qwen3_next_mtp.py:63: num_nextn_predict_layers defaults to 1",
+        "unverified: the released config lacks num_nextn_predict_layers, so one MTP layer is assumed",
+        "vLLM 0.33.0 qwen3_next_mtp.py:230-245: keeps mtp.* and names with embed_tokens or lm_head, renames mtp. to model.; qwen3_next.py:634-645 fuses q/k/v and gate/up; routed experts load into experts.routed_experts.{w13,w2}_weight",
+        "vLLM 0.33.0 qwen3_next_mtp.py:89-96: the MTP layers are mtp.layers.{0..n-1} under one shared fc and norms, full attention",
+        "vLLM 0.33.0 qwen3_next_mtp.py:70-87: mtp.fc is forced unquantized under modelopt_fp4; every other MTP linear takes the target's quant_config",
+        "vLLM 0.33.0 llm_base_proposer.py:1418-1575: embed_tokens and lm_head are replaced by the target's",
+        "vLLM 0.33.0 qwen3_next.py:314-324: q_proj projects query and gate together (2 x heads x head_dim rows) when attn_output_gate is true, its default",
     ),
     card_notes=(
         "vLLM assumes one MTP layer when the config has no `num_nextn_predict_layers`; set `num_speculative_tokens` explicitly.",
-        "`mtp.fc` must stay unquantized; vLLM already forces it so under `modelopt_fp4`.",
-        "The draft ships BF16 copies of the source's `embed_tokens` and `lm_head`; the MTP block shares both with the target at run time.",
+        "vLLM builds the `mtp.*` block with the target's quantization config: it loads in BF16 only if the target's exclude list covers `mtp.*` (`mtp.fc` is forced unquantized under `modelopt_fp4`).",
     ),
 )

@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.families import loader_names
 from pipeline.families.base import (
     Attention,
     ExtraTensor,
     Family,
     Geometry,
     LayerTensor,
-    LoaderRules,
     config_value,
     require_int,
 )
@@ -123,31 +123,19 @@ STEP3P7 = Family(
     ),
     per_layer_arrays=("layer_types", "rope_theta", "partial_rotary_factors", "swiglu_limits", "swiglu_limits_shared", "use_rope_layers"),
     mtp_layer_type=SLIDING,
-    loader=LoaderRules(
-        skip_substrings=("rotary_emb.inv_freq",),
-        layer_prefixes=("model.layers.{layer}.", "layers.{layer}."),
-        keep_substrings=("embed_tokens",),
-        block_exempt=("embed_tokens", "enorm", "hnorm", "eh_proj", "shared_head"),
-        block_infix="mtp_block.",
-        fusions=(
-            ("q_proj", "qkv_proj"),
-            ("k_proj", "qkv_proj"),
-            ("v_proj", "qkv_proj"),
-            ("gate_proj", "gate_up_proj"),
-            ("up_proj", "gate_up_proj"),
-        ),
-        fusion_exempt=("experts", "moe"),
-        renames=((".transformer.", "."), ("shared_head.output", "shared_head.head")),
-        embed_marker="embed_tokens",
-        embed_param="model.embed_tokens.weight",
-        # The loader also accepts bare `layers.{45..47}.` and fills `model.layers.*` from it (facts §6 step 2).
-        prefix_renames=(("layers.", "model.layers."),),
-    ),
+    replay=loader_names.step3p5_mtp,
     read_geometry=read_geometry,
+    quantization_from="draft",
+    shared_weights="copy",
+    shared_weights_choices=("copy",),
+    vllm_file="step3p5_mtp.py",
     facts=(
-        "vLLM Step3p5MTP.load_weights: keeps model.layers.{45..47}.* and embed_tokens, inserts .mtp_block.",
-        "SpeculativeConfig.hf_config_override routes model_type step3p5/step3p7 to Step3p5MTP",
-        "per-layer arrays need num_hidden_layers + num_nextn_predict_layers entries (IndexError otherwise)",
+        "vLLM 0.33.0 config/speculative.py:1039-1050: model_type step3p5/step3p7 (or architecture Step3p5ForCausalLM/Step3p7ForConditionalGeneration) routes to Step3p5MTP",
+        "vLLM 0.33.0 step3p5_mtp.py:162-171: the module is built from the draft's own config and quantization, so a draft without quantization_config loads BF16",
+        "vLLM 0.33.0 step3p5_mtp.py:202-301: keeps model.layers.{45..47}.* and names with embed_tokens; .mtp_block. replaces model.layers.L. (:323-345), so bare layers.L.* and model.language_model.layers.L.* end in KeyError",
+        "vLLM 0.33.0 step3p5_mtp.py:302-320: every declared parameter must be loaded (per-layer heads included); the embedding is required by name",
+        "vLLM 0.33.0 step3p5_mtp.py:159-160 (has_own_lm_head): the per-layer heads stay; the embedding is replaced by the target's when pipeline parallelism is 1",
+        "vLLM 0.33.0 step3p5.py:65-68: _get_layer_type indexes layer_types + mtp_layer_types at layers 45-47, so layer_types needs 48 entries (transformers' Step3p7TextConfig moves the tail into mtp_layer_types); 45 entries give IndexError",
     ),
     card_notes=(
         "Norm weights are zero-centred: vLLM computes `x * (1 + w)`. A consumer that applies a plain RMSNorm must add 1 to these weights, or acceptance falls to zero.",

@@ -41,7 +41,7 @@ def build(ctx: Context, today: str, *, locked: bool) -> BuildResult:
     """Run the build stages, inspect the target, and write the lock (or, locked, refuse any difference)."""
     stages = run_stages(ctx, BUILD_STAGES)
     finding = inspect_summary(inspect_recipe(ctx, today))
-    lock, changed = write_or_check(ctx.recipe, ctx.workdir, ctx.artifacts, locked=locked, inspect=finding)
+    lock, changed = write_or_check(ctx.recipe, ctx.workdir, ctx.artifacts, locked=locked, inspect=finding, source=ctx.source("source"))
     state = "reproduced" if locked else ("updated" if changed else "unchanged")
     ctx.out.info(f"inspect: {finding['verdict']}: {finding['summary']}")
     ctx.out.info(f"lock: {lock} {state}")

@@ -8,6 +8,10 @@ a malformed header, or an index entry its shard's header lacks.
 
 The verdict:
 
+- `incompatible` when the family builds its MTP with the target's quantization config (every
+  family but Step, vLLM 0.33.0) and that config's exclude list does not cover every MTP module as
+  vLLM matches it: the BF16 draft would be loaded into quantized modules. The reason names the
+  uncovered modules and the exclude entries missing (`pipeline.families.quant_excludes`).
 - `incompatible` when draft and target disagree on `hidden_size`, `vocab_size`,
   `num_hidden_layers` or the family's MTP layer count (or the target does not declare one; an
   absent count takes the family's default, 1 for Qwen3-Next as in vLLM), or when a vocabulary
@@ -16,8 +20,9 @@ The verdict:
   do not decide: quantizing exports re-save them (chat templates, field order) without touching
   the token ids a draft depends on.
 - `redundant` when the target ships every MTP tensor the draft would ship, unquantized, with the
-  shape the config implies, under a name the family's vLLM loader reads, and its per-layer config
-  arrays cover every MTP layer. Then pointing vLLM at the target alone gives the same MTP.
+  shape the config implies, under a name the family's vLLM loader reads, its per-layer config
+  arrays cover every MTP layer and (for the families built from the target's config) its exclude
+  list covers every MTP module. Then pointing vLLM at the target alone gives the same MTP.
 - `needed` otherwise, with the reasons. Two cases are `needed` although the tensors are there:
   - MTP tensors found only under a namespace the loader does not read (for Step,
     `model.language_model.layers.N.*`): vLLM's Step3p5MTP loader has no name mapper and would
@@ -46,7 +51,7 @@ from pipeline.checkpoint.sources import ModelSource
 from pipeline.errors import InputError
 from pipeline.families import ExpectedTensor, Family, Geometry
 from pipeline.families.base import config_value
-from pipeline.families.loader_names import vllm_param_name
+from pipeline.families.quant_excludes import QUANT_CONFIG_FILE, Coverage, describe, mtp_coverage
 from pipeline.flows.inspect_report import (
     ArrayCoverage,
     FoundTensor,
@@ -115,6 +120,7 @@ def inspect(
             for key in (*GEOMETRY_KEYS, family.count_key)
         ),
         tokenizer=_tokenizer_files(source, target),
+        quantization=_quantization(target, family, geometry, target_config),
     )
     verdict, reasons = _verdict(evidence, family, geometry)
     return replace(evidence, verdict=verdict, reasons=reasons, notes=_notes(evidence))
@@ -136,10 +142,25 @@ def _ref_name(ref: ModelRef) -> str:
     return ref.repo_id if isinstance(ref, HubRef) else str(ref)
 
 
+def _quantization(target: ModelSource, family: Family, geometry: Geometry, config: Mapping[str, Any]) -> tuple[Coverage, str] | None:
+    """How the target's quantization config treats the MTP modules, for families built from it."""
+    quant_file = (
+        json.loads(target.read(QUANT_CONFIG_FILE))
+        if config.get("quantization_config") is None and target.exists(QUANT_CONFIG_FILE)
+        else None
+    )
+    try:
+        result = mtp_coverage(family, geometry, config, quant_file)
+    except ValueError as exc:
+        raise InputError(f"{target.label}: {exc}") from None
+    return None if result is None else (result, describe(family, result))
+
+
 def _expected_mtp(family: Family, geometry: Geometry) -> list[ExpectedTensor]:
-    """The draft's MTP-layer tensors; the extras (the embedding) every target has anyway are left out."""
+    """The draft's MTP-layer tensors; the extras (the embedding) every target has anyway, and the
+    copies vLLM replaces with the target's own, are left out."""
     extras = {extra.name for extra in family.extra_tensors}
-    return [tensor for tensor in family.expected_tensors(geometry) if tensor.name not in extras]
+    return [tensor for tensor in family.expected_tensors(geometry) if tensor.name not in extras and not tensor.shared]
 
 
 def _locate(
@@ -155,12 +176,13 @@ def _locate(
         else:
             located.append((tensor, name, index.weight_map[name]))
     headers = {shard: read_shard_header(target, shard) for shard in sorted({shard for _, _, shard in located})}
+    declared = family.declared_params(geometry)
     found = []
     for tensor, name, shard in located:
         entry = headers[shard].tensors.get(name)
         if entry is None:
             raise InputError(f"{target.label}: {INDEX_FILE}: weight_map.{name} points at {shard}, whose header lacks it")
-        loadable = vllm_param_name(family.loader, name, geometry.mtp_layers) is not None
+        loadable = family.replay(name, geometry, declared) == tensor.param
         found.append(FoundTensor(tensor.name, name, shard, entry.dtype, entry.shape, tensor.shape, loadable))
     return tuple(found), tuple(missing)
 
@@ -173,7 +195,7 @@ def _namespace(family: Family, geometry: Geometry, name: str) -> str:
 
 def _unexpected(family: Family, geometry: Geometry, index: WeightIndex, expected: list[ExpectedTensor]) -> tuple[str, ...]:
     """Index keys under an MTP layer that the family does not list (e.g. NVFP4 `weight_scale`s)."""
-    known = {name for tensor in expected for name in tensor.source_names}
+    known = family.known_source_names(geometry)
     prefixes = tuple(prefix for prefix, _ in family.mtp_prefixes(geometry.mtp_layers))
     return tuple(sorted(name for name in index.weight_map if name.startswith(prefixes) and name not in known))
 
@@ -228,6 +250,8 @@ def _same_json(source: ModelSource, target: ModelSource, name: str) -> bool:
 def _verdict(report: InspectReport, family: Family, geometry: Geometry) -> tuple[Verdict, tuple[str, ...]]:
     """The verdict and its reasons, from the evidence gathered in `report`."""
     conflicts = _incompatibilities(report)
+    if report.quantization is not None and not report.quantization[0].covered:
+        conflicts += (report.quantization[1],)
     if conflicts:
         return "incompatible", conflicts
     gaps = _gaps(report, family, geometry)
@@ -235,7 +259,8 @@ def _verdict(report: InspectReport, family: Family, geometry: Geometry) -> tuple
         return "needed", gaps
     arrays = f"the target's per-layer arrays cover all {geometry.total_layers} layers" if family.per_layer_arrays else None
     shipped = f"the target ships all {report.mtp_expected} MTP tensors of layers {_layers(geometry)} unquantized under {', '.join(report.mtp_namespaces)}"
-    return "redundant", (shipped, *([arrays] if arrays else []))
+    excluded = report.quantization[1] if report.quantization is not None else None
+    return "redundant", (shipped, *([arrays] if arrays else []), *([excluded] if excluded else []))
 
 
 def _incompatibilities(report: InspectReport) -> tuple[str, ...]:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pipeline.families.quant_excludes import Coverage, missing_patterns
+
 SCHEMA = "mtp-inspect/v1"
 Verdict = Literal["needed", "redundant", "incompatible"]
 # Unquantized weight dtypes; anything else on an MTP weight (U8, F8_*, I8) is a quantized form.
@@ -111,6 +113,9 @@ class InspectReport:
     arrays: tuple[ArrayCoverage, ...]
     geometry: tuple[GeometryRow, ...]
     tokenizer: tuple[TokenizerFile, ...]
+    # Families built from the target's quantization config: the coverage of the MTP modules and
+    # its one-line reading; None for Step, whose MTP uses the draft's own config.
+    quantization: tuple[Coverage, str] | None = None
 
     @property
     def mtp_quantized(self) -> tuple[FoundTensor, ...]:
@@ -134,6 +139,10 @@ class InspectReport:
         parts = [_mtp_phrase(self), _arrays_phrase(self)]
         parts += [f"{row.key} differs (draft {row.source_value}, target {row.target_value})" for row in self.geometry if not row.agrees]
         parts += [f"{file.name} differs" for file in self.tokenizer if file.conflicts]
+        if self.quantization is not None and not self.quantization[0].covered:
+            coverage = self.quantization[0]
+            missing = ", ".join(missing_patterns(coverage)) or "its quantization method is not replayed"
+            parts.append(f"vLLM would load the MTP quantized with the target's config (exclude list misses {missing})")
         return f"checked against {self.checked_against}: " + "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -171,6 +180,15 @@ class InspectReport:
                 }
                 for f in self.tokenizer
             ],
+            "quantization": (
+                {
+                    **self.quantization[0].to_json(),
+                    "missing_patterns": list(missing_patterns(self.quantization[0])),
+                    "reading": self.quantization[1],
+                }
+                if self.quantization is not None
+                else None
+            ),
         }
 
     def render(self) -> str:
@@ -181,6 +199,8 @@ class InspectReport:
         lines.append("geometry: " + ", ".join(_geometry_state(g) for g in self.geometry))
         lines.append("arrays: " + (", ".join(f"{a.field} {a.length}/{a.needed}" for a in self.arrays if a.length) or "none per layer"))
         lines.append("tokenizer: " + (", ".join(f"{f.name} {_tokenizer_state(f)}" for f in self.tokenizer) or "no tokenizer files"))
+        if self.quantization is not None:
+            lines.append(f"quantization: {self.quantization[1]}")
         return "\n".join(lines)
 
 

@@ -11,7 +11,6 @@ lock, and it can only dry-run. `summary_markdown` renders a report for a CI job 
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
 from pipeline import __version__
-from pipeline.card.render import escape_cell
+from pipeline.card.markdown import escape_cell, fenced
 from pipeline.checkpoint.files import atomic_write_bytes
 from pipeline.errors import CheckFailed, InputError
 from pipeline.flows.runner import BUILD_STAGES, run_stages
@@ -96,7 +95,7 @@ def _check_lock(ctx: Context) -> dict[str, Any]:
     """The committed lock must be what this build produces (inspect aside: it is re-checked at publish)."""
     lock_path = ctx.artifacts.lock
     committed = _committed_lock(ctx)
-    diff = differences(committed, build_lock(ctx.recipe, ctx.workdir, committed.get("inspect")))
+    diff = differences(committed, build_lock(ctx.recipe, ctx.workdir, committed.get("inspect"), ctx.source("source")))
     if diff:
         more = f" (and {len(diff) - 1} more)" if len(diff) > 1 else ""
         raise CheckFailed(f"{lock_path}: the build does not reproduce the lock at {diff[0]}{more}")
@@ -292,12 +291,6 @@ def _outcome(report: ReleaseReport, dry_run: bool) -> str:
     return f"published: {commit}; {tag}; {result.uploaded_bytes:,d} bytes uploaded"
 
 
-def _fenced(text: str, info: str = "") -> str:
-    """A Markdown code block whose fence no run of backticks inside `text` can close early."""
-    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
-    return f"{fence}{info}\n{text.rstrip()}\n{fence}\n"
-
-
 def summary_markdown(draft: str, report: ReleaseReport, dry_run: bool, limit: int = SUMMARY_LIMIT_BYTES) -> str:
     """The plan, the outcome and the card diff as Markdown for a CI job summary, at most `limit` bytes.
 
@@ -329,7 +322,7 @@ def summary_markdown(draft: str, report: ReleaseReport, dry_run: bool, limit: in
     if len(diff.encode()) > room:
         kept = diff.encode()[: max(room, 0)].decode(errors="ignore").rpartition("\n")[0]
         diff = f"{kept}\n... cut: {len(diff.encode()) - len(kept.encode()):,d} more bytes are in the job log\n"
-    return _cut(head + title + _fenced(diff, "diff") + tail, limit)
+    return _cut(head + title + fenced(diff, "diff") + tail, limit)
 
 
 def _cut(text: str, limit: int) -> str:

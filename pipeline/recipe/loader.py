@@ -106,6 +106,9 @@ class Recipe:
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
     card: CardOptions = field(default_factory=CardOptions)
     benchmarks: Any = None
+    # Ship the embedding/head copies vLLM replaces with the target's (`copy`) or not (`omit`);
+    # the family's default when the recipe is silent (`omit` except Step, which always copies).
+    shared_weights: str = "copy"
 
     @property
     def folder(self) -> Path:
@@ -295,9 +298,15 @@ def _benchmarks(value: object) -> Any:
 def parse_recipe(data: object, path: Path, name: str) -> Recipe:
     """Build a Recipe from already-loaded YAML; raises ValueError naming the field."""
     from pipeline.families import FAMILIES
+    from pipeline.families.base import SHARED_WEIGHTS_CHOICES
 
     top = Section(data, "")
     family = top.convert("family", _choice(tuple(FAMILIES)), required=True)
+    shared_weights = top.convert(
+        "shared_weights",
+        lambda value: FAMILIES[family].with_shared_weights(_choice(SHARED_WEIGHTS_CHOICES)(value)).shared_weights,
+        FAMILIES[family].shared_weights,
+    )
     destination = top.get("destination")
     recipe = Recipe(
         name=name,
@@ -314,6 +323,7 @@ def parse_recipe(data: object, path: Path, name: str) -> Recipe:
         max_shard_bytes=top.convert("max_shard_size", parse_size, DEFAULT_MAX_SHARD_BYTES),
         card=top.convert("card", _card, CardOptions()),
         benchmarks=top.convert("benchmarks", _benchmarks, None),
+        shared_weights=shared_weights,
     )
     top.finish()
     _check_release_fields(recipe)

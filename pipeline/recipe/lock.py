@@ -4,6 +4,10 @@ Written by a build from its fetch, extract and verify records and committed, so 
 release as a diff; a `--locked` build must reproduce it exactly or stop, naming what differs.
 Fields that cannot be known yet (a draft whose source was never fetched) are listed under
 `unresolved` instead of being filled with invented values.
+
+`source.shard_sha256` records the Hub's LFS sha256 of every source shard holding a draft tensor,
+so `watch` can tell from a file listing alone whether a new source commit changed the draft's
+bytes. Locks written before it existed lack it; a lock without it still reproduces.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import __version__
 from pipeline.checkpoint.files import atomic_write_bytes, atomic_write_json
@@ -21,11 +25,16 @@ from pipeline.families import Family, Geometry
 from pipeline.recipe.layout import Artifacts, Workdir
 from pipeline.recipe.loader import HubRef, LocalRef, ModelRef, Recipe
 
+if TYPE_CHECKING:
+    from pipeline.checkpoint.sources import ModelSource
+
 SCHEMA = "mtp-draft-lock/v1"
 LOCK_FILE = "draft.lock.json"
 REVIEWED_CONFIG = "config.json"
 UNLOCKED_KEYS = ("tool_version", "inspect")
 DIFF_ORDER = ("source", "target", "tensors", "files", "verify", "inspect")
+# Fields added after the first locks were committed: a committed lock that lacks one is not a difference.
+LATER_FIELDS = ("source.shard_sha256",)
 
 
 def _ref(ref: ModelRef, commit: str | None) -> dict[str, Any]:
@@ -34,8 +43,14 @@ def _ref(ref: ModelRef, commit: str | None) -> dict[str, Any]:
     return {"kind": "hub", "repo": ref.repo_id, "revision": ref.revision, "commit": commit}
 
 
-def build_lock(recipe: Recipe, workdir: Workdir, inspect: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The lock document for a finished, verified build in `workdir`."""
+def build_lock(
+    recipe: Recipe, workdir: Workdir, inspect: Mapping[str, Any] | None = None, source: ModelSource | None = None
+) -> dict[str, Any]:
+    """The lock document for a finished, verified build in `workdir`.
+
+    `source` is the opened source the build read; its file listing gives each shard's LFS sha256
+    (None for a local folder). Without it the lock has no `shard_sha256`.
+    """
     fetch = _read(workdir.fetch_manifest)
     extract = _read(workdir.extract_report)
     verify = _read(workdir.verify_report)
@@ -65,6 +80,7 @@ def build_lock(recipe: Recipe, workdir: Workdir, inspect: Mapping[str, Any] | No
             "citation": _citation(workdir),
             "files": {name: {"size": f["size"], "sha256": f["sha256"]} for name, f in sorted(source_files.items())},
             "shards_read": shards_read,
+            **({"shard_sha256": {shard: source.lfs_sha256(shard) for shard in shards_read}} if source is not None else {}),
         },
         "target": {
             **_ref(recipe.target, fetch["target"]["commit"]),
@@ -138,7 +154,8 @@ def differences(expected: Mapping[str, Any], actual: Mapping[str, Any], path: st
     """Dotted paths where two lock documents differ.
 
     The tool version may differ (a newer tool may rebuild the same bytes), and so may `inspect`:
-    it describes the target on the day it was checked, and publish checks it again.
+    it describes the target on the day it was checked, and publish checks it again. A field of
+    `LATER_FIELDS` that the expected (committed) lock lacks is not compared.
     """
     found: list[str] = []
     if isinstance(expected, Mapping) and isinstance(actual, Mapping):
@@ -147,6 +164,8 @@ def differences(expected: Mapping[str, Any], actual: Mapping[str, Any], path: st
             keys.sort(key=lambda k: DIFF_ORDER.index(k) if k in DIFF_ORDER else len(DIFF_ORDER))
         for key in keys:
             if key in UNLOCKED_KEYS and not path:
+                continue
+            if f"{path}.{key}" in LATER_FIELDS and key not in expected:
                 continue
             found += differences(expected.get(key), actual.get(key), f"{path}.{key}" if path else key)  # type: ignore[arg-type]
     elif isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
@@ -172,7 +191,13 @@ def pinned(ref: ModelRef, locked: Mapping[str, Any] | None) -> ModelRef:
 
 
 def write_or_check(
-    recipe: Recipe, workdir: Workdir, artifacts: Artifacts, *, locked: bool, inspect: Mapping[str, Any] | None = None
+    recipe: Recipe,
+    workdir: Workdir,
+    artifacts: Artifacts,
+    *,
+    locked: bool,
+    inspect: Mapping[str, Any] | None = None,
+    source: ModelSource | None = None,
 ) -> tuple[Path, bool]:
     """Write the lock and reviewed config into the draft's artifacts folder, or (locked) refuse any difference.
 
@@ -182,7 +207,7 @@ def write_or_check(
     committed = load_lock(lock_path)
     if committed and inspect and _same_finding(committed.get("inspect"), inspect):
         inspect = committed["inspect"]  # an unchanged finding keeps its date, so the lock does not churn daily
-    fresh = build_lock(recipe, workdir, inspect)
+    fresh = build_lock(recipe, workdir, inspect, source)
     config_path = artifacts.config
     built_config = (workdir.draft / REVIEWED_CONFIG).read_bytes()
     if locked:

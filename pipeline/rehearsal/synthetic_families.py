@@ -49,6 +49,8 @@ class FamilySpec:
     shards: int = 4
     seed: int = 0
     license: str = "apache-2.0"
+    # False: a GLM-4.6-shaped source, whose MTP layer has no embed_tokens / shared_head.head of its own.
+    per_layer_heads: bool = True
 
 
 def _text(spec: FamilySpec) -> dict[str, Any]:
@@ -160,22 +162,57 @@ NVFP4_CONFIG = {
     "kv_cache_quant_algo": "FP8",
     "ignore": ["lm_head"],
 }
+# The exclude entry that keeps each family's MTP unquantized, in vLLM module names (the form
+# nvidia/DeepSeek-R1-FP4 uses, `model.layers.61*`); MiMo's modules are `model.layers.{nh+i}`.
+MTP_EXCLUDES = {"deepseek_v3": "model.layers.{nh}*", "glm4_moe": "model.layers.{nh}*", "qwen3_next": "mtp*", "mimo": "model.layers.{nh}*"}
+QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
 
-def family_config(family_name: str, spec: FamilySpec = FamilySpec(), *, quantized: bool = False) -> dict[str, Any]:
+def quantization_config(family_name: str, spec: FamilySpec, *, form: str = "modelopt", mtp_excluded: bool = True) -> dict[str, Any]:
+    """A target's `quantization_config` in one of vLLM's three exclude-list forms, covering the MTP or not."""
+    pattern = MTP_EXCLUDES[family_name].format(nh=spec.num_hidden_layers)
+    if form == "modelopt":
+        return {**NVFP4_CONFIG, "ignore": ["lm_head", *([pattern] if mtp_excluded else [])]}
+    if form == "compressed-tensors":
+        regex = "re:" + pattern.replace(".", "\\.").replace("*", ".*")
+        return {
+            "quant_method": "compressed-tensors",
+            "format": "nvfp4-pack-quantized",
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": {"num_bits": 4, "type": "float", "group_size": 16}}},
+            "ignore": ["lm_head", *([regex] if mtp_excluded else [])],
+        }
+    if form == "fp8":
+        family = FAMILIES[family_name]
+        modules = family.quant_module_prefixes(family.read_geometry(CONFIGS[family_name](spec)))
+        return {
+            "quant_method": "fp8",
+            "activation_scheme": "dynamic",
+            "weight_block_size": [128, 128],
+            "modules_to_not_convert": ["lm_head", *([m.prefix for m in modules if m.kind != "head"] if mtp_excluded else [])],
+        }
+    raise ValueError(f"form must be one of {', '.join(QUANT_FORMS)}")
+
+
+def family_config(
+    family_name: str, spec: FamilySpec = FamilySpec(), *, quantized: bool = False, form: str = "modelopt", mtp_excluded: bool = True
+) -> dict[str, Any]:
     """The tiny config.json of a non-Step family's source (or, quantized, its target)."""
     if family_name not in CONFIGS:
         raise ValueError(f"family must be one of {', '.join(CONFIGS)}")
     config = CONFIGS[family_name](spec)
     if quantized:
-        config["quantization_config"] = dict(NVFP4_CONFIG)
+        config["quantization_config"] = quantization_config(family_name, spec, form=form, mtp_excluded=mtp_excluded)
     return config
 
 
-def mtp_tensors(family: Family, config: dict[str, Any]) -> list[SyntheticTensor]:
-    """The family's MTP tensors under their first source name, BF16; the extras are backbone tensors."""
+def mtp_tensors(family: Family, config: dict[str, Any], *, per_layer_heads: bool = True) -> list[SyntheticTensor]:
+    """Every MTP tensor the family knows (shared copies included) under its first source name, BF16;
+    the extras are backbone tensors. Without `per_layer_heads` the layer's own shared copies are left out."""
+    full = family.with_shared_weights("copy")
     extras = {extra.name for extra in family.extra_tensors}
-    expected = [t for t in family.expected_tensors(family.read_geometry(config)) if t.name not in extras]
+    expected = [
+        t for t in full.expected_tensors(family.read_geometry(config)) if t.name not in extras and (per_layer_heads or not t.shared)
+    ]
     return [SyntheticTensor(t.source_names[0], "BF16", t.shape, MTP_SEED_BASE + i) for i, t in enumerate(expected)]
 
 
@@ -222,19 +259,28 @@ def write_family_source(folder: Path, family_name: str, spec: FamilySpec = Famil
         return write_source(folder, _step_spec(spec))
     config = family_config(family_name, spec)
     _write_files(folder, family_name, config, spec, None)
-    tensors = _backbone(spec, quantized=False) + mtp_tensors(FAMILIES[family_name], config)
+    tensors = _backbone(spec, quantized=False) + mtp_tensors(FAMILIES[family_name], config, per_layer_heads=spec.per_layer_heads)
     write_shards(folder, scatter(tensors, spec.shards, spec.seed), spec.seed, shard_names(spec.shards))
     return folder
 
 
 def write_family_target(
-    folder: Path, family_name: str, spec: FamilySpec = FamilySpec(), variant: str = "no-mtp", source_repo: str | None = None
+    folder: Path,
+    family_name: str,
+    spec: FamilySpec = FamilySpec(),
+    variant: str = "no-mtp",
+    source_repo: str | None = None,
+    *,
+    form: str = "modelopt",
+    mtp_excluded: bool = True,
 ) -> Path:
     """An NVFP4-like target of `family_name`; `variant` chooses which inspect verdict it should get.
 
     `no-mtp` ships no MTP tensors (its config still declares them), `mtp-shard` adds the complete
     BF16 MTP in its own shard, `incomplete-mtp` the same minus one tensor, and `other-vocab` /
-    `other-hidden` double the vocabulary or the hidden size.
+    `other-hidden` double the vocabulary or the hidden size. `form` picks the quantization config's
+    exclude-list form (ModelOpt, compressed-tensors or FP8) and `mtp_excluded` whether that list
+    covers the MTP layer (without it, vLLM would quantize the MTP: `incompatible`). Step ignores both.
     """
     if variant not in TARGET_VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(TARGET_VARIANTS)}")
@@ -244,13 +290,14 @@ def write_family_target(
         spec = replace(spec, vocab_size=spec.vocab_size * 2)
     if variant == "other-hidden":
         spec = replace(spec, hidden_size=spec.hidden_size * 2)
-    config = family_config(family_name, spec, quantized=True)
+    config = family_config(family_name, spec, quantized=True, form=form, mtp_excluded=mtp_excluded)
     _write_files(folder, family_name, config, spec, source_repo)
-    (folder / "hf_quant_config.json").write_bytes(
-        dump_json(
-            {"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8", "group_size": 16}}
+    if form == "modelopt":
+        (folder / "hf_quant_config.json").write_bytes(
+            dump_json(
+                {"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8", "group_size": 16}}
+            )
         )
-    )
     backbone = _backbone(spec, quantized=True)
     count = max(2, spec.shards - 1)
     groups, names = [backbone[i::count] for i in range(count)], shard_names(count)
@@ -262,4 +309,4 @@ def write_family_target(
     return folder
 
 
-__all__ = ["CONFIGS", "TARGET_VARIANTS", "FamilySpec", "family_config", "write_family_source", "write_family_target"]
+__all__ = ["CONFIGS", "QUANT_FORMS", "TARGET_VARIANTS", "FamilySpec", "family_config", "write_family_source", "write_family_target"]

@@ -54,7 +54,8 @@ class Context:
 
     @property
     def family(self) -> Family:
-        return FAMILIES[self.recipe.family]
+        """The recipe's family, configured with its `shared_weights` choice (checked when the recipe loads)."""
+        return FAMILIES[self.recipe.family].with_shared_weights(self.recipe.shared_weights)
 
     @property
     def artifacts(self) -> Artifacts:

@@ -34,10 +34,12 @@ from pipeline.checkpoint.readers import (
     read_weight_index,
 )
 from pipeline.checkpoint.safetensors_format import Header
+from pipeline.checkpoint.shared_copies import omitted_copies
 from pipeline.checkpoint.sources import ModelSource, WholeShardSource
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import ExpectedTensor, Family
 from pipeline.families.arrays import refuse_short_arrays
+from pipeline.families.quant_excludes import QUANT_CONFIG_FILE
 from pipeline.recipe.layout import Workdir
 from pipeline.recipe.loader import HubRef
 from pipeline.remote import ranged as blob_fetch
@@ -103,13 +105,13 @@ def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
     bytes_before = source.bytes_transferred
     index = read_weight_index(source)
     expected = family.expected_tensors(geometry)
-    _refuse_unknown_mtp_tensors(source.label, family, geometry.mtp_layers, index, expected)
+    _refuse_unknown_mtp_tensors(source.label, family, geometry.mtp_layers, index, family.known_source_names(geometry))
     selected = _select(source, index, expected)
 
     source_files = _copy_small_files(source, workdir.source_files, _source_small_files(source, config))
     _check_license(source, workdir.source_files, inputs.expected_license)
     read_config(target)
-    target_files = _copy_small_files(target, workdir.target_files, _target_small_files(target))
+    target_files = _copy_small_files(target, workdir.target_files, _target_small_files(target, family))
 
     records = _fetch_tensors(source, selected, workdir.blobs, inputs.connections, show_progress)
     needed = sum(item.nbytes for item in selected)
@@ -127,8 +129,7 @@ def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
     return FetchResult(workdir.fetch_manifest, source_commit, target_commit, len(records), needed, fetched)
 
 
-def _refuse_unknown_mtp_tensors(label: str, family: Family, mtp_layers: range, index: WeightIndex, expected: list[ExpectedTensor]) -> None:
-    known = {name for tensor in expected for name in tensor.source_names}
+def _refuse_unknown_mtp_tensors(label: str, family: Family, mtp_layers: range, index: WeightIndex, known: set[str]) -> None:
     prefixes = tuple(prefix for prefix, _ in family.mtp_prefixes(mtp_layers))
     unknown = sorted(name for name in index.weight_map if name.startswith(prefixes) and name not in known)
     if unknown:
@@ -165,8 +166,10 @@ def _source_small_files(source: ModelSource, config: dict[str, Any]) -> list[str
     return [name for name in dict.fromkeys(names) if source.exists(name) or name in auto_map_files(config)]
 
 
-def _target_small_files(target: ModelSource) -> list[str]:
-    names = [CONFIG_FILE, INDEX_FILE, CARD_FILE, *TOKENIZER_FILES]
+def _target_small_files(target: ModelSource, family: Family) -> list[str]:
+    # The legacy ModelOpt quantization file matters only where vLLM builds the MTP with the target's config.
+    quant = [QUANT_CONFIG_FILE] if family.quantization_from == "target" else []
+    names = [CONFIG_FILE, *quant, INDEX_FILE, CARD_FILE, *TOKENIZER_FILES]
     return [name for name in names if target.exists(name)]
 
 
@@ -266,6 +269,7 @@ def _inputs(ctx: Context) -> dict[str, Any]:
         "source": _source_identity(ctx, "source"),
         "target": _source_identity(ctx, "target"),
         "family": ctx.recipe.family,
+        "shared_weights": ctx.recipe.shared_weights,
         "license": ctx.recipe.license,
         "mode": ctx.recipe.fetch.mode,
     }
@@ -286,12 +290,16 @@ def _run(ctx: Context) -> StageOutcome:
     )
     ratio = result.bytes_fetched / max(result.bytes_needed, 1)
     ctx.out.info(f"fetch: {result.tensors} tensors, {result.bytes_fetched} bytes fetched for {result.bytes_needed} needed ({ratio:.4f}x)")
+    omitted = omitted_copies(ctx.source("source"), ctx.family)
+    if omitted.names:
+        ctx.out.info(f"fetch: {omitted.line()}")
     summary = {
         "source_commit": result.source_commit,
         "target_commit": result.target_commit,
         "tensors": result.tensors,
         "bytes_needed": result.bytes_needed,
         "bytes_fetched": result.bytes_fetched,
+        "shared_weights": {"choice": ctx.family.shared_weights, "omitted": list(omitted.names), "bytes_saved": omitted.source_bytes},
     }
     return [result.manifest], summary
 

@@ -38,8 +38,8 @@ from pipeline.checkpoint.safetensors_format import HEADER_LENGTH_BYTES, Header, 
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import Family
 from pipeline.families.arrays import short_arrays
-from pipeline.families.base import config_value
-from pipeline.families.loader_names import vllm_param_name
+from pipeline.families.base import Geometry, config_value
+from pipeline.families.quant_excludes import QUANT_CONFIG_FILE, describe, mtp_coverage
 from pipeline.recipe.layout import Workdir
 from pipeline.stages.context import Context, Stage, StageOutcome, file_digest, folder_state
 
@@ -69,6 +69,7 @@ class VerifyResult:
     passed: bool
     checks: tuple[Check, ...]
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    advisories: tuple[Check, ...] = ()
 
 
 @dataclass
@@ -112,7 +113,7 @@ def run(inputs: VerifyInputs) -> VerifyResult:
         _check_arrays(config, family, geometry),
         _check_no_quantization(config),
         _check_route(config, family),
-        _check_loader_names(family, geometry.mtp_layers, located, expected),
+        _check_loader_names(family, geometry, located, expected),
         _check_target_geometry(config, target_config),
         _check_auto_map(config, draft),
         _check_license(workdir, inputs.expected_license),
@@ -131,9 +132,19 @@ def run(inputs: VerifyInputs) -> VerifyResult:
     # What differs from the source, field by field, for the card's list of changed files.
     source_config = read_json(workdir.source_files / CONFIG_FILE, "run the fetch stage first")
     changes = {CONFIG_FILE: config_changes(source_config, config)}
-    report = {"schema": SCHEMA, "passed": passed, "checks": [c.__dict__ for c in checks], "files": files, "changes": changes}
+    # Not a check of the draft: whether the target lets vLLM build the MTP unquantized decides
+    # inspect's verdict (and a forced release's card), so verify records it without failing.
+    advisories = [_quantization_advisory(family, geometry, target_config, workdir)]
+    report = {
+        "schema": SCHEMA,
+        "passed": passed,
+        "checks": [c.__dict__ for c in checks],
+        "advisories": [a.__dict__ for a in advisories],
+        "files": files,
+        "changes": changes,
+    }
     atomic_write_json(workdir.verify_report, report)
-    result = VerifyResult(workdir.verify_report, passed, tuple(checks), files)
+    result = VerifyResult(workdir.verify_report, passed, tuple(checks), files, tuple(advisories))
     failed = [c for c in checks if not c.passed]
     if failed:
         others = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
@@ -327,18 +338,45 @@ def _check_route(config: Mapping[str, Any], family: Family) -> Check:
     )
 
 
-def _check_loader_names(family: Family, mtp_layers: range, located: Mapping[str, str], expected: Mapping[str, Any]) -> Check:
+def _check_loader_names(family: Family, geometry: Geometry, located: Mapping[str, str], expected: Mapping[str, Any]) -> Check:
+    """Replay the family's vLLM `load_weights` over every tensor: each must land on a declared
+    parameter, and every parameter the draft is meant to fill must be filled."""
+    declared = family.declared_params(geometry)
     wanted = {tensor.param for tensor in expected.values()}
+    release = f"vLLM {family.vllm_release} {family.vllm_class}"
     filled: set[str] = set()
     for name in sorted(located):
-        param = vllm_param_name(family.loader, name, mtp_layers)
-        if param is None or param not in wanted:
-            return Check("loader.names", False, f"{name} maps to {param or 'nothing'} under {family.vllm_class} rules")
+        param = family.replay(name, geometry, declared)
+        if param is None:
+            return Check("loader.names", False, f"{name}: {release} skips this tensor, so the draft must not ship it")
+        if param not in declared:
+            return Check(
+                "loader.names",
+                False,
+                f"{name} maps to {param}, which {release} does not declare ({family.unknown_name_error} while loading)",
+            )
         filled.add(param)
     unfilled = sorted(wanted - filled)
     if unfilled:
-        return Check("loader.names", False, f"{family.vllm_class} parameter {unfilled[0]} is filled by no tensor")
-    return Check("loader.names", True, f"{len(located)} tensors fill all {len(wanted)} {family.vllm_class} parameters")
+        return Check("loader.names", False, f"{release} parameter {unfilled[0]} is filled by no tensor")
+    return Check("loader.names", True, f"{len(located)} tensors fill {len(filled)} of the {len(declared)} parameters {release} declares")
+
+
+def _quantization_advisory(family: Family, geometry: Geometry, target_config: Mapping[str, Any], workdir: Workdir) -> Check:
+    if family.quantization_from == "draft":
+        return Check(
+            "target.mtp-quantization",
+            True,
+            f"{family.vllm_class} builds the MTP from the draft's own config, which has no quantization_config",
+        )
+    quant_path = workdir.target_files / QUANT_CONFIG_FILE
+    quant_file = read_json(quant_path, "run the fetch stage again") if quant_path.is_file() else None
+    try:
+        result = mtp_coverage(family, geometry, target_config, quant_file)
+    except ValueError as exc:
+        raise InputError(f"{workdir.target_files}: {exc}") from None
+    assert result is not None
+    return Check("target.mtp-quantization", result.covered, describe(family, result))
 
 
 def _check_target_geometry(config: Mapping[str, Any], target: Mapping[str, Any]) -> Check:
@@ -423,6 +461,9 @@ def _inputs(ctx: Context) -> dict[str, Any]:
 def _run(ctx: Context) -> StageOutcome:
     result = run(VerifyInputs(ctx.workdir, ctx.family, ctx.recipe.license))
     ctx.out.info(f"verify: {len(result.checks)} checks passed")
+    for advisory in result.advisories:
+        if not advisory.passed:
+            ctx.out.warn(f"verify: {advisory.id}: {advisory.evidence}")
     return [result.report], {"passed": result.passed, "checks": len(result.checks)}
 
 

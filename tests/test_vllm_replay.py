@@ -1,0 +1,117 @@
+"""The family tables and name replay against vLLM 0.33.0, as transcribed from the wheel.
+
+tests/data/vllm-0.33.0/<family>.json holds, for each family's tiny synthetic geometry, the
+parameters the MTP module declares, the checkpoint names its `load_weights` consumes (and what
+it fills with each), names that end in KeyError or are skipped, and the module prefixes the
+quantization configs see; every list names the file and lines it was read from. Nothing here
+is derived from the family tables, so a wrong table or a wrong replay fails.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.families import FAMILIES, Family, Geometry
+from pipeline.rehearsal.synthetic import SyntheticSpec, step_config
+from pipeline.rehearsal.synthetic_families import family_config
+
+UPSTREAM = Path(__file__).resolve().parent / "data" / "vllm-0.33.0"
+NON_STEP = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo")
+# The parameters the proposer replaces with the target's (llm_base_proposer.py:1418-1575), by family.
+REPLACED = {
+    "deepseek_v3": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
+    "glm4_moe": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
+    "qwen3_next": {"model.embed_tokens.weight", "lm_head.weight"},
+    "mimo": {"model.embed_tokens.weight", "lm_head.weight"},
+}
+
+
+def _upstream(family: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((UPSTREAM / f"{family}.json").read_text())
+    assert data["vllm"] == "0.33.0" and all(data[key]["source"] for key in ("params", "consumes", "key_errors", "skipped"))
+    return data
+
+
+def _config(family: str) -> dict[str, Any]:
+    return step_config(SyntheticSpec()) if family == "step3p7" else family_config(family)
+
+
+def _geometry(family: str) -> Geometry:
+    return FAMILIES[family].read_geometry(_config(family))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_family_declares_exactly_the_parameters_the_vllm_module_declares(family: str) -> None:
+    assert sorted(FAMILIES[family].declared_params(_geometry(family))) == _upstream(family)["params"]["names"]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_checkpoint_name_fills_the_parameter_vllm_fills(family: str) -> None:
+    geometry = _geometry(family)
+    for name, param in _upstream(family)["consumes"]["names"].items():
+        assert FAMILIES[family].vllm_param(name, geometry) == param, name
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_names_vllm_cannot_load_are_key_errors_or_skipped(family: str) -> None:
+    upstream, geometry, known = _upstream(family), _geometry(family), FAMILIES[family]
+    declared = set(upstream["params"]["names"])
+    for name, mapped in upstream["key_errors"]["names"].items():
+        assert known.vllm_param(name, geometry) == mapped and mapped not in declared, name
+    for name in upstream["skipped"]["names"]:
+        assert known.vllm_param(name, geometry) is None, name
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_draft_with_copies_fills_every_declared_parameter_with_names_vllm_consumes(family: str) -> None:
+    upstream, geometry = _upstream(family), _geometry(family)
+    draft = FAMILIES[family].with_shared_weights("copy")
+    names = [tensor.name for tensor in draft.expected_tensors(geometry)]
+
+    assert set(names) <= set(upstream["consumes"]["names"])
+    assert {upstream["consumes"]["names"][name] for name in names} == set(upstream["params"]["names"])
+
+
+@pytest.mark.parametrize("family", NON_STEP)
+def test_a_draft_without_copies_fills_all_but_the_parameters_vllm_replaces(family: str) -> None:
+    upstream, geometry = _upstream(family), _geometry(family)
+    names = [tensor.name for tensor in FAMILIES[family].with_shared_weights("omit").expected_tensors(geometry)]
+
+    filled = {upstream["consumes"]["names"][name] for name in names}
+    assert filled == set(upstream["params"]["names"]) - REPLACED[family]
+    assert len(filled) == len(upstream["params"]["names"]) - 2
+
+
+def test_step_refuses_to_leave_its_copies_out() -> None:
+    with pytest.raises(ValueError, match="must be copy for step3p7: vLLM's Step3p5MTP keeps the draft's own per-layer heads"):
+        FAMILIES["step3p7"].with_shared_weights("omit")
+
+
+@pytest.mark.parametrize("family", NON_STEP)
+def test_the_quantizable_mtp_modules_are_vllms_module_prefixes(family: str) -> None:
+    upstream, geometry = _upstream(family)["quantization"], _geometry(family)
+    known: Family = FAMILIES[family]
+
+    assert upstream["built_from"] == known.quantization_from == "target"
+    assert [m.prefix for m in known.with_shared_weights("omit").quant_module_prefixes(geometry)] == upstream["modules"]
+    assert [m.prefix for m in known.with_shared_weights("copy").quant_module_prefixes(geometry)] == upstream["modules"] + upstream[
+        "shared_modules"
+    ]
+    for module in known.quant_module_prefixes(geometry):
+        assert list(module.unquantized_under) == upstream.get("unquantized_under", {}).get(module.prefix, [])
+
+
+def test_step_builds_its_mtp_from_the_drafts_own_quantization() -> None:
+    assert _upstream("step3p7")["quantization"]["built_from"] == FAMILIES["step3p7"].quantization_from == "draft"
+
+
+def test_every_family_names_the_vllm_release_and_file_its_rules_come_from() -> None:
+    for family in FAMILIES.values():
+        assert family.vllm_release == "0.33.0" and family.vllm_file.endswith(".py"), family.name
+        assert any(f"vLLM 0.33.0 {family.vllm_file}" in fact for fact in family.facts), family.name
+        confirmed = " ".join(fact for fact in family.facts if not fact.startswith("unverified"))
+        assert "unverified" not in confirmed, family.name
