@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.card.render import escape_cell
+from pipeline.card.markdown import escape_cell
 from pipeline.cli.commands import context, today
 from pipeline.cli.output import Output
 from pipeline.errors import InputError, PipelineError
