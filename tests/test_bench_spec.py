@@ -59,7 +59,7 @@ def test_hardware_is_another_name_for_gpu_and_k_may_be_zero() -> None:
         ({"runs": [{"files": "a.json", "wrkload": "code"}]}, "runs[0].wrkload: unknown key (did you mean 'workload'?)"),
         (
             {"runs": [{"files": "a.json"}], "labelz": {}},
-            "labelz: unknown key (did you mean 'labels'?); valid keys: labels, matrix, runs, workloads",
+            "labelz: unknown key (did you mean 'labels'?); valid keys: labels, matrix, plan, runs, workloads",
         ),
         ({"labels": {"gpus": 2}, "runs": [{"files": "a"}]}, "labels.gpus: unknown key (did you mean 'gpu'?)"),
         ({"runs": [{"files": "a"}, {"files": "b"}, {"files": "c", "mode": "fast"}]}, "runs[2].mode: must be one of baseline, speculative"),
@@ -129,7 +129,7 @@ def test_readme_schema_table_names_every_key_and_label() -> None:
 def test_readme_examples_parse() -> None:
     blocks = _readme_benchmarks().split("```yaml\n")[1:]
     specs = [yaml.safe_load(block.split("```")[0])["benchmarks"] for block in blocks]
-    assert len(specs) == 2
+    assert len(specs) == 3  # two runs: examples, one plan
     for spec in specs:
         parse_benchmark_spec(spec)
 

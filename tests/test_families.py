@@ -17,12 +17,12 @@ from safetensors import safe_open
 
 from pipeline.families import FAMILIES
 from pipeline.recipe.loader import HubRef, load_recipe
-from pipeline.rehearsal.synthetic_families import FamilySpec, write_family_source, write_family_target
+from pipeline.rehearsal.synthetic_families import FamilySpec, family_config, write_family_source, write_family_target
 from tests.conftest import run_cli
 from tests.safetensors_reader import drop_tensor, folder_tensor_hashes, rename_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
-NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo")
+NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo", "glm4_moe_lite", "qwen3_5", "qwen3_5_moe", "deepseek_v32")
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
 # The nextn head without the copies vLLM replaces (`embed_tokens`, `shared_head.head`): the default `shared_weights: omit`.
@@ -37,6 +37,9 @@ MLA = [
     for p in ("q_a_proj", "q_a_layernorm", "q_b_proj", "kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "o_proj")
 ]
 ROUTER = ["mlp.gate.weight", "mlp.gate.e_score_correction_bias"]
+# DeepSeek-V3.2's lightning indexer in every MTP layer (vLLM 0.33.0 deepseek_v32/attention.py:50-87, 164-200).
+INDEXER = [f"self_attn.indexer.{p}" for p in ("wq_b.weight", "wk.weight", "weights_proj.weight", "k_norm.weight", "k_norm.bias")]
+MTP_BLOCK = ["fc.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight", "norm.weight"]
 
 
 def _shared(name: str) -> list[str]:
@@ -47,25 +50,36 @@ def _under(prefix: str, suffixes: list[str]) -> set[str]:
     return {prefix + suffix for suffix in suffixes}
 
 
+# Qwen3-Next's MTP block with one MoE layer; Qwen3.5-MoE builds the same (vLLM 0.33.0 qwen3_5.py:171-175).
+QWEN_MOE_MTP = _under("mtp.", MTP_BLOCK) | _under(
+    "mtp.layers.0.",
+    NORMS
+    + QKV
+    + ["self_attn.o_proj.weight"]
+    + QK_NORM
+    + ["mlp.gate.weight"]
+    + EXPERTS
+    + _shared("shared_expert")
+    + ["mlp.shared_expert_gate.weight"],
+)
+
 # The draft of each tiny source (4 backbone layers, 4 routed experts, 1 MTP layer).
 DRAFT_TENSORS = {
     "deepseek_v3": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + ROUTER + EXPERTS + _shared("shared_experts")),
+    "deepseek_v32": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + INDEXER + ROUTER + EXPERTS + _shared("shared_experts")),
+    # GLM-4.7-Flash: DeepSeek-V2 MLA attention in GLM's MoE layer (vLLM 0.33.0 glm4_moe_lite.py:140-189).
+    "glm4_moe_lite": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + ROUTER + EXPERTS + _shared("shared_experts")),
     "glm4_moe": _under(
         "model.layers.4.",
         NEXTN_HEAD + NORMS + QKV + QKV_BIAS + ["self_attn.o_proj.weight"] + QK_NORM + ROUTER + EXPERTS + _shared("shared_experts"),
     ),
-    "qwen3_next": _under("mtp.", ["fc.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight", "norm.weight"])
+    "qwen3_next": QWEN_MOE_MTP,
+    # Qwen3.5 / 3.6: Qwen3-Next's block; the dense MTP layer has a gate/up/down MLP (vLLM 0.33.0 qwen3_5.py:171-183).
+    "qwen3_5": _under("mtp.", MTP_BLOCK)
     | _under(
-        "mtp.layers.0.",
-        NORMS
-        + QKV
-        + ["self_attn.o_proj.weight"]
-        + QK_NORM
-        + ["mlp.gate.weight"]
-        + EXPERTS
-        + _shared("shared_expert")
-        + ["mlp.shared_expert_gate.weight"],
+        "mtp.layers.0.", NORMS + QKV + ["self_attn.o_proj.weight"] + QK_NORM + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")]
     ),
+    "qwen3_5_moe": QWEN_MOE_MTP,
     "mimo": _under(
         "model.mtp_layers.0.",
         ["token_layernorm.weight", "hidden_layernorm.weight", "input_proj.weight", "final_layernorm.weight"]
@@ -76,13 +90,26 @@ DRAFT_TENSORS = {
         + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")],
     ),
 }
-DRAFT_COUNTS = {"deepseek_v3": 30, "glm4_moe": 32, "qwen3_next": 29, "mimo": 16}
+DRAFT_COUNTS = {
+    "deepseek_v3": 30,
+    "glm4_moe": 32,
+    "qwen3_next": 29,
+    "mimo": 16,
+    "glm4_moe_lite": 30,
+    "qwen3_5": 15,
+    "qwen3_5_moe": 29,
+    "deepseek_v32": 35,
+}
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
     "deepseek_v3": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
+    "deepseek_v32": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "glm4_moe": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
+    "glm4_moe_lite": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "qwen3_next": {"model.embed_tokens.weight", "lm_head.weight"},
     "mimo": {"model.embed_tokens.weight", "lm_head.weight"},
+    "qwen3_5": {"model.embed_tokens.weight", "lm_head.weight"},
+    "qwen3_5_moe": {"model.embed_tokens.weight", "lm_head.weight"},
 }
 # Shapes that follow from the tiny configs: hidden 64, vocab 256, 4 heads; see synthetic_families.
 SHAPES = {
@@ -96,10 +123,30 @@ SHAPES = {
         "model.layers.4.self_attn.q_norm.weight": (16,),
         "model.layers.4.eh_proj.weight": (64, 128),
     },
+    "deepseek_v32": {
+        "model.layers.4.self_attn.indexer.wq_b.weight": (2 * 16, 32),
+        "model.layers.4.self_attn.indexer.weights_proj.weight": (2, 64),
+        "model.layers.4.self_attn.indexer.k_norm.bias": (16,),
+    },
+    "glm4_moe_lite": {
+        "model.layers.4.self_attn.q_a_proj.weight": (32, 64),
+        "model.layers.4.self_attn.kv_b_proj.weight": (4 * (8 + 8), 16),
+        "model.layers.4.mlp.shared_experts.gate_proj.weight": (24, 64),
+    },
     "qwen3_next": {
         "mtp.layers.0.self_attn.q_proj.weight": (2 * 4 * 16, 64),
         "mtp.fc.weight": (64, 128),
         "mtp.layers.0.mlp.shared_expert_gate.weight": (1, 64),
+    },
+    "qwen3_5": {
+        "mtp.layers.0.self_attn.q_proj.weight": (2 * 4 * 16, 64),
+        "mtp.layers.0.mlp.gate_proj.weight": (96, 64),
+        "mtp.fc.weight": (64, 128),
+    },
+    "qwen3_5_moe": {
+        "mtp.layers.0.self_attn.k_proj.weight": (2 * 16, 64),
+        "mtp.layers.0.mlp.experts.2.down_proj.weight": (64, 24),
+        "mtp.layers.0.mlp.gate.weight": (4, 64),
     },
     "mimo": {
         "model.mtp_layers.0.input_proj.weight": (64, 128),
@@ -111,10 +158,24 @@ SHAPES = {
 MISSING = {
     "deepseek_v3": "model.layers.4.eh_proj.weight",
     "glm4_moe": "model.layers.4.enorm.weight",
+    "glm4_moe_lite": "model.layers.4.hnorm.weight",
+    "deepseek_v32": "model.layers.4.self_attn.indexer.wk.weight",
     "qwen3_next": "mtp.fc.weight",
     "mimo": "model.mtp_layers.0.input_proj.weight",
+    "qwen3_5": "mtp.pre_fc_norm_hidden.weight",
+    "qwen3_5_moe": "mtp.layers.0.mlp.shared_expert_gate.weight",
 }
-MTP_LAYERS = {"step3p7": range(45, 48), "deepseek_v3": range(4, 5), "glm4_moe": range(4, 5), "qwen3_next": range(0, 1), "mimo": range(0, 1)}
+MTP_LAYERS = {
+    "step3p7": range(45, 48),
+    "deepseek_v3": range(4, 5),
+    "deepseek_v32": range(4, 5),
+    "glm4_moe": range(4, 5),
+    "glm4_moe_lite": range(4, 5),
+    "qwen3_next": range(0, 1),
+    "mimo": range(0, 1),
+    "qwen3_5": range(0, 1),
+    "qwen3_5_moe": range(0, 1),
+}
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 
 
@@ -227,7 +288,16 @@ def test_verify_refuses_a_draft_missing_an_mtp_tensor(family: str, family_root: 
 
 # A draft tensor stored under a name vLLM 0.33.0's loader matches but cannot load, per family: a KeyError
 # from params_dict[name] in the hand-written loaders, a ValueError from AutoWeightsLoader (utils.py:442-448).
-ERRORS = {"deepseek_v3": "KeyError", "glm4_moe": "KeyError", "qwen3_next": "ValueError", "mimo": "ValueError"}
+ERRORS = {
+    "deepseek_v3": "KeyError",
+    "deepseek_v32": "KeyError",
+    "glm4_moe": "KeyError",
+    "glm4_moe_lite": "KeyError",
+    "qwen3_next": "ValueError",
+    "mimo": "ValueError",
+    "qwen3_5": "ValueError",
+    "qwen3_5_moe": "ValueError",
+}
 UNLOADABLE = [
     ("deepseek_v3", "model.layers.4.enorm.weight", "layers.4.enorm.weight", "layers.4.enorm.weight"),
     (
@@ -243,7 +313,22 @@ UNLOADABLE = [
         "model.language_model.layers.4.self_attn.o_proj.weight",
         "model.language_model.layers.4.mtp_block.self_attn.o_proj.weight",
     ),
+    (
+        "deepseek_v32",
+        "model.layers.4.self_attn.indexer.k_norm.weight",
+        "model.language_model.layers.4.self_attn.indexer.k_norm.weight",
+        "model.language_model.layers.4.mtp_block.self_attn.indexer.k_norm.weight",
+    ),
+    ("glm4_moe_lite", "model.layers.4.eh_proj.weight", "layers.4.eh_proj.weight", "layers.4.eh_proj.weight"),
+    (
+        "glm4_moe_lite",
+        "model.layers.4.self_attn.kv_b_proj.weight",
+        "model.language_model.layers.4.self_attn.kv_b_proj.weight",
+        "model.language_model.layers.4.mtp_block.self_attn.kv_b_proj.weight",
+    ),
     ("qwen3_next", "mtp.norm.weight", "mtp.layers.1.norm.weight", "model.layers.1.norm.weight"),
+    ("qwen3_5", "mtp.layers.0.mlp.down_proj.weight", "mtp.layers.1.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"),
+    ("qwen3_5_moe", "mtp.fc.weight", "mtp.layers.1.fc.weight", "model.layers.1.fc.weight"),
     (
         "mimo",
         "model.mtp_layers.0.final_layernorm.weight",
@@ -391,3 +476,27 @@ def test_a_step_recipe_asking_to_omit_its_copies_is_refused_in_one_line(family_r
     assert result.code == 2
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "shared_weights: must be copy for step3p7" in error[0] and "per-layer heads" in error[0]
+
+
+def test_a_qwen3_5_source_with_two_mtp_layers_in_its_text_config_builds_both(tmp_path: Path) -> None:
+    """Qwen3.5 counts its MTP layers with text_config.mtp_num_hidden_layers (vLLM 0.33.0 qwen3_5_mtp.py:82)."""
+    spec = FamilySpec(num_mtp_layers=2)
+    source = write_family_source(tmp_path / "source", "qwen3_5", spec)
+    target = write_family_target(tmp_path / "target", "qwen3_5", spec)
+
+    _, workdir = _build(tmp_path, "qwen3_5", source, target)
+
+    produced = set(folder_tensor_hashes(workdir / "draft"))
+    assert {name.split(".")[2] for name in produced if name.startswith("mtp.layers.")} == {"0", "1"}
+    assert len(produced) == 4 + 2 * 11
+    assert json.loads((workdir / "draft" / "config.json").read_text())["text_config"]["mtp_num_hidden_layers"] == 2
+    assert json.loads((workdir / "verify.json").read_text())["passed"] is True
+
+
+def test_a_qwen3_5_config_with_per_layer_scales_is_refused_by_field() -> None:
+    """vLLM 0.33.0 adds attn/ffn layer scales under `layer_scale` (qwen3_5.py:195-210); the table does not know them."""
+    config = family_config("qwen3_5")
+    config["text_config"]["layer_scale"] = True
+
+    with pytest.raises(ValueError, match=r"^text_config\.layer_scale: per-layer scales"):
+        FAMILIES["qwen3_5"].read_geometry(config)

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.rehearsal.hub import FaultPlan, HubServer
 from tests.conftest import run_cli
-from tests.hub_fixtures import FAST_RETRIES, SOURCE_REPO, files_of, hub_recipe, recipe_file, seed_pair
+from tests.hub_fixtures import FAST_RETRIES, SOURCE_REPO, TARGET_REPO, files_of, hub_recipe, recipe_file, seed_pair
 
 
 def test_hub_build_equals_local_build_and_moves_only_needed_bytes(
@@ -91,14 +91,31 @@ def test_whole_shard_mode_checks_lfs_hashes_and_gives_the_same_bytes(
 ) -> None:
     source, target = medium_pair
     seed_pair(hub_endpoint, source, target)
-    assert run_cli("build", "--recipe", str(hub_recipe(tmp_path / "ranges")), "--workdir", str(tmp_path / "w1")).code == 0
+    several = "max_shard_size: 1MB\n"  # several landed shards, each filled from more than one source shard
+    assert run_cli("build", "--recipe", str(hub_recipe(tmp_path / "ranges", several)), "--workdir", str(tmp_path / "w1")).code == 0
 
     result = run_cli(
-        "build", "--recipe", str(hub_recipe(tmp_path / "shards", "fetch: {mode: shards}\n")), "--workdir", str(tmp_path / "w2")
+        "build", "--recipe", str(hub_recipe(tmp_path / "shards", several + "fetch: {mode: shards}\n")), "--workdir", str(tmp_path / "w2")
     )
 
     assert result.code == 0, result.stderr
     assert files_of(tmp_path / "w2" / "draft") == files_of(tmp_path / "w1" / "draft")
+    assert len(list((tmp_path / "w2" / "draft").glob("model-*.safetensors"))) > 1
     manifest = json.loads((tmp_path / "w2" / "fetch" / "fetch.json").read_text())
     needed_shards = {t["source_file"] for t in manifest["tensors"]}
     assert manifest["bytes_fetched"] >= sum((source / name).stat().st_size for name in needed_shards)
+
+
+def test_each_small_remote_file_is_requested_once_per_build(
+    tmp_path: Path, hub_endpoint: HubServer, medium_pair: tuple[Path, Path]
+) -> None:
+    source, target = medium_pair
+    seed_pair(hub_endpoint, source, target)
+    hub_endpoint.stats.reset()
+
+    assert run_cli("build", "--recipe", str(hub_recipe(tmp_path / "hub")), "--workdir", str(tmp_path / "w")).code == 0
+
+    small = {path: count for path, count in hub_endpoint.stats.file_requests.items() if not path.endswith(".safetensors")}
+    assert f"{SOURCE_REPO}/config.json" in small and f"{SOURCE_REPO}/model.safetensors.index.json" in small
+    assert f"{TARGET_REPO}/config.json" in small and f"{SOURCE_REPO}/README.md" in small
+    assert small == dict.fromkeys(small, 1)

@@ -1,4 +1,4 @@
-"""Tensors fetched in parallel parts: exact bytes and hashes, bounded retries, and resume after a kill."""
+"""Tensors landed in parallel parts at their offsets: exact bytes and hashes, bounded retries, and resume after a kill."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from pipeline.checkpoint.sources import LocalSource
 from pipeline.errors import RemoteError
 from pipeline.rehearsal.hub import FaultPlan, HubServer
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
-from pipeline.remote import ranged as blob_fetch
-from pipeline.remote.ranged import BlobJob, Part, fetch_blobs, plan_parts
+from pipeline.remote import ranged
+from pipeline.remote.ranged import FileJob, Part, Segment, fetch_files, plan_parts
 from tests.conftest import run_cli
 from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
 
@@ -63,54 +63,84 @@ def data_file(tmp_path: Path) -> Path:
     return folder / "data.bin"
 
 
-def _jobs(folder: Path, ranges: list[tuple[int, int]], digests: dict[int, str]) -> list[tuple[BlobJob, object]]:
-    folder.mkdir(exist_ok=True)
-    return [
-        (BlobJob("data.bin", start, end, folder / f"{i:04d}.bin", "plan"), lambda sha, i=i: digests.__setitem__(i, sha))
-        for i, (start, end) in enumerate(ranges)
-    ]
+def _job(folder: Path, name: str, ranges: list[tuple[int, int]], gap: int = 0) -> FileJob:
+    """A file holding each range of data.bin in turn, `gap` zero bytes before each one."""
+    segments, offset = [], 0
+    for start, end in ranges:
+        offset += gap
+        segments.append(Segment("data.bin", start, end, offset))
+        offset += end - start
+    return FileJob(folder / name, offset, tuple(segments), "plan")
 
 
-def test_parallel_parts_give_exact_bytes_and_hashes(tmp_path: Path, data_file: Path) -> None:
+def test_parallel_parts_land_exact_bytes_at_their_offsets(tmp_path: Path, data_file: Path) -> None:
     data = data_file.read_bytes()
     ranges = [(5, 5), (7, 100), (100, 100 + 9 * SMALL_PART + 17), (200, 200 + SMALL_PART)]
-    digests: dict[int, str] = {}
+    folder = tmp_path / "landed"
+    folder.mkdir()
+    jobs = [_job(folder, "a.bin", ranges, gap=11), _job(folder, "b.bin", [(3, 3 + SMALL_PART + 1)])]
+    digests: dict[str, list[str]] = {}
     moved: list[int] = []
 
-    fetch_blobs(LocalSource(data_file.parent, "test"), _jobs(tmp_path / "blobs", ranges, digests), 4, moved.append, SMALL_PART)  # type: ignore[arg-type]
+    fetch_files(
+        LocalSource(data_file.parent, "test"),
+        [(job, lambda found, name=job.path.name: digests.__setitem__(name, found)) for job in jobs],
+        4,
+        moved.append,
+        SMALL_PART,
+    )
 
-    for i, (start, end) in enumerate(ranges):
-        blob = tmp_path / "blobs" / f"{i:04d}.bin"
-        assert blob.read_bytes() == data[start:end]
-        assert digests[i] == hashlib.sha256(data[start:end]).hexdigest()
-    assert sum(moved) == sum(end - start for start, end in ranges)
-    assert sorted(p.name for p in (tmp_path / "blobs").iterdir()) == [f"{i:04d}.bin" for i in range(len(ranges))]
+    landed = (folder / "a.bin").read_bytes()
+    expected = b"".join(b"\0" * 11 + data[start:end] for start, end in ranges)
+    assert landed == expected
+    assert digests["a.bin"] == [hashlib.sha256(data[start:end]).hexdigest() for start, end in ranges]
+    assert (folder / "b.bin").read_bytes() == data[3 : 3 + SMALL_PART + 1]
+    assert sum(moved) == sum(job.nbytes for job in jobs)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.bin", "b.bin"]
 
 
 def test_an_interrupted_fetch_keeps_finished_parts_and_fetches_only_the_rest(tmp_path: Path, data_file: Path) -> None:
     data = data_file.read_bytes()
-    ranges = [(0, 10 * SMALL_PART + 123)]
-    blobs = tmp_path / "blobs"
+    folder = tmp_path / "landed"
+    folder.mkdir()
+    job = _job(folder, "a.bin", [(0, 7 * SMALL_PART), (7 * SMALL_PART, len(data))], gap=8)
     failing = _CountingSource(data_file.parent, fail_on_call=4)
 
     with pytest.raises(RemoteError):
-        fetch_blobs(failing, _jobs(blobs, ranges, {}), 1, lambda n: None, SMALL_PART)  # type: ignore[arg-type]
+        fetch_files(failing, [(job, lambda found: None)], 1, lambda n: None, SMALL_PART)  # type: ignore[arg-type]
 
-    job = BlobJob("data.bin", 0, ranges[0][1], blobs / "0000.bin", "plan")
-    assert not job.blob.exists()
+    assert not job.path.exists()
     logged = {int(line) for line in job.part_log.read_text().split()}
     assert {0, 1, 2} <= logged and 3 not in logged  # a part already under way when 3 failed may finish too
     with open(job.part_log, "a") as log:
         log.write("7")  # a line a kill cut short: that part is not trusted
-    digests: dict[int, str] = {}
+    digests: list[list[str]] = []
     resumed = _CountingSource(data_file.parent)
 
-    fetch_blobs(resumed, _jobs(blobs, ranges, digests), 3, lambda n: None, SMALL_PART)  # type: ignore[arg-type]
+    fetch_files(resumed, [(job, digests.append)], 3, lambda n: None, SMALL_PART)  # type: ignore[arg-type]
 
-    assert resumed.calls == 11 - len(logged)
-    assert job.blob.read_bytes() == data
-    assert digests[0] == hashlib.sha256(data).hexdigest()
+    assert resumed.calls == 11 - len(logged)  # 7 + 4 parts in all
+    assert job.path.read_bytes() == b"\0" * 8 + data[: 7 * SMALL_PART] + b"\0" * 8 + data[7 * SMALL_PART :]
+    assert digests == [[hashlib.sha256(data[: 7 * SMALL_PART]).hexdigest(), hashlib.sha256(data[7 * SMALL_PART :]).hexdigest()]]
     assert not job.partial.exists() and not job.part_log.exists()
+
+
+def test_a_file_killed_just_before_its_rename_is_hashed_again_not_fetched_again(tmp_path: Path, data_file: Path) -> None:
+    data = data_file.read_bytes()
+    folder = tmp_path / "landed"
+    folder.mkdir()
+    job = _job(folder, "a.bin", [(0, 3 * SMALL_PART), (3 * SMALL_PART, len(data))], gap=8)
+    first: list[list[str]] = []
+    fetch_files(LocalSource(data_file.parent, "test"), [(job, first.append)], 2, lambda n: None, SMALL_PART)
+    job.path.rename(job.partial)  # the state a kill leaves between the digests' record and the rename
+    job.part_log.write_text("".join(f"{number}\n" for number in range(11)))
+    again: list[list[str]] = []
+    counting = _CountingSource(data_file.parent)
+
+    fetch_files(counting, [(job, again.append)], 2, lambda n: None, SMALL_PART)  # type: ignore[arg-type]
+
+    assert counting.calls == 0
+    assert again == first and job.path.is_file() and not job.partial.exists() and not job.part_log.exists()
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +175,7 @@ def test_dropped_connections_inside_multi_part_tensors_give_identical_bytes(
     _seeded(hub_endpoint, multi_part_pair)
     local = _recipe(tmp_path / "local", f"{{path: {source}}}", f"{{path: {target}}}")
     assert run_cli("build", "--recipe", str(local), "--workdir", str(tmp_path / "w-local")).code == 0
-    monkeypatch.setattr(blob_fetch, "PART_BYTES", SMALL_PART)
+    monkeypatch.setattr(ranged, "PART_BYTES", SMALL_PART)
     hub_endpoint.faults = FaultPlan(drop_after_bytes=SMALL_PART // 3, drop_times=12)
     hub = _recipe(tmp_path / "hub", SOURCE_REPO, TARGET_REPO, "retries: {attempts: 4, backoff_seconds: 0.01}\n")
 
@@ -167,12 +197,12 @@ def test_a_killed_fetch_resumes_its_multi_part_tensors(
     hub_endpoint.faults = FaultPlan(bytes_per_second=512 * 1024, drop_after_bytes=SMALL_PART // 2, drop_times=2)
     killed = tmp_path / "killed"
     child = (
-        f"import sys; from pipeline.remote import ranged as blob_fetch; blob_fetch.PART_BYTES = {SMALL_PART}; from pipeline.cli.main import main; "
+        f"import sys; from pipeline.remote import ranged; ranged.PART_BYTES = {SMALL_PART}; from pipeline.cli.main import main; "
         f"sys.exit(main(['fetch', '--recipe', {str(recipe)!r}, '--workdir', {str(killed)!r}, '-q']))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     process = subprocess.Popen([sys.executable, "-c", child], env=env, stderr=subprocess.DEVNULL)
-    tensors = killed / "fetch" / "tensors"
+    tensors = killed / "fetch" / "shards"
     deadline = time.monotonic() + 60
     while (
         process.poll() is None and time.monotonic() < deadline and not any(p.read_text().count("\n") >= 2 for p in tensors.glob("*.parts"))
@@ -183,10 +213,11 @@ def test_a_killed_fetch_resumes_its_multi_part_tensors(
     assert process.returncode == -signal.SIGKILL, "fetch finished before it could be killed"
     logged_parts = sum(len(p.read_text().split()) for p in tensors.glob("*.parts"))
     assert logged_parts >= 2
+    assert not (killed / "draft").exists() and not (killed / "fetch" / "fetch.json").exists()  # nothing final yet
     assert hub_endpoint.stats.faults_fired.get("drop") == 2
     hub_endpoint.faults = FaultPlan()
     hub_endpoint.stats.reset()
-    monkeypatch.setattr(blob_fetch, "PART_BYTES", SMALL_PART)
+    monkeypatch.setattr(ranged, "PART_BYTES", SMALL_PART)
 
     assert run_cli("build", "--recipe", str(recipe), "--workdir", str(killed)).code == 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from pipeline.perf.cases import GROWTH, draft_bytes, run_child, scaled_spec
 from pipeline.perf.cli import main
 from pipeline.perf.report import render, rows
+from pipeline.perf.sampling import PeakAllocation, allocated_bytes
 from pipeline.rehearsal.synthetic import SyntheticSpec
 
 MIB = 1024 * 1024
@@ -45,7 +47,16 @@ def test_peak_rss_is_the_childs_own_not_the_parents(tmp_path: Path) -> None:
 def _results(speedup: float, fetch_rss_grown: int) -> tuple[dict, dict]:
     rss = {"fetch": 60 * MIB, "extract": 50 * MIB, "config-fix": 50 * MIB, "verify": 50 * MIB}
     main_case = {
-        "bytes": {"source": 300, "needed": 100, "ranges": 101, "whole_shards": 300, "snapshot": 300},
+        "bytes": {
+            "source": 300,
+            "needed": 100,
+            "ranges": 101,
+            "whole_shards": 300,
+            "snapshot": 300,
+            "draft": 102,
+            "written_by_build": 104,
+            "workdir_peak": 205,
+        },
         "seconds": {
             "fetch_n": 10.0,
             "fetch_1": 10.0 * speedup,
@@ -70,6 +81,44 @@ def test_the_table_marks_each_goal() -> None:
     assert table["fetch time: 1 / 8 connections, 20 MB/s each"].met is False
     assert table["peak RSS: fetch"].met is False  # 60 -> 70 MiB is more than 10%
     assert table["peak RSS: verify"].met is True
+    assert table["bytes written by the build / draft"].met is True  # 104 / 102 <= 1.05
+    assert table["peak workdir allocation / draft"].met is False  # 205 / 102: the draft twice
+    # 100 bytes at 8 x 20 MB/s take under a microsecond: 13 s of fetch and extract is far above that floor
+    assert table["fetch + extract / needed bytes at 8 x 20 MB/s"].met is False
+    assert table["verify / sha256sum of the draft"].met is True  # 2 s against one 3 s read-and-hash pass
+
+
+def test_writes_are_the_childs_and_its_own_childrens_not_the_parents(tmp_path: Path) -> None:
+    (tmp_path / "parent.bin").write_bytes(os.urandom(8 * MIB))  # the parent's writes must not count
+    os.sync()
+    grandchild = f"open({str(tmp_path / 'g.bin')!r}, 'wb').write(bytes(3 * 2**20))"
+    child = (
+        "import os, subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', {grandchild!r}], check=True)\n"
+        f"with open({str(tmp_path / 'c.bin')!r}, 'wb') as f:\n"
+        "    f.write(os.urandom(5 * 2**20)); f.flush(); os.fsync(f.fileno())\n"
+    )
+
+    run = run_child([sys.executable, "-c", child], dict(os.environ), tmp_path / "child.log")
+
+    assert run.write_bytes is not None
+    assert 8 * MIB <= run.write_bytes < 8 * MIB + MIB  # 5 MiB of its own and 3 MiB of its child's, a few pages of slack
+
+
+def test_the_allocation_peak_sees_a_preallocated_file_that_is_gone_at_the_end(tmp_path: Path) -> None:
+    folder = tmp_path / "work"
+    (folder / "kept").mkdir(parents=True)
+    (folder / "kept" / "small").write_bytes(b"x" * 10_000)
+    with PeakAllocation(folder, period=0.001) as peak:
+        with open(folder / "big", "wb") as handle:
+            os.posix_fallocate(handle.fileno(), 0, 4 * MIB)
+        time.sleep(0.05)  # several sampling periods
+        (folder / "big").rename(folder / "kept" / "moved")  # one inode: counted once wherever it is
+        time.sleep(0.05)
+        (folder / "kept" / "moved").unlink()
+
+    assert 4 * MIB + 10_000 <= peak.bytes < 4 * MIB + 100_000
+    assert allocated_bytes(folder) < 100_000
     assert render(rows(*_results(6.0, 61 * MIB), 8, 20.0)).splitlines()[0].startswith("| measure")
 
 

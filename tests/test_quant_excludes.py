@@ -113,18 +113,35 @@ def test_an_exclude_list_that_is_not_a_list_is_bad_input() -> None:
 
 # The exclude entries inspect must report missing when the target's list does not cover the MTP, per form.
 MISSING = {
-    "modelopt": {"deepseek_v3": "model.layers.4*", "glm4_moe": "model.layers.4*", "qwen3_next": "mtp.layers.0*", "mimo": "model.layers.4*"},
+    "modelopt": {
+        "deepseek_v3": "model.layers.4*",
+        "deepseek_v32": "model.layers.4*",
+        "glm4_moe": "model.layers.4*",
+        "glm4_moe_lite": "model.layers.4*",
+        "qwen3_next": "mtp.layers.0*",
+        "mimo": "model.layers.4*",
+        "qwen3_5": "mtp.layers.0*",
+        "qwen3_5_moe": "mtp.layers.0*",
+    },
     "compressed-tensors": {
         "deepseek_v3": "re:model\\.layers\\.4\\.",
+        "deepseek_v32": "re:model\\.layers\\.4\\.",
         "glm4_moe": "re:model\\.layers\\.4\\.",
+        "glm4_moe_lite": "re:model\\.layers\\.4\\.",
         "qwen3_next": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
         "mimo": "re:model\\.layers\\.4\\.",
+        "qwen3_5": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
+        "qwen3_5_moe": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
     },
     "fp8": {
         "deepseek_v3": "model.layers.4.self_attn.fused_qkv_a_proj",
+        "deepseek_v32": "model.layers.4.self_attn.fused_qkv_a_proj",
         "glm4_moe": "model.layers.4.self_attn.qkv_proj",
+        "glm4_moe_lite": "model.layers.4.self_attn.fused_qkv_a_proj",
         "qwen3_next": "mtp.layers.0.self_attn.qkv_proj",
         "mimo": "model.layers.4.self_attn.qkv_proj",
+        "qwen3_5": "mtp.layers.0.self_attn.qkv_proj",
+        "qwen3_5_moe": "mtp.layers.0.self_attn.qkv_proj",
     },
 }
 

@@ -60,13 +60,14 @@ def test_guarantees_table_counts_match_the_suite() -> None:
     from tests.test_corpus import CORPUS
     from tests.test_fault_campaigns import DROP_CAMPAIGNS, PUBLISH_CRASH_POINTS
     from tests.test_malformed_inputs import RECIPES, SOURCE_DAMAGE
-    from tests.test_resume import EXTRACT_CRASH_POINTS
+    from tests.test_resume import EXTRACT_CRASH_POINTS, FETCH_CRASH_POINTS
     from tests.test_verify_failures import DRAFT_DAMAGE
 
     readme = (ROOT / "README.md").read_text()
     assert f"| {len(CORPUS) + len(RECIPES) + len(SOURCE_DAMAGE)} inputs |" in readme
     assert f"| {len(DRAFT_DAMAGE) + 3} damages |" in readme  # + NaN in a source tensor, two target geometries
-    assert f"| {PUBLISH_CRASH_POINTS + EXTRACT_CRASH_POINTS + 1} crash points |" in readme  # + the extract killed mid-shard
+    crash_points = PUBLISH_CRASH_POINTS + len(EXTRACT_CRASH_POINTS) + len(FETCH_CRASH_POINTS) + 1  # + the Hub fetch killed mid-tensor
+    assert f"| {crash_points} crash points |" in readme
     # drop campaigns + 4 storm statuses + 4 fault kinds in the Hub build tests
     assert f"| {DROP_CAMPAIGNS + 4 + 4} fault scenarios |" in readme
 

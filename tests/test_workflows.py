@@ -26,6 +26,7 @@ from pipeline.cli.main import build_parser
 from pipeline.flows.runner import STAGE_NAMES
 from pipeline.rehearsal.hub import HubServer
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
+from tests.conftest import run_cli
 from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
 from tests.release_fixtures import DESTINATION, DRAFT, RECIPE, Release
 from tests.workflow_runner import (
@@ -47,6 +48,7 @@ TOOLS = Path(sys.executable).parent  # the test extra installs zizmor, actionlin
 # bench-import, the card, then the upload (a dry-run upload only plans it).
 RANK = {"drafts": 0, **{name: i + 1 for i, name in enumerate(STAGE_NAMES)}, "build": STAGE_NAMES.index("verify") + 1}
 RANK |= {"card": len(STAGE_NAMES) + 1, "upload": len(STAGE_NAMES) + 2, "publish": len(STAGE_NAMES) + 2}
+RANK |= {"bench-plan": RANK["bench-import"]}  # the benchmark workflow plans the runs bench-import reads later
 PIPELINE_COMMAND = re.compile(r"python -m pipeline ([a-z-]+)([^\n]*)")
 SHELL_OPERATORS = {">", ">>", "|", "||", "&&", ";", ")", "2>"}
 REPOSITORY = "release-test/drafts"  # the GitHub repository the runner model pretends to be
@@ -179,6 +181,15 @@ def test_every_pipeline_command_the_workflows_run_exists_with_its_options() -> N
     assert {"drafts", "build", "bench-import", "card", "upload"} <= seen
 
 
+def test_the_free_disk_step_asks_the_build_itself_before_building() -> None:
+    steps = _workflows()["release.yml"]["jobs"]["build"]["steps"]
+    ids = [step.get("id") for step in steps]
+    free_disk = steps[ids.index("free-disk")]
+    assert _commands({"steps": [free_disk]}) == [("build", ["--draft", "$DRAFT", "--locked", "--preflight"])]
+    first_build = next(i for i, step in enumerate(steps) if step is not free_disk and _commands({"steps": [step]}))
+    assert ids.index("install") < ids.index("free-disk") < first_build
+
+
 def test_the_jobs_run_the_stages_in_order() -> None:
     for name, workflow in _workflows().items():
         for job_name in job_order(workflow):
@@ -189,7 +200,8 @@ def test_the_jobs_run_the_stages_in_order() -> None:
                 before = [RANK[c] for c, arguments in _commands(workflow["jobs"][upstream]) if "--dry-run" not in arguments]
                 assert not ranks or max(before, default=0) <= min(ranks), f"{name}: {job_name} runs a stage before {upstream} does"
     jobs = _release()["jobs"]
-    assert [c for c, _ in _commands(jobs["build"])] == ["build", "bench-import", "upload"] and "--locked" in _commands(jobs["build"])[0][1]
+    builds = [(c, args) for c, args in _commands(jobs["build"]) if "--preflight" not in args]
+    assert [c for c, _ in builds] == ["build", "bench-import", "upload"] and "--locked" in builds[0][1]
     assert {"build", "card", "attest"} <= _upstream(_release(), "publish") and "build" in _upstream(_release(), "attest")
     [(command, arguments)] = _commands(jobs["publish"])
     assert command == "upload" and "--dry-run" not in arguments
@@ -472,6 +484,94 @@ def test_the_runner_model_evaluates_job_conditions_and_skips_after_a_failure(tmp
         "after-success": ["skipped"],
         "after-skip": ["skipped"],
     }
+
+
+# ---- the benchmark workflow: plan, sweep on a GPU runner, pull request ---------------------------
+
+BENCHMARK = WORKFLOWS / "benchmark.yml"
+
+
+def test_the_benchmark_workflow_holds_no_hub_credential_and_writes_only_where_it_opens_the_pull_request() -> None:
+    workflow = _workflows()["benchmark.yml"]
+    assert list(workflow[True]) == ["workflow_dispatch"]
+    assert set(workflow[True]["workflow_dispatch"]["inputs"]) == {"draft", "runner-label", "image"}
+    text = BENCHMARK.read_text()
+    assert "secrets." not in text and "HF_TOKEN" not in text
+    jobs = workflow["jobs"]
+    assert jobs["sweep"]["runs-on"] == ["self-hosted", "${{ inputs.runner-label }}"]
+    writers = {name: job["permissions"] for name, job in jobs.items() if "write" in job["permissions"].values()}
+    assert writers == {"pull-request": {"contents": "write", "pull-requests": "write"}}
+    assert [c for job in jobs.values() for c, _ in _commands(job)] == ["bench-plan"]
+
+
+def test_the_benchmark_workflow_plans_sweeps_and_proposes_results_that_import_with_the_plan_alone(tmp_path: Path) -> None:
+    from tests import fake_docker, fake_vllm_sweep
+    from tests.test_bench_plan import fake_executables, real_prompts_plan, step_recipe
+
+    draft, run_id = "bench-test", "4242"
+    origin = tmp_path / "origin"
+    recipe = step_recipe() | {"benchmarks": {"plan": real_prompts_plan()}}
+    (origin / "artifacts" / draft).mkdir(parents=True)
+    (origin / "artifacts" / draft / "draft.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    git = ["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "--quiet", "-b", "main", str(origin)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "recipe"], check=True)
+    fakes = {"vllm": fake_vllm_sweep.__file__, "docker": fake_docker.__file__}
+    bin_dir = fake_executables(tmp_path / "fake-bin", fakes)
+    gh_log = tmp_path / "gh.log"
+    (bin_dir / "gh").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(str(gh_log))}\n')
+    (bin_dir / "gh").chmod(0o755)
+    # The dispatch inputs and the job token, as GitHub would fill them in.
+    text = BENCHMARK.read_text()
+    for expression, value in {"inputs.draft": draft, "inputs.runner-label": "gpu-test", "inputs.image": "", "github.token": "t"}.items():
+        text = text.replace("${{ " + expression + " }}", value)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env |= {
+        "PATH": f"{bin_dir}{os.pathsep}{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(tmp_path / "home"),
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "workflow_dispatch",
+        "GITHUB_REF_NAME": "main",
+        "GITHUB_RUN_ID": run_id,
+    }
+
+    github = {
+        "ref": "refs/heads/main",
+        "ref_name": "main",
+        "ref_type": "branch",
+        "event_name": "workflow_dispatch",
+        "repository": REPOSITORY,
+    }
+    run = RunnerLikeRun("benchmark.yml", yaml.safe_load(text), origin, tmp_path / "runner", env, github)
+    run.run()
+    assert all(status == ["success"] for status in _statuses(run).values()), {n: legs[0].log for n, legs in run.jobs.items()}
+
+    [branch] = [
+        b
+        for b in subprocess.run([*git, "branch", "--format=%(refname:short)"], capture_output=True, text=True).stdout.split()
+        if b != "main"
+    ]
+    date = branch.removeprefix(f"benchmarks/{draft}/").removesuffix(f"-{run_id}")
+    proposed = tmp_path / "proposed"
+    subprocess.run(["git", "clone", "--quiet", "-b", branch, str(origin), str(proposed)], check=True)
+    folder = proposed / "artifacts" / draft / "benchmarks" / date
+    assert {"serve_params.json", "bench_params.json", "run.sh", "RUN.md"} <= {p.name for p in folder.iterdir()}
+    assert len(list(folder.glob("*/SERVE--*-BENCH--*/run=*.json"))) == 2 * 20 * 3  # 2 servers x 20 cells x 3 runs
+    gh_calls = gh_log.read_text().splitlines()
+    assert gh_calls[0] == "auth setup-git" and gh_calls[1].startswith(
+        f"pr create --base main --head {branch} --title Benchmarks of {draft}"
+    )
+
+    # The pull request's instruction: name the folder in the plan, and bench-import pairs every cell.
+    recipe["benchmarks"]["plan"]["results"] = date
+    (proposed / "artifacts" / draft / "draft.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    result = run_cli("bench-import", "--recipe", str(proposed / "artifacts" / draft / "draft.yaml"), "--workdir", str(tmp_path / "work"))
+    assert result.code == 0, result.stderr
+    document = json.loads((tmp_path / "work" / "benchmarks" / "benchmarks.json").read_text())
+    assert len(document["summary"]) == 4 and all(row["speculative"] for row in document["summary"])
+    assert all(cell["speedup"] is not None for row in document["matrix"]["cells"] for cell in row)
 
 
 # ---- the watch workflow -------------------------------------------------------------------------

@@ -6,10 +6,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.bench.formats import read_result_file
+from pipeline.bench.formats import Records, parse_records, read_result_file
 from pipeline.bench.normalize import Run, normalize_run, run_order
+from pipeline.bench.plan_cells import snapshots_beside
 from pipeline.bench.prometheus import SpecCounters, delta, read_snapshot
-from pipeline.bench.spec import BenchmarkSpec, PrometheusPair
+from pipeline.bench.spec import BenchmarkSpec, PrometheusPair, RunGroup
 from pipeline.errors import InputError
 
 PROMETHEUS_TOOL = "prometheus /metrics snapshot"
@@ -37,7 +38,20 @@ class _Files:
         self.bench_dir = bench_dir
         self.root = bench_dir.resolve()
         self.data: dict[str, bytes] = {}
+        self.parsed: dict[str, Records] = {}
+        self.globbed: dict[str, list[Path]] = {}
         self.sources: dict[str, Source] = {}
+
+    def glob(self, pattern: str) -> list[Path]:
+        """The files a pattern matches, found once however many groups use it (a plan has many)."""
+        if pattern not in self.globbed:
+            self.globbed[pattern] = sorted(p for p in self.bench_dir.glob(pattern) if p.is_file())
+        return self.globbed[pattern]
+
+    def records(self, path: Path, rel: str) -> Records:
+        if rel not in self.parsed:
+            self.parsed[rel] = parse_records(path, self.read(rel))
+        return self.parsed[rel]
 
     def relative(self, path: Path) -> str:
         if not path.resolve().is_relative_to(self.root):
@@ -65,18 +79,18 @@ def collect(bench_dir: Path, spec: BenchmarkSpec) -> Collected:
     claimed: dict[tuple[str, int], int] = {}
     runs: list[Run] = []
     for i, group in enumerate(spec.runs):
-        paths = sorted(p for p in bench_dir.glob(group.files) if p.is_file())
+        paths = files.glob(group.files)
         if not paths:
-            raise InputError(f"{bench_dir}: benchmarks.runs[{i}].files: {group.files!r} matches no file")
+            raise InputError(f"{bench_dir}: {_named(group, i)}.files: {group.files!r} matches no file", hint=_hint(group))
         raws = []
         for path in paths:
             rel = files.relative(path)
-            file_runs = read_result_file(path, rel, files.read(rel), group.match)
+            file_runs = read_result_file(path, rel, files.read(rel), group.match, files.records(path, rel))
             for raw in file_runs:
                 key = (rel, raw.origin.index)
                 if key in claimed:
                     raise InputError(
-                        f"{raw.origin}: taken by benchmarks.runs[{claimed[key]}] and benchmarks.runs[{i}]",
+                        f"{raw.origin}: taken by {_named(spec.runs[claimed[key]], claimed[key])} and {_named(group, i)}",
                         hint="each run belongs to one run group; narrow files or match",
                     )
                 claimed[key] = i
@@ -84,7 +98,7 @@ def collect(bench_dir: Path, spec: BenchmarkSpec) -> Collected:
                 files.add_source(rel, file_runs[0].tool)
             raws.extend(file_runs)
         if not raws:
-            raise InputError(f"{bench_dir}: benchmarks.runs[{i}].match: no measured run in {group.files!r} matches")
+            raise InputError(f"{bench_dir}: {_named(group, i)}.match: no measured run in {group.files!r} matches", hint=_hint(group))
         pairs = group.prometheus
         if pairs and len(pairs) != len(raws):
             raise InputError(
@@ -93,9 +107,11 @@ def collect(bench_dir: Path, spec: BenchmarkSpec) -> Collected:
             )
         for j, raw in enumerate(raws):
             pair = pairs[j] if pairs else None
+            if group.metrics_beside and raw.measured.run_number is not None:
+                pair = snapshots_beside(raw.origin.file, raw.measured.run_number)
             counters = None
             if pair is not None:
-                counters = _delta(files, snapshots, pair, f"benchmarks.runs[{i}].prometheus[{j}]")
+                counters = _delta(files, snapshots, pair, f"{_named(group, i)}.prometheus[{j}]")
             runs.append(
                 normalize_run(
                     raw,
@@ -109,6 +125,19 @@ def collect(bench_dir: Path, spec: BenchmarkSpec) -> Collected:
             )
     _refuse_duplicates(runs)
     return Collected(tuple(sorted(runs, key=run_order)), tuple(files.sources[name] for name in sorted(files.sources)))
+
+
+def _named(group: RunGroup, index: int) -> str:
+    return group.where or f"benchmarks.runs[{index}]"
+
+
+def _hint(group: RunGroup) -> str | None:
+    if group.where is None:
+        return None
+    return (
+        "put the folder the plan's run.sh wrote under benchmarks/ (benchmarks.plan.results names it), "
+        "or list a cell that could not run under benchmarks.matrix.missing"
+    )
 
 
 def _delta(files: _Files, cache: dict[str, SpecCounters], pair: PrometheusPair, where: str) -> SpecCounters:

@@ -71,16 +71,27 @@ VLLM_MARKERS = ("model_id", "tokenizer_id", "endpoint_type")
 SGLANG_MARKERS = ("accept_length", "server_info", "total_output_tokens_retokenized", "total_output_retokenized")
 
 
-def read_result_file(path: Path, file: str, data: bytes, match: tuple[tuple[str, object], ...] = ()) -> list[RawRun]:
-    """The measured runs in one file whose keys hold the `match` values.
+Records = list[tuple[str, Any]]  # (position inside the file, record) pairs
 
-    Warm-up runs of a sweep (`run_number` -1) are not measured runs and are left out.
-    """
+
+def parse_records(path: Path, data: bytes) -> Records:
+    """Every record of one result file, before any check: JSON, JSON lines, or a sweep summary.csv."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: not UTF-8 text") from None
-    records = _csv_records(text, path) if path.suffix.lower() == ".csv" else _json_records(text, path)
+    return _csv_records(text, path) if path.suffix.lower() == ".csv" else _json_records(text, path)
+
+
+def read_result_file(
+    path: Path, file: str, data: bytes, match: tuple[tuple[str, object], ...] = (), records: Records | None = None
+) -> list[RawRun]:
+    """The measured runs in one file whose keys hold the `match` values (`records`: already parsed).
+
+    Warm-up runs of a sweep (`run_number` -1) are not measured runs and are left out.
+    """
+    if records is None:
+        records = parse_records(path, data)
     runs = []
     for index, (part, record) in enumerate(records):
         if match and not (isinstance(record, dict) and all(_equal(_lookup(record, key), value) for key, value in match)):

@@ -13,22 +13,14 @@ from dataclasses import dataclass, fields, replace
 from pathlib import PurePosixPath
 from typing import Any
 
-from pipeline.recipe.fields import Section
+from pipeline.bench.plan_spec import PlanSpec, parse_plan
+from pipeline.bench.sections import ListingSection
 
 MODES = ("baseline", "speculative")
 
 
-class _Section(Section):
-    """A mapping of the `benchmarks:` section; an unknown key is refused with the valid ones listed."""
-
-    def __init__(self, data: object, where: str) -> None:
-        super().__init__(data, where, root="benchmarks")
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        except ValueError as exc:
-            raise ValueError(f"{exc}; valid keys: {', '.join(sorted(self.known))}") from None
+class _Section(ListingSection):
+    """A mapping of the `benchmarks:` section."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +73,8 @@ class RunGroup:
     labels: Labels = Labels()
     match: tuple[tuple[str, object], ...] = ()
     prometheus: tuple[PrometheusPair, ...] = ()
+    where: str | None = None  # how messages name the group when the recipe does not list it (a plan cell)
+    metrics_beside: bool = False  # each run=N.json has its /metrics snapshots beside it (a plan with acceptance: metrics)
 
 
 @dataclass(frozen=True)
@@ -113,12 +107,13 @@ class MatrixSpec:
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    """The whole `benchmarks:` section."""
+    """The whole `benchmarks:` section; without `runs:`, the run groups come from the plan."""
 
     runs: tuple[RunGroup, ...]
     labels: Labels = Labels()
     workloads: tuple[Workload, ...] | None = None
     matrix: MatrixSpec | None = None
+    plan: PlanSpec | None = None
 
 
 def coerce_label(name: str, value: object) -> object:
@@ -175,15 +170,23 @@ def parse_benchmark_spec(data: object) -> BenchmarkSpec:
     """Validate the `benchmarks:` mapping; errors start with the dotted field path inside it."""
     top = _Section(data, "")
     labels = top.at("labels", _label_section, Labels())
-    runs = top.at("runs", _runs, None, required=True)
+    plan = top.at("plan", parse_plan, None)
+    runs = top.at("runs", _runs, None, required=plan is None)
     workloads = top.at("workloads", _workloads, None)
     matrix = top.at("matrix", _matrix, None)
     top.finish()
+    if runs is None and plan is not None:
+        from pipeline.bench import plan_cells  # it builds run groups of this module's types
+
+        runs = plan_cells.run_groups(plan, matrix.missing if matrix else ())
+        labels = labels.over(plan_cells.plan_labels(plan))
+        workloads = workloads if workloads is not None else plan_cells.summary_rows(plan)
+        matrix = matrix if matrix is not None else plan_cells.matrix_spec(plan)
     if matrix is not None and workloads is not None:
         for i, workload in enumerate(workloads):
             if workload.id == matrix.workload:
                 raise ValueError(f"workloads[{i}].id: {workload.id!r} is the matrix workload; list it in one place")
-    return BenchmarkSpec(runs=runs, labels=labels, workloads=workloads, matrix=matrix)
+    return BenchmarkSpec(runs=runs, labels=labels, workloads=workloads, matrix=matrix, plan=plan)
 
 
 def _label_section(value: Any, path: str) -> Labels:

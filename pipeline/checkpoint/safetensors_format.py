@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from pipeline.checkpoint.files import DuplicateKeyError, loads_strict
 
@@ -177,7 +177,23 @@ class PlannedTensor:
     chunks: Callable[[], Iterator[bytes | memoryview]]
 
 
-def encode_header(tensors: Iterable[PlannedTensor]) -> bytes:
+class DescribedTensor(Protocol):
+    """What a header says about a tensor: enough to lay it out, no bytes needed."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dtype(self) -> str: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+
+def encode_header(tensors: Iterable[DescribedTensor]) -> bytes:
     """A deterministic header: fixed order, fixed metadata, padded with spaces to 8 bytes."""
     document: dict[str, Any] = {METADATA_KEY: DRAFT_METADATA}
     offset = 0

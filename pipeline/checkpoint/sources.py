@@ -130,33 +130,16 @@ class LocalSource:
         return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-class WholeShardSource:
-    """Reads tensor ranges from whole downloaded shards (each checked against its LFS sha256).
-
-    The fallback when range reads are unavailable or a publisher wants the Hub's own hash on every
-    shard; it moves the full shards, so bytes fetched grow to the shards' size.
-    """
+class DelegatingSource:
+    """A source that passes every call to `inner`; a subclass overrides only what it changes."""
 
     def __init__(self, inner: ModelSource) -> None:
         self.inner = inner
         self.label = inner.label
-        self._paths: dict[str, Path] = {}
-        self._lock = threading.Lock()
-        self._shard_locks: dict[str, threading.Lock] = {}
 
     @property
     def bytes_transferred(self) -> int:
         return self.inner.bytes_transferred
-
-    def _local(self, name: str) -> LocalSource:
-        # One lock per shard: parts of one shard wait for its download, other shards download alongside.
-        with self._lock:
-            shard_lock = self._shard_locks.setdefault(name, threading.Lock())
-        with shard_lock:
-            if name not in self._paths:
-                self._paths[name] = self.inner.local_path(name).resolve()  # the Hub cache links snapshots to blobs
-        path = self._paths[name]
-        return LocalSource(path.parent, self.label)
 
     def resolve(self) -> str | None:
         return self.inner.resolve()
@@ -170,14 +153,47 @@ class WholeShardSource:
     def read(self, name: str) -> bytes:
         return self.inner.read(name)
 
+    def read_range(self, name: str, start: int, end: int) -> bytes:
+        return self.inner.read_range(name, start, end)
+
+    def stream_range(self, name: str, start: int, end: int) -> Iterator[bytes]:
+        return self.inner.stream_range(name, start, end)
+
     def lfs_sha256(self, name: str) -> str | None:
         return self.inner.lfs_sha256(name)
 
     def local_path(self, name: str) -> Path:
-        return self._paths.get(name) or self.inner.local_path(name)
+        return self.inner.local_path(name)
 
     def fingerprint(self, name: str) -> str:
         return self.inner.fingerprint(name)
+
+
+class WholeShardSource(DelegatingSource):
+    """Reads tensor ranges from whole downloaded shards (each checked against its LFS sha256).
+
+    The fallback when range reads are unavailable or a publisher wants the Hub's own hash on every
+    shard; it moves the full shards, so bytes fetched grow to the shards' size.
+    """
+
+    def __init__(self, inner: ModelSource) -> None:
+        super().__init__(inner)
+        self._paths: dict[str, Path] = {}
+        self._lock = threading.Lock()
+        self._shard_locks: dict[str, threading.Lock] = {}
+
+    def _local(self, name: str) -> LocalSource:
+        # One lock per shard: parts of one shard wait for its download, other shards download alongside.
+        with self._lock:
+            shard_lock = self._shard_locks.setdefault(name, threading.Lock())
+        with shard_lock:
+            if name not in self._paths:
+                self._paths[name] = self.inner.local_path(name).resolve()  # the Hub cache links snapshots to blobs
+        path = self._paths[name]
+        return LocalSource(path.parent, self.label)
+
+    def local_path(self, name: str) -> Path:
+        return self._paths.get(name) or self.inner.local_path(name)
 
     def read_range(self, name: str, start: int, end: int) -> bytes:
         return b"".join(self.stream_range(name, start, end))
@@ -185,3 +201,23 @@ class WholeShardSource:
     def stream_range(self, name: str, start: int, end: int) -> Iterator[bytes]:
         local = self._local(name)
         yield from local.stream_range(self._paths[name].name, start, end)
+
+
+class RememberedReads(DelegatingSource):
+    """A source that reads each small file once per run and hands the same bytes to every later reader.
+
+    Fetch, the shard planner, inspect and the lock all read the config, index and card; without this
+    each would ask the remote again. The source is pinned to one commit for the run, so the bytes
+    cannot change underneath.
+    """
+
+    def __init__(self, inner: ModelSource) -> None:
+        super().__init__(inner)
+        self._small: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def read(self, name: str) -> bytes:
+        with self._lock:
+            if name not in self._small:
+                self._small[name] = self.inner.read(name)
+            return self._small[name]

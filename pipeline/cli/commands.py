@@ -52,6 +52,10 @@ def run_named_stages(args: argparse.Namespace, out: Output) -> int:
 
 def build_command(args: argparse.Namespace, out: Output) -> int:
     ctx = context(args, out)
+    if args.preflight:
+        from pipeline.cli.preflight import preflight
+
+        return preflight(ctx, out)
     result = build(ctx, today(), locked=args.locked)
     out.result(
         _stage_lines(result.stages) + f"\nlock: {result.lock_state}",
@@ -62,6 +66,11 @@ def build_command(args: argparse.Namespace, out: Output) -> int:
 
 def build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--locked", action="store_true", help="fetch the locked commits and refuse any difference from the committed lock")
+    parser.add_argument(
+        "--preflight",
+        action="store_true",
+        help="only check that the workdir's filesystem can hold what the build will write (reads headers, writes nothing); exit 1 if not",
+    )
 
 
 def status_command(args: argparse.Namespace, out: Output) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline import __version__
-from pipeline.cli import commands, rehearse, release
+from pipeline.cli import bench_plan, commands, rehearse, release
 from pipeline.cli import watch as watch_command
 from pipeline.cli.output import Output
 from pipeline.errors import PipelineError
@@ -66,9 +66,16 @@ COMMANDS: tuple[Command, ...] = (
         if stage.name != "card"  # the card command below also checks and diffs
     ),
     Command(
+        "bench-plan",
+        "write the inputs of `vllm bench sweep serve` for the recipe's benchmarks.plan: params files, run.sh and RUN.md",
+        "python -m pipeline bench-plan --draft step-3.7-flash-mtp-draft --out build/bench-plan",
+        bench_plan.bench_plan_command,
+        bench_plan.bench_plan_options,
+    ),
+    Command(
         "build",
         "run fetch, extract, config-fix and verify in order, then write (or with --locked, check) the lock",
-        "python -m pipeline build --draft demo\npython -m pipeline build --draft demo --locked",
+        "python -m pipeline build --draft demo\npython -m pipeline build --draft demo --locked\npython -m pipeline build --draft demo --preflight",
         commands.build_command,
         commands.build_options,
     ),

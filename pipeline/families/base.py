@@ -140,7 +140,7 @@ class Family:
     shared_weights: SharedWeights = "omit"
     shared_weights_choices: tuple[SharedWeights, ...] = SHARED_WEIGHTS_CHOICES
     vllm_release: str = "0.33.0"
-    vllm_file: str = ""  # the model file the loader rules were read from, under vllm/model_executor/models/
+    vllm_file: str = ""  # the model file the loader rules were read from, under vllm/model_executor/models/ unless it starts with vllm/
     # What vLLM raises for a name it matches but cannot place: `params_dict[name]` in hand-written
     # loaders, AutoWeightsLoader's "There is no module or parameter named" (models/utils.py:442-448).
     unknown_name_error: str = "KeyError"

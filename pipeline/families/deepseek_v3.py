@@ -83,14 +83,13 @@ MLA = (
 # vLLM module prefixes of the layer's quantizable modules: the decoder layer gets the layer's own
 # prefix, without `.mtp_block.` (deepseek_mtp.py:106-111).
 LAYER = "model.layers.{layer}."
-QUANT_MODULES = (
+MLA_MODULES = (
     QuantModule(f"{LAYER}self_attn.fused_qkv_a_proj", "linear", ("q_a_proj", "kv_a_proj_with_mqa")),
     QuantModule(f"{LAYER}self_attn.q_b_proj"),
     QuantModule(f"{LAYER}self_attn.kv_b_proj"),
     QuantModule(f"{LAYER}self_attn.o_proj"),
-    *moe_quant_modules(LAYER, "shared_experts"),
-    NEXTN_HEAD_MODULE,
 )
+QUANT_MODULES = (*MLA_MODULES, *moe_quant_modules(LAYER, "shared_experts"), NEXTN_HEAD_MODULE)
 
 DEEPSEEK_V3 = Family(
     name="deepseek_v3",

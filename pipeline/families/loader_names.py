@@ -138,6 +138,20 @@ def deepseek_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str 
     return _nextn_tail(_nextn_rewrite(name, layer), layer, geometry, params, DEEPSEEK_STACKED)
 
 
+GLM_LITE_STACKED = DEEPSEEK_STACKED[:4]  # glm4_moe_lite_mtp.py:275-280: no indexer fusion
+
+
+def glm4_moe_lite_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str | None:
+    """`Glm4MoeLiteMTP.load_weights` (glm4_moe_lite_mtp.py:274-454): DeepSeek's rules, except that
+    every name outside the MTP layers is skipped (:300-302), a top-level embedding included."""
+    if "rotary_emb.inv_freq" in name:
+        return None
+    layer = spec_layer(name, geometry)
+    if layer is None:
+        return None
+    return _nextn_tail(_nextn_rewrite(name, layer), layer, geometry, params, GLM_LITE_STACKED)
+
+
 def glm4_moe_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str | None:
     """`Glm4MoeMTP.load_weights` (glm4_moe_mtp.py:248-412): top-level `lm_head.weight` and
     `model.embed_tokens.weight` are read too (:274-283, PR #27597)."""
@@ -176,6 +190,11 @@ def qwen3_next_mtp(name: str, geometry: Geometry, params: Collection[str]) -> st
         return None
     if name.startswith("mtp."):
         name = name.replace("mtp.", "model.")
+    return _qwen_predictor(name, geometry)
+
+
+def _qwen_predictor(name: str, geometry: Geometry) -> str:
+    """Below `model.`, the predictor's mapper fuses q/k/v and gate/up and FusedMoE takes the experts."""
     if name.startswith("model."):
         for old, new in QWEN3_NEXT_STACKED:
             if old in name:
@@ -184,6 +203,19 @@ def qwen3_next_mtp(name: str, geometry: Geometry, params: Collection[str]) -> st
         if expert is not None:
             return expert
     return name
+
+
+def qwen3_5_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str | None:
+    """`Qwen3_5MTP.load_weights` (qwen3_5_mtp.py:302-318): Qwen3-Next's rules, and an embedding
+    stored under `language_model.` (the multimodal release) loses that part. The predictor's mapper
+    (qwen3_5.py:226-234) is Qwen3-Next's plus linear-attention fusions no MTP layer has."""
+    if not name.startswith("mtp.") and not any(key in name for key in ("embed_tokens", "lm_head")):
+        return None
+    if name.startswith("mtp."):
+        name = name.replace("mtp.", "model.")
+    elif "embed_tokens" in name:
+        name = name.replace("language_model.", "")
+    return _qwen_predictor(name, geometry)
 
 
 # MiMoMTP.hf_to_vllm_mapper (mimo_mtp.py:168-186): substrings, then stacked, then the layer prefix.

@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.checkpoint.files import sha256_bytes
 from pipeline.checkpoint.readers import CARD_FILE, CONFIG_FILE, INDEX_FILE
+from pipeline.checkpoint.selection import TOKENIZER_FILES
 from pipeline.checkpoint.sources import ModelSource
 from pipeline.flows.build import inspect_summary
 from pipeline.flows.inspect import inspect_recipe
@@ -24,7 +25,6 @@ from pipeline.flows.watch_source import SourceComparison, compare_source
 from pipeline.recipe.loader import HubRef
 from pipeline.recipe.lock import load_lock
 from pipeline.stages.context import Context
-from pipeline.stages.fetch import TOKENIZER_FILES
 
 # The target files a build records in the lock (the fetch stage's list).
 TARGET_FILES = (CONFIG_FILE, INDEX_FILE, CARD_FILE, *TOKENIZER_FILES)

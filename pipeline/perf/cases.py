@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.checkpoint.files import dump_json
 from pipeline.families.step3p7 import STEP3P7, read_geometry
+from pipeline.perf.sampling import PeakAllocation
 from pipeline.rehearsal.hub import FaultPlan, HubServer
 from pipeline.rehearsal.synthetic import SyntheticSpec, step_config, write_source
 
@@ -73,39 +74,52 @@ def source_bytes_estimate(spec: SyntheticSpec) -> int:
 
 @dataclass(frozen=True)
 class ChildRun:
-    """One child process: wall time and peak resident set size."""
+    """One child process: wall time, peak resident set size, and bytes it wrote to storage."""
 
     seconds: float
     peak_rss: int
+    write_bytes: int | None  # None where the kernel keeps no per-process I/O counts (not Linux)
 
 
-# Runs the measured command and reports its peak RSS. ru_maxrss of a direct child would include
-# this process's own RSS, which the kernel carries across the fork and exec (the Hub server and
-# the uploads live here); a bare interpreter in between is smaller than any stage, so it cannot
-# mask the figure.
+# Runs the measured command and reports its peak RSS and the bytes it wrote to storage. ru_maxrss
+# of a direct child would include this process's own RSS, which the kernel carries across the fork
+# and exec (the Hub server and the uploads live here); a bare interpreter in between is smaller
+# than any stage, so it cannot mask the figure. Linux adds a reaped child's I/O counts (its own and
+# its reaped children's) to the parent's, so the launcher's `write_bytes` after wait4, less before,
+# is what the command and everything it started wrote; the launcher itself writes nothing until then.
 _LAUNCHER = (
     "import os, subprocess, sys\n"
+    "def written():\n"
+    "    try:\n"
+    "        lines = open('/proc/self/io').read().splitlines()\n"
+    "    except OSError:\n"
+    "        return None\n"
+    "    return int(next(l.split()[1] for l in lines if l.startswith('write_bytes:')))\n"
+    "before = written()\n"
     "child = subprocess.Popen(sys.argv[2:])\n"
     "_, status, usage = os.wait4(child.pid, 0)\n"
-    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "after = written()\n"
+    "wrote = 'none' if before is None or after is None else str(after - before)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss) + ' ' + wrote)\n"
     "sys.exit(os.waitstatus_to_exitcode(status))\n"
 )
 
 
 def run_child(argv: Sequence[str], env: dict[str, str], log: Path) -> ChildRun:
-    """Run a command to completion and return its wall time and its own peak RSS."""
-    rss_file = log.with_suffix(".maxrss")
+    """Run a command to completion and return its wall time, its own peak RSS and its storage writes."""
+    usage_file = log.with_suffix(".usage")
     with open(log, "wb") as out:
         started = time.perf_counter()
         code = subprocess.run(
-            [sys.executable, "-S", "-c", _LAUNCHER, str(rss_file), *argv], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-S", "-c", _LAUNCHER, str(usage_file), *argv], env=env, stdout=out, stderr=subprocess.STDOUT
         ).returncode
         seconds = time.perf_counter() - started
     if code != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise PerfError(f"{' '.join(argv[:4])} exited with {code}: {' / '.join(tail)} (log: {log})")
+    maxrss, wrote = usage_file.read_text().split()
     # Linux reports ru_maxrss in KiB, macOS in bytes.
-    return ChildRun(seconds, int(rss_file.read_text()) * (1 if sys.platform == "darwin" else 1024))
+    return ChildRun(seconds, int(maxrss) * (1 if sys.platform == "darwin" else 1024), None if wrote == "none" else int(wrote))
 
 
 def timed(argv: Sequence[str]) -> float:
@@ -221,10 +235,12 @@ class Bench:
 
 
 def measure_main(bench: Bench) -> dict[str, Any]:
-    """Bytes, fetch speed-up, extract and verify against their floors, and per-stage peak RSS."""
+    """Bytes moved and written, disk peak, fetch speed-up, extract and verify against their floors, peak RSS."""
     bench.seed()
-    fetch_n, ranges_sent = bench.fetch("ranges", bench.connections, capped=True)
-    needed = json.loads((bench.root / "ranges" / "fetch" / "fetch.json").read_text())["bytes_needed"]
+    workdir = bench.root / "ranges"
+    with PeakAllocation(workdir) as fetch_peak:
+        fetch_n, ranges_sent = bench.fetch("ranges", bench.connections, capped=True)
+    needed = json.loads((workdir / "fetch" / "fetch.json").read_text())["bytes_needed"]
     fetch_1, _ = bench.fetch("one-connection", 1, capped=True)
     shutil.rmtree(bench.root / "one-connection")
     _, shards_sent = bench.fetch("whole-shards", bench.connections, capped=False, mode="shards")
@@ -232,18 +248,21 @@ def measure_main(bench: Bench) -> dict[str, Any]:
     shutil.rmtree(bench.root / "hf-cache", ignore_errors=True)
     snapshot_sent = bench.snapshot()
     bench.drop_source()
-    stages = bench.build_after_fetch("ranges")
+    with PeakAllocation(workdir) as later_peak:
+        stages = bench.build_after_fetch("ranges")
+    runs = [fetch_n, *stages.values()]
+    written = None if any(run.write_bytes is None for run in runs) else sum(run.write_bytes or 0 for run in runs)
+    draft_size = sum(p.stat().st_size for p in (workdir / "draft").iterdir() if p.is_file())
 
     bench.say("baselines: cp and sha256sum of the same bytes")
-    blobs = sorted(str(p) for p in (bench.root / "ranges" / "fetch" / "tensors").glob("*.bin"))
+    shards = sorted(str(p) for p in (workdir / "draft").glob("*.safetensors"))
     copies = bench.root / "cp-copy"
     copies.mkdir()
-    cp_seconds = timed(["cp", *blobs, str(copies)])
+    cp_seconds = timed(["cp", *shards, str(copies)])
     copied = sorted(str(p) for p in copies.iterdir())
     sha_copy_seconds = timed([*sha256_command(), *copied])
     openssl_copy_seconds = timed(["openssl", "dgst", "-sha256", *copied]) if shutil.which("openssl") else None
     shutil.rmtree(copies)
-    shards = sorted(str(p) for p in (bench.root / "ranges" / "draft").glob("*.safetensors"))
     sha_draft_seconds = timed([*sha256_command(), *shards])
     openssl_draft_seconds = timed(["openssl", "dgst", "-sha256", *shards]) if shutil.which("openssl") else None
     return {
@@ -253,6 +272,9 @@ def measure_main(bench: Bench) -> dict[str, Any]:
             "ranges": ranges_sent,
             "whole_shards": shards_sent,
             "snapshot": snapshot_sent,
+            "draft": draft_size,
+            "written_by_build": written,
+            "workdir_peak": max(fetch_peak.bytes, later_peak.bytes),
         },
         "seconds": {
             "fetch_n": fetch_n.seconds,
@@ -265,6 +287,7 @@ def measure_main(bench: Bench) -> dict[str, Any]:
             "sha256sum_draft": sha_draft_seconds,
             "openssl_draft": openssl_draft_seconds,
         },
+        "written": {"fetch": fetch_n.write_bytes, **{name: run.write_bytes for name, run in stages.items()}},
         "peak_rss": {"fetch": fetch_n.peak_rss, **{name: run.peak_rss for name, run in stages.items()}},
     }
 

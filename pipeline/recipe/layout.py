@@ -23,8 +23,13 @@ class Workdir:
         return self.fetch / "target"
 
     @property
-    def blobs(self) -> Path:
-        return self.fetch / "tensors"
+    def landed_shards(self) -> Path:
+        """Where fetch lands the draft's shards before extract seals them into `draft/`."""
+        return self.fetch / "shards"
+
+    def landed_shard(self, shard: str) -> Path:
+        """Where fetch lands one shard's tensor bytes, header space left empty, before extract seals it."""
+        return self.landed_shards / (shard.removesuffix(".safetensors") + ".unsealed")
 
     @property
     def fetch_manifest(self) -> Path:

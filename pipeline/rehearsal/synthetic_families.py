@@ -67,18 +67,11 @@ def _text(spec: FamilySpec) -> dict[str, Any]:
     }
 
 
-def _deepseek_v3(spec: FamilySpec) -> dict[str, Any]:
+def _mla_moe(spec: FamilySpec) -> dict[str, Any]:
+    """DeepSeek's nextn MoE layer with multi-head latent attention: the widths both it and GLM-4.7-Flash read."""
     return {
-        "architectures": ["DeepseekV3ForCausalLM"],
-        "model_type": "deepseek_v3",
-        "auto_map": {
-            "AutoConfig": "configuration_deepseek.DeepseekV3Config",
-            "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM",
-        },
-        **_text(spec),
         "num_nextn_predict_layers": spec.num_mtp_layers,
         "num_attention_heads": 4,
-        "num_key_value_heads": 4,
         "q_lora_rank": 32,
         "kv_lora_rank": 16,
         "qk_nope_head_dim": 8,
@@ -90,9 +83,45 @@ def _deepseek_v3(spec: FamilySpec) -> dict[str, Any]:
         "n_shared_experts": 1,
         "num_experts_per_tok": 2,
         "first_k_dense_replace": 1,
+    }
+
+
+def _deepseek_v3(spec: FamilySpec) -> dict[str, Any]:
+    return {
+        "architectures": ["DeepseekV3ForCausalLM"],
+        "model_type": "deepseek_v3",
+        "auto_map": {
+            "AutoConfig": "configuration_deepseek.DeepseekV3Config",
+            "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM",
+        },
+        **_text(spec),
+        **_mla_moe(spec),
+        "num_key_value_heads": 4,
         "topk_method": "noaux_tc",
         "scoring_func": "sigmoid",
     }
+
+
+def _glm4_moe_lite(spec: FamilySpec) -> dict[str, Any]:
+    """The fields vLLM 0.33.0's glm4_moe_lite.py / glm4_moe.py read; the model type puts it on the MLA list."""
+    return {
+        "architectures": ["Glm4MoeLiteForCausalLM"],
+        "model_type": "glm4_moe_lite",
+        **_text(spec),
+        **_mla_moe(spec),
+        "hidden_act": "silu",
+        "n_group": 1,
+        "topk_group": 1,
+        "norm_topk_prob": True,
+        "routed_scaling_factor": 1.0,
+    }
+
+
+def _deepseek_v32(spec: FamilySpec) -> dict[str, Any]:
+    """DeepSeek-V3's fields plus the indexer's, which vLLM 0.33.0 reads (deepseek_v32/attention.py:65-68)."""
+    config = {**_deepseek_v3(spec), "architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32"}
+    config.pop("auto_map")
+    return {**config, "index_topk": 8, "index_n_heads": 2, "index_head_dim": 16}
 
 
 def _glm4_moe(spec: FamilySpec) -> dict[str, Any]:
@@ -137,6 +166,28 @@ def _qwen3_next(spec: FamilySpec) -> dict[str, Any]:
     return config
 
 
+def _qwen3_5(spec: FamilySpec, *, moe: bool) -> dict[str, Any]:
+    """The multimodal release's shape: the text model, MTP count included, under `text_config`
+    (vLLM 0.33.0 reads it there: qwen3_5_mtp.py:75-82, speculative.py:987-1008). No vision tower."""
+    text = {
+        "model_type": "qwen3_5_moe_text" if moe else "qwen3_5_text",
+        **_text(spec),
+        "mtp_num_hidden_layers": spec.num_mtp_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "full_attention_interval": 4,
+        "layer_types": ["linear_attention"] * (spec.num_hidden_layers - 1) + ["full_attention"],
+    }
+    if moe:
+        text.update(moe_intermediate_size=24, shared_expert_intermediate_size=24, num_experts=spec.experts, num_experts_per_tok=2)
+    else:
+        text["intermediate_size"] = 96
+    name = "Qwen3_5MoeForConditionalGeneration" if moe else "Qwen3_5ForConditionalGeneration"
+    return {"architectures": [name], "model_type": "qwen3_5_moe" if moe else "qwen3_5", "tie_word_embeddings": False, "text_config": text}
+
+
 def _mimo(spec: FamilySpec) -> dict[str, Any]:
     return {
         "architectures": ["MiMoForCausalLM"],
@@ -151,9 +202,13 @@ def _mimo(spec: FamilySpec) -> dict[str, Any]:
 
 CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v3": _deepseek_v3,
+    "deepseek_v32": _deepseek_v32,
     "glm4_moe": _glm4_moe,
+    "glm4_moe_lite": _glm4_moe_lite,
     "qwen3_next": _qwen3_next,
     "mimo": _mimo,
+    "qwen3_5": lambda spec: _qwen3_5(spec, moe=False),
+    "qwen3_5_moe": lambda spec: _qwen3_5(spec, moe=True),
 }
 NVFP4_CONFIG = {
     "quant_method": "modelopt",
@@ -164,7 +219,16 @@ NVFP4_CONFIG = {
 }
 # The exclude entry that keeps each family's MTP unquantized, in vLLM module names (the form
 # nvidia/DeepSeek-R1-FP4 uses, `model.layers.61*`); MiMo's modules are `model.layers.{nh+i}`.
-MTP_EXCLUDES = {"deepseek_v3": "model.layers.{nh}*", "glm4_moe": "model.layers.{nh}*", "qwen3_next": "mtp*", "mimo": "model.layers.{nh}*"}
+MTP_EXCLUDES = {
+    "deepseek_v3": "model.layers.{nh}*",
+    "deepseek_v32": "model.layers.{nh}*",
+    "glm4_moe": "model.layers.{nh}*",
+    "glm4_moe_lite": "model.layers.{nh}*",
+    "qwen3_next": "mtp*",
+    "mimo": "model.layers.{nh}*",
+    "qwen3_5": "mtp*",
+    "qwen3_5_moe": "mtp*",
+}
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
 

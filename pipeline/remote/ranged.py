@@ -1,13 +1,15 @@
-"""Copy byte ranges of remote files into local blobs over several connections at once.
+"""Land byte ranges of remote files at their offsets in local files, over several connections at once.
 
-A Hub download over one connection is capped far below what several reach, and the
-draft is dominated by four ~1 GB tensors, so a tensor is split into parts that are fetched in
-parallel and written at their offsets (`os.pwrite`) into a preallocated partial file. Each part is
-flushed and then noted in a small part log, so a killed fetch resumes with only the missing parts.
-The sha256 is taken in byte order: whoever completes the part at the hash frontier reads the
-newly contiguous bytes back (still in the page cache) and feeds them to the digest, so hashing
-overlaps the download. Memory is bounded by the number of connections (one network chunk each,
-one hash buffer per blob being hashed), whatever the tensor size.
+A Hub download over one connection is capped far below what several reach, and the draft is
+dominated by four ~1 GB tensors, so each range (a segment: one tensor's bytes) is split into parts
+fetched in parallel and written at their final offsets (`os.pwrite`) into a preallocated partial
+file, which may hold many segments: a draft shard is laid out once and its tensors land in place,
+so no byte is written twice. Each part is flushed and then noted in the file's part log, so a killed
+fetch resumes with only the missing parts. Each segment's sha256 is taken in byte order: whoever
+completes the part at a segment's hash frontier reads the newly contiguous bytes back (still in the
+page cache) and feeds them to its digest, so hashing overlaps the download. Memory is bounded by
+the number of connections (one network chunk each, one hash buffer per segment being hashed),
+whatever the tensor size.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ _flush = getattr(os, "fdatasync", os.fsync)  # data only: the size was fixed whe
 
 @dataclass(frozen=True)
 class Part:
-    """Bytes [start, end) of a blob, fetched by one ranged request."""
+    """Bytes [start, end) of a segment, fetched by one ranged request."""
 
     index: int
     start: int
@@ -47,80 +49,142 @@ class Part:
 
 
 def plan_parts(nbytes: int, part_bytes: int) -> list[Part]:
-    """Split `nbytes` into consecutive parts of at most `part_bytes` (an empty blob has none)."""
+    """Split `nbytes` into consecutive parts of at most `part_bytes` (an empty segment has none)."""
     if part_bytes <= 0:
         raise ValueError("part_bytes must be positive")
     return [Part(i, start, min(start + part_bytes, nbytes)) for i, start in enumerate(range(0, nbytes, part_bytes))]
 
 
 @dataclass(frozen=True)
-class BlobJob:
-    """Bytes [start, end) of `source_file` to land in `blob`.
-
-    `plan_key` names the partial file and part log: it must change whenever anything that decides
-    the bytes changes, so a resumed fetch never mixes parts of two plans.
-    """
+class Segment:
+    """Bytes [start, end) of `source_file`, to land at `offset` in the local file."""
 
     source_file: str
     start: int
     end: int
-    blob: Path
-    plan_key: str
+    offset: int
 
     @property
     def nbytes(self) -> int:
         return self.end - self.start
 
+
+@dataclass(frozen=True)
+class FileJob:
+    """A local file of `size` bytes whose segments come from the source; other bytes are left zero.
+
+    `plan_key` names the partial file and part log: it must change whenever anything that decides
+    the bytes or their places changes, so a resumed fetch never mixes parts of two plans.
+    """
+
+    path: Path
+    size: int
+    segments: tuple[Segment, ...]
+    plan_key: str
+
     @property
     def partial(self) -> Path:
-        return self.blob.with_name(f"{self.blob.stem}.{self.plan_key}{PARTIAL_SUFFIX}")
+        return self.path.with_name(f"{self.path.stem}.{self.plan_key}{PARTIAL_SUFFIX}")
 
     @property
     def part_log(self) -> Path:
-        return self.blob.with_name(f"{self.blob.stem}.{self.plan_key}{PART_LOG_SUFFIX}")
+        return self.path.with_name(f"{self.path.stem}.{self.plan_key}{PART_LOG_SUFFIX}")
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes to fetch: the segments' total."""
+        return sum(segment.nbytes for segment in self.segments)
 
 
 class _Stopped(Exception):
     """Another part failed: stop this one at the next chunk."""
 
 
-class _Assembly:
-    """One blob being assembled: the parts still missing, the part log, and the in-order hash."""
+class _LandingFile:
+    """One file being landed: its part log, which parts are done, and how many segments are hashed."""
 
-    def __init__(self, job: BlobJob, part_bytes: int, on_complete: Callable[[str], None]) -> None:
+    def __init__(self, job: FileJob, part_bytes: int, on_complete: Callable[[list[str]], None]) -> None:
         self.job = job
-        self.parts = plan_parts(job.nbytes, part_bytes)
         self.on_complete = on_complete
-        self._lock = threading.Lock()
-        self._done = _prepare_partial(job, len(self.parts))
+        self.lock = threading.Lock()
+        self.segments: list[_Segment] = []
+        first = 0
+        for position, segment in enumerate(job.segments):
+            parts = plan_parts(segment.nbytes, part_bytes)
+            self.segments.append(_Segment(self, position, segment, first, parts))
+            first += len(parts)
+        self.part_count = first
+        self.done = _prepare_partial(job, first)
+        self._hashed_segments = 0
+
+    def record(self, number: int) -> None:
+        """Note a flushed part in the log (caller holds the lock)."""
+        with open(self.job.part_log, "a", encoding="ascii") as log:
+            log.write(f"{number}\n")
+        self.done.add(number)
+
+    def segment_hashed(self) -> None:
+        with self.lock:
+            self._hashed_segments += 1
+            complete = self._hashed_segments == len(self.segments)
+        if complete:
+            self.finish()
+
+    def finish(self) -> None:
+        """Every segment is landed and hashed: the caller records the digests, then the file takes its name.
+
+        In that order a kill between the two leaves a complete part log beside the partial file, so
+        the next run only hashes it again instead of fetching it again.
+        """
+        self.on_complete([segment.digest.hexdigest() for segment in self.segments])
+        self.job.partial.replace(self.job.path)
+        self.job.part_log.unlink(missing_ok=True)
+
+
+class _Segment:
+    """One segment's parts and its in-order hash frontier."""
+
+    def __init__(self, landing: _LandingFile, position: int, segment: Segment, first_part: int, parts: list[Part]) -> None:
+        self.landing = landing
+        self.position = position
+        self.segment = segment
+        self.first_part = first_part  # the part log numbers this segment's parts from here
+        self.parts = parts
+        self.digest = hashlib.sha256()
         self._hashed = 0  # parts [0, _hashed) are in the digest
         self._hashing = False
-        self._digest = hashlib.sha256()
+
+    def _is_done(self, part: Part) -> bool:
+        return self.first_part + part.index in self.landing.done
 
     def missing(self) -> list[Part]:
-        return [part for part in self.parts if part.index not in self._done]
+        return [part for part in self.parts if not self._is_done(part)]
 
     def already_have(self) -> int:
-        return sum(part.end - part.start for part in self.parts if part.index in self._done)
+        return sum(part.end - part.start for part in self.parts if self._is_done(part))
 
     def finished(self, part: Part) -> None:
         """Record a flushed part, then advance the hash frontier as far as the parts allow."""
-        with self._lock:
-            if len(self.parts) > 1:
-                with open(self.job.part_log, "a", encoding="ascii") as log:
-                    log.write(f"{part.index}\n")
-            self._done.add(part.index)
+        with self.landing.lock:
+            self.landing.record(self.first_part + part.index)
             if self._hashing:
                 return  # the thread already hashing will pick this part up
             self._hashing = True
         self._advance_hash()
 
+    def start_if_complete(self) -> None:
+        """A segment with no missing part (empty, or fully logged) is hashed now."""
+        if not self.missing():
+            with self.landing.lock:
+                self._hashing = True
+            self._advance_hash()
+
     def _advance_hash(self) -> None:
         buffer = memoryview(bytearray(HASH_CHUNK_BYTES))  # one buffer per pass: no allocation per chunk
-        with open(self.job.partial, "rb", buffering=0) as handle:
+        with open(self.landing.job.partial, "rb", buffering=0) as handle:
             while True:
-                with self._lock:
-                    if self._hashed not in self._done:
+                with self.landing.lock:
+                    if self._hashed == len(self.parts) or not self._is_done(self.parts[self._hashed]):
                         self._hashing = False
                         complete = self._hashed == len(self.parts)
                         break
@@ -128,47 +192,35 @@ class _Assembly:
                     self._hashed += 1
                 self._hash_part(handle, buffer, part)
         if complete:
-            self._finish()
+            self.landing.segment_hashed()
 
     def _hash_part(self, handle: io.FileIO, buffer: memoryview, part: Part) -> None:
-        handle.seek(part.start)
+        handle.seek(self.segment.offset + part.start)
         remaining = part.end - part.start
         while remaining:
             count = handle.readinto(buffer[: min(len(buffer), remaining)])
             if not count:
-                raise InputError(f"{self.job.partial}: ends before byte {part.end}", hint="run fetch again")
-            self._digest.update(buffer[:count])
+                raise InputError(f"{self.landing.job.partial}: ends before byte {self.segment.offset + part.end}", hint="run fetch again")
+            self.digest.update(buffer[:count])
             remaining -= count
 
-    def start_if_empty(self) -> None:
-        """A blob with no missing part (empty, or fully logged) is hashed and finished now."""
-        if not self.missing():
-            with self._lock:
-                self._hashing = True
-            self._advance_hash()
 
-    def _finish(self) -> None:
-        self.job.partial.replace(self.job.blob)
-        self.job.part_log.unlink(missing_ok=True)
-        self.on_complete(self._digest.hexdigest())
-
-
-def _prepare_partial(job: BlobJob, part_count: int) -> set[int]:
+def _prepare_partial(job: FileJob, part_count: int) -> set[int]:
     """Open or create the preallocated partial file; return the parts a previous run completed."""
     partial = job.partial
-    if partial.is_file() and partial.stat().st_size == job.nbytes:
-        return _read_part_log(job.part_log, part_count) if part_count > 1 else set()
+    if partial.is_file() and partial.stat().st_size == job.size:
+        return _read_part_log(job.part_log, part_count)
     job.part_log.unlink(missing_ok=True)
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PUBLISHED_FILE_MODE)
     try:
-        _preallocate(fd, job.nbytes, partial)
+        _preallocate(fd, job.size, partial)
     finally:
         os.close(fd)
     return set()
 
 
 def _preallocate(fd: int, nbytes: int, path: Path) -> None:
-    """Reserve the blob's blocks now, so a full disk fails the fetch at its start, not its end."""
+    """Reserve the file's blocks now, so a full disk fails the fetch at its start, not its end."""
     if nbytes == 0:
         return
     try:
@@ -193,34 +245,40 @@ def _read_part_log(path: Path, part_count: int) -> set[int]:
     return {int(line) for line in lines if line.isdigit() and int(line) < part_count}
 
 
-def fetch_blobs(
+def fetch_files(
     source: ModelSource,
-    jobs: list[tuple[BlobJob, Callable[[str], None]]],
+    jobs: list[tuple[FileJob, Callable[[list[str]], None]]],
     connections: int,
     progress: Callable[[int], None],
     part_bytes: int = PART_BYTES,
 ) -> None:
     """Fetch every job's missing parts over `connections` parallel connections.
 
-    Each job's callback receives the blob's sha256 once the blob is complete under its final
-    name; a blob finished before another part fails stays finished. The first failure stops the
-    other parts at their next chunk and is raised once every connection has stopped.
+    Each job's callback receives its segments' sha256s, in order, once every part is landed and
+    hashed, just before the file takes its final name; a file finished before another part fails
+    stays finished. The first failure
+    stops the other parts at their next chunk and is raised once every connection has stopped.
     """
-    assemblies = [_Assembly(job, part_bytes, on_complete) for job, on_complete in jobs]
-    for assembly in assemblies:
-        progress(assembly.already_have())
-        assembly.start_if_empty()
-    # Largest blobs first (each in byte order, for the hash frontier): the last parts to start
+    landings = [_LandingFile(job, part_bytes, on_complete) for job, on_complete in jobs]
+    segments = [segment for landing in landings for segment in landing.segments]
+    for segment in segments:
+        progress(segment.already_have())
+    for landing in landings:
+        if not landing.segments:
+            landing.finish()
+    for segment in segments:
+        segment.start_if_complete()
+    # Largest segments first (each in byte order, for its hash frontier): the last parts to start
     # are then small ones, and the connections finish together instead of one 64 MiB straggler.
-    ordered = sorted(assemblies, key=lambda assembly: assembly.job.nbytes, reverse=True)
-    work = [(assembly, part) for assembly in ordered for part in assembly.missing()]
+    ordered = sorted(segments, key=lambda segment: segment.segment.nbytes, reverse=True)
+    work = [(segment, part) for segment in ordered for part in segment.missing()]
     if not work:
         return
     stop = threading.Event()
     futures = []
     pool = ThreadPoolExecutor(max_workers=max(1, connections), thread_name_prefix="fetch")
     try:
-        futures = [pool.submit(_fetch_part, source, assembly, part, stop, progress) for assembly, part in work]
+        futures = [pool.submit(_fetch_part, source, segment, part, stop, progress) for segment, part in work]
         wait(futures, return_when=FIRST_EXCEPTION)
     finally:
         stop.set()  # on success every part is done already; otherwise the rest stop at their next chunk
@@ -231,30 +289,30 @@ def fetch_blobs(
         raise first
 
 
-def _fetch_part(source: ModelSource, assembly: _Assembly, part: Part, stop: threading.Event, progress: Callable[[int], None]) -> None:
-    """One ranged request written at its offset, flushed, then handed to the blob's hash frontier."""
-    job = assembly.job
+def _fetch_part(source: ModelSource, state: _Segment, part: Part, stop: threading.Event, progress: Callable[[int], None]) -> None:
+    """One ranged request written at its offset, flushed, then handed to the segment's hash frontier."""
+    job, segment = state.landing.job, state.segment
     if stop.is_set():
         raise _Stopped
-    offset = part.start
+    position = part.start
     fd = os.open(job.partial, os.O_WRONLY)
     try:
-        chunks: Iterator[bytes] = source.stream_range(job.source_file, job.start + part.start, job.start + part.end)
+        chunks: Iterator[bytes] = source.stream_range(segment.source_file, segment.start + part.start, segment.start + part.end)
         with contextlib.closing(chunks):  # type: ignore[type-var]
             for chunk in chunks:
                 if stop.is_set():
                     raise _Stopped
-                _pwrite_all(fd, chunk, offset)
-                offset += len(chunk)
+                _pwrite_all(fd, chunk, segment.offset + position)
+                position += len(chunk)
                 progress(len(chunk))
-        if offset != part.end:
-            first, last = job.start + part.start, job.start + part.end
-            raise InputError(f"{source.label}: {job.source_file}: bytes {first}-{last} gave {offset - part.start} of {last - first}")
+        if position != part.end:
+            first, last = segment.start + part.start, segment.start + part.end
+            raise InputError(f"{source.label}: {segment.source_file}: bytes {first}-{last} gave {position - part.start} of {last - first}")
         # Flushed before the part log names it: a crash must not leave a logged part unwritten.
         _flush(fd)
     finally:
         os.close(fd)
-    assembly.finished(part)
+    state.finished(part)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

@@ -4,6 +4,8 @@ Reads the files that the recipe's `benchmarks:` section names under `artifacts/<
 `vllm bench serve --save-result` JSON (current and legacy layouts, `--append-result` files),
 `vllm bench sweep serve` trees (`run=N.json`, `summary.json`, `summary.csv`), SGLang `bench_serving`
 JSONL, and Prometheus `/metrics` snapshots taken around a run.
+With only a `benchmarks.plan` (no `runs:`), it reads the `run=N.json` files of the sweep that
+`bench-plan` planned, each cell's runs found by the overrides the sweep wrote into them.
 
 Writes `<out_dir>/benchmarks.json` (schema mtp-bench/v1: summary rows, the context x concurrency
 matrix, provenance, warnings, and every normalized run with its source file's sha256) and
@@ -104,7 +106,7 @@ def _run(ctx: Context) -> StageOutcome:
 STAGE = Stage(
     "bench-import",
     "read the result files in the benchmarks/ folder beside the recipe (artifacts/<draft>/benchmarks/) that its "
-    "`benchmarks:` section names (README, Benchmarks); write <workdir>/benchmarks/benchmarks.json and speedup.png",
+    "`benchmarks:` section names, or the sweep its `plan` planned (README, Benchmarks); write <workdir>/benchmarks/benchmarks.json and speedup.png",
     _inputs,
     _run,
 )

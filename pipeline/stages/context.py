@@ -15,7 +15,7 @@ from typing import Any
 from huggingface_hub import HfApi
 
 from pipeline.checkpoint.files import sha256_file
-from pipeline.checkpoint.sources import LocalSource, ModelSource
+from pipeline.checkpoint.sources import LocalSource, ModelSource, RememberedReads
 from pipeline.cli.output import Output
 from pipeline.families import FAMILIES, Family
 from pipeline.recipe.layout import Artifacts, Workdir, artifacts_for
@@ -69,7 +69,8 @@ class Context:
     def source(self, role: str) -> ModelSource:
         """The opened source or target, once per context."""
         if role not in self.opened:
-            self.opened[role] = self.open_source(self.ref(role), role, self.api, self.recipe.retries)
+            # Fetch, its planner and inspect all read the small files: each is requested once per run.
+            self.opened[role] = RememberedReads(self.open_source(self.ref(role), role, self.api, self.recipe.retries))
         return self.opened[role]
 
 

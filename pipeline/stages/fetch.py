@@ -1,53 +1,42 @@
-"""fetch: resolve source and target, then copy exactly the draft's tensor bytes.
+"""fetch: resolve source and target, then land exactly the draft's tensor bytes in the draft's shards.
 
-Reads the recipe's source and target (local folder or Hub). Writes under `<workdir>/fetch/`:
-the source's config, index, card, licence and `auto_map` files, the target's config and index,
-one blob per selected tensor (only its byte range) and `fetch.json` recording every byte's sha256.
-Refuses when a selected tensor is missing, the source has MTP tensors the family does not know,
-a header disagrees with the config, an index points outside the repo, or the licence differs.
+Reads the recipe's source and target (local folder or Hub). Plans the draft's shard layout from
+the source headers (`fetch_plan`), refuses up front when the workdir's filesystem cannot hold the
+build, then writes under `<workdir>/fetch/`: the source's config, index, card, licence and
+`auto_map` files, the target's config and index, one preallocated file per draft shard with every
+selected tensor's bytes at its final offset (`shards/<shard>.unsealed`, its header space left for
+extract to seal), and `fetch.json` recording the layout and every tensor's sha256. Refuses when a
+selected tensor is missing, the source has MTP tensors the family does not know, a header
+disagrees with the config, an index points outside the repo, or the licence differs.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub.utils import tqdm
 
+from pipeline.checkpoint.disk import DiskCheck, check_room, refuse_unless_room
 from pipeline.checkpoint.files import atomic_write_bytes, atomic_write_json, remove_stale_temp_files
-from pipeline.checkpoint.readers import (
-    CARD_FILE,
-    CONFIG_FILE,
-    INDEX_FILE,
-    LICENSE_FILES,
-    WeightIndex,
-    auto_map_files,
-    read_card_license,
-    read_config,
-    read_shard_header,
-    read_weight_index,
-)
-from pipeline.checkpoint.safetensors_format import Header
+from pipeline.checkpoint.readers import CARD_FILE, read_card_license
+from pipeline.checkpoint.selection import FetchPlan, Selected, plan_fetch
+from pipeline.checkpoint.shard_layout import ShardLayout, hash_shard
 from pipeline.checkpoint.shared_copies import omitted_copies
 from pipeline.checkpoint.sources import ModelSource, WholeShardSource
-from pipeline.errors import CheckFailed, InputError
-from pipeline.families import ExpectedTensor, Family
-from pipeline.families.arrays import refuse_short_arrays
-from pipeline.families.quant_excludes import QUANT_CONFIG_FILE
+from pipeline.errors import CheckFailed
+from pipeline.families import Family
 from pipeline.recipe.layout import Workdir
 from pipeline.recipe.loader import HubRef
-from pipeline.remote import ranged as blob_fetch
-from pipeline.remote.ranged import PART_LOG_SUFFIX, PARTIAL_SUFFIX, BlobJob, fetch_blobs
+from pipeline.remote import ranged
+from pipeline.remote.ranged import FileJob, Segment, fetch_files
 from pipeline.stages.context import Context, Stage, StageOutcome, folder_state
 
-SCHEMA = "mtp-fetch/v1"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json")
+SCHEMA = "mtp-fetch/v2"
 
 
 @dataclass(frozen=True)
@@ -58,6 +47,7 @@ class FetchInputs:
     expected_license: str
     connections: int
     workdir: Workdir
+    max_shard_bytes: int
     mode: str = "ranges"
 
 
@@ -71,109 +61,77 @@ class FetchResult:
     bytes_fetched: int
 
 
-@dataclass(frozen=True)
-class Selected:
-    """A tensor chosen from the source: where it lives and where its copy goes."""
+def _tensor_source(inputs: FetchInputs) -> ModelSource:
+    return WholeShardSource(inputs.source) if inputs.mode == "shards" else inputs.source
 
-    index: int
-    expected: ExpectedTensor
-    source_name: str
-    shard: str
-    start: int
-    end: int
-    dtype: str
 
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.start
+def preflight(inputs: FetchInputs) -> DiskCheck:
+    """The bytes a build of these inputs still has to write, beside the free space; writes nothing."""
+    plan = plan_fetch(_tensor_source(inputs), inputs.target, inputs.family, inputs.max_shard_bytes)
+    return disk_check(plan, inputs.workdir, inputs.mode)
+
+
+def disk_check(plan: FetchPlan, workdir: Workdir, mode: str) -> DiskCheck:
+    """Shard bytes not yet on disk, the small files twice (fetched, then carried into the draft), and
+    in whole-shard mode the source shards the download keeps."""
+    needed = sum(shard.size for shard in plan.shards if not _allocated(workdir, shard))
+    needed += 2 * plan.small_file_bytes
+    if mode == "shards":
+        needed += sum(size for _, size in plan.source_shards)
+    return check_room(workdir.root, needed)
+
+
+def _allocated(workdir: Workdir, shard: ShardLayout) -> bool:
+    """The shard's space is already taken: landed, being landed (preallocated), or sealed."""
+    folder = workdir.landed_shard(shard.name).parent
+    candidates = [workdir.landed_shard(shard.name), workdir.draft / shard.name, *folder.glob(f"{shard.stem}.*{ranged.PARTIAL_SUFFIX}")]
+    return any(path.is_file() and path.stat().st_size == shard.size for path in candidates)
 
 
 def run(inputs: FetchInputs, show_progress: bool = True) -> FetchResult:
-    """Fetch the draft's tensors and the small files every later stage reads."""
+    """Fetch the draft's tensors into its shards, and the small files every later stage reads."""
     workdir = inputs.workdir
-    source, target, family = inputs.source, inputs.target, inputs.family
-    if inputs.mode == "shards":
-        source = WholeShardSource(source)
-    source_commit, target_commit = source.resolve(), target.resolve()
-
-    config = read_config(source)
-    try:
-        geometry = family.read_geometry(config)
-    except ValueError as exc:
-        raise InputError(f"{source.label}: {CONFIG_FILE}: {exc}") from None
-    refuse_short_arrays(f"{source.label}: {CONFIG_FILE}", config, family, geometry)  # before moving gigabytes
+    source = _tensor_source(inputs)
     bytes_before = source.bytes_transferred
-    index = read_weight_index(source)
-    expected = family.expected_tensors(geometry)
-    _refuse_unknown_mtp_tensors(source.label, family, geometry.mtp_layers, index, family.known_source_names(geometry))
-    selected = _select(source, index, expected)
+    plan = plan_fetch(source, inputs.target, inputs.family, inputs.max_shard_bytes)
+    refuse_unless_room(disk_check(plan, workdir, inputs.mode))
 
-    source_files = _copy_small_files(source, workdir.source_files, _source_small_files(source, config))
+    source_files = _copy_small_files(source, workdir.source_files, plan.source_files)
     _check_license(source, workdir.source_files, inputs.expected_license)
-    read_config(target)
-    target_files = _copy_small_files(target, workdir.target_files, _target_small_files(target, family))
+    target_files = _copy_small_files(inputs.target, workdir.target_files, plan.target_files)
 
-    records = _fetch_tensors(source, selected, workdir.blobs, inputs.connections, show_progress)
-    needed = sum(item.nbytes for item in selected)
+    digests = _land_shards(source, plan, workdir, inputs.connections, show_progress)
     fetched = source.bytes_transferred - bytes_before
+    places = plan.shard_of()
+    tensors = []
+    for item in plan.selected:
+        shard, offset = places[item.expected.name]
+        tensors.append({**_tensor_record(source, item), "shard": shard.name, "offset": offset, "sha256": digests[item.expected.name]})
     manifest = {
         "schema": SCHEMA,
-        "family": family.name,
-        "source": {"label": source.label, "commit": source_commit, "files": source_files},
-        "target": {"label": target.label, "commit": target_commit, "files": target_files},
-        "tensors": records,
-        "bytes_needed": needed,
+        "family": inputs.family.name,
+        "source": {"label": source.label, "commit": plan.source_commit, "files": source_files},
+        "target": {"label": inputs.target.label, "commit": plan.target_commit, "files": target_files},
+        "max_shard_bytes": inputs.max_shard_bytes,
+        "shards": [_shard_record(shard) for shard in plan.shards],
+        "tensors": tensors,
+        "bytes_needed": plan.tensor_bytes,
         "bytes_fetched": fetched,
     }
     atomic_write_json(workdir.fetch_manifest, manifest)
-    return FetchResult(workdir.fetch_manifest, source_commit, target_commit, len(records), needed, fetched)
+    return FetchResult(workdir.fetch_manifest, plan.source_commit, plan.target_commit, len(tensors), plan.tensor_bytes, fetched)
 
 
-def _refuse_unknown_mtp_tensors(label: str, family: Family, mtp_layers: range, index: WeightIndex, known: set[str]) -> None:
-    prefixes = tuple(prefix for prefix, _ in family.mtp_prefixes(mtp_layers))
-    unknown = sorted(name for name in index.weight_map if name.startswith(prefixes) and name not in known)
-    if unknown:
-        raise CheckFailed(
-            f"{label}: {len(unknown)} MTP tensor(s) the {family.name} family does not know, first {unknown[0]}",
-            hint="the checkpoint may belong to another family or revision",
-        )
+def _shard_record(shard: ShardLayout) -> dict[str, Any]:
+    return {
+        "name": shard.name,
+        "size": shard.size,
+        "header_sha256": hashlib.sha256(shard.header).hexdigest(),
+        "tensors": [placed.slot.name for placed in shard.tensors],
+    }
 
 
-def _select(source: ModelSource, index: WeightIndex, expected: list[ExpectedTensor]) -> list[Selected]:
-    chosen: list[tuple[ExpectedTensor, str, str]] = []
-    for tensor in expected:
-        found = next((name for name in tensor.source_names if name in index.weight_map), None)
-        if found is None:
-            raise CheckFailed(
-                f"{source.label}: {INDEX_FILE}: tensor {tensor.name} is missing", hint="is this the BF16 release that keeps the MTP layers?"
-            )
-        chosen.append((tensor, found, index.weight_map[found]))
-    headers: dict[str, Header] = {shard: read_shard_header(source, shard) for shard in sorted({c[2] for c in chosen})}
-    selected = []
-    for position, (tensor, name, shard) in enumerate(chosen):
-        entry = headers[shard].tensors.get(name)
-        if entry is None:
-            raise InputError(f"{source.label}: {INDEX_FILE}: weight_map.{name} points at {shard}, whose header lacks it")
-        if entry.shape != tensor.shape:
-            raise CheckFailed(f"{source.label}: {shard}: {name} has shape {list(entry.shape)}, the config implies {list(tensor.shape)}")
-        start, end = headers[shard].absolute_range(name)
-        selected.append(Selected(position, tensor, name, shard, start, end, entry.dtype))
-    return selected
-
-
-def _source_small_files(source: ModelSource, config: dict[str, Any]) -> list[str]:
-    names = [CONFIG_FILE, INDEX_FILE, CARD_FILE, *LICENSE_FILES, *auto_map_files(config)]
-    return [name for name in dict.fromkeys(names) if source.exists(name) or name in auto_map_files(config)]
-
-
-def _target_small_files(target: ModelSource, family: Family) -> list[str]:
-    # The legacy ModelOpt quantization file matters only where vLLM builds the MTP with the target's config.
-    quant = [QUANT_CONFIG_FILE] if family.quantization_from == "target" else []
-    names = [CONFIG_FILE, *quant, INDEX_FILE, CARD_FILE, *TOKENIZER_FILES]
-    return [name for name in names if target.exists(name)]
-
-
-def _copy_small_files(source: ModelSource, folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+def _copy_small_files(source: ModelSource, folder: Path, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -199,37 +157,8 @@ def _check_license(source: ModelSource, folder: Path, expected: str) -> None:
         )
 
 
-def _fetch_tensors(
-    source: ModelSource, selected: list[Selected], folder: Path, connections: int, show_progress: bool
-) -> list[dict[str, Any]]:
-    """Each tensor's bytes in its own blob, large tensors in parallel parts; finished blobs are reused."""
-    folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(folder)
-    part_bytes = blob_fetch.PART_BYTES
-    records: dict[int, dict[str, Any]] = {}
-    jobs: list[tuple[BlobJob, Callable[[str], None]]] = []
-    with tqdm(total=sum(item.nbytes for item in selected), unit="B", unit_scale=True, desc="fetch", disable=not show_progress) as bar:
-        for item in selected:
-            record = _tensor_record(source, item)
-            blob = folder / f"{item.index:04d}.bin"
-            record_path = folder / f"{item.index:04d}.json"
-            previous = _load_record(record_path)
-            if previous and blob.is_file() and blob.stat().st_size == item.nbytes and {k: previous.get(k) for k in record} == record:
-                bar.update(item.nbytes)
-                records[item.index] = previous
-                continue
-            plan_key = hashlib.sha256(json.dumps({**record, "part_bytes": part_bytes}, sort_keys=True).encode()).hexdigest()[:16]
-            job = BlobJob(item.shard, item.start, item.end, blob, plan_key)
-            for stale in [*folder.glob(f"{blob.stem}.*{PARTIAL_SUFFIX}"), *folder.glob(f"{blob.stem}.*{PART_LOG_SUFFIX}")]:
-                if stale not in (job.partial, job.part_log):
-                    stale.unlink()
-            jobs.append((job, functools.partial(_record_blob, records, item.index, record, record_path)))
-        fetch_blobs(source, jobs, connections, bar.update, part_bytes)
-    return [records[item.index] for item in selected]
-
-
 def _tensor_record(source: ModelSource, item: Selected) -> dict[str, Any]:
-    """What fetch.json says about one tensor, less its sha256; a change in any field refetches it."""
+    """What fetch.json says about one tensor's origin; a change in any field refetches its shard."""
     return {
         "name": item.expected.name,
         "source_name": item.source_name,
@@ -238,15 +167,64 @@ def _tensor_record(source: ModelSource, item: Selected) -> dict[str, Any]:
         "dtype": item.dtype,
         "shape": list(item.expected.shape),
         "nbytes": item.nbytes,
-        "blob": f"tensors/{item.index:04d}.bin",
         "source_version": source.fingerprint(item.shard),
     }
 
 
-def _record_blob(records: dict[int, dict[str, Any]], index: int, record: dict[str, Any], path: Path, sha256: str) -> None:
-    """Called once a blob is complete: its record makes it reusable by a later run."""
-    records[index] = {**record, "sha256": sha256}
-    atomic_write_json(path, records[index])
+def _land_shards(source: ModelSource, plan: FetchPlan, workdir: Workdir, connections: int, show_progress: bool) -> dict[str, str]:
+    """Each shard's tensor bytes at their final offsets, large tensors in parallel parts; landed shards are reused."""
+    folder = workdir.landed_shards
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(folder)
+    shutil.rmtree(workdir.fetch / "tensors", ignore_errors=True)  # one blob per tensor, as older versions fetched
+    by_name = {item.expected.name: item for item in plan.selected}
+    digests: dict[str, str] = {}
+    jobs: list[tuple[FileJob, Any]] = []
+    keep: set[Path] = set()
+    with tqdm(total=plan.tensor_bytes, unit="B", unit_scale=True, desc="fetch", disable=not show_progress) as bar:
+        for shard in plan.shards:
+            items = [by_name[placed.slot.name] for placed in shard.tensors]
+            record = {**_shard_record(shard), "origins": [_tensor_record(source, item) for item in items]}
+            landing, record_path = workdir.landed_shard(shard.name), folder / f"{shard.stem}.json"
+            keep |= {landing, record_path}
+            previous = _load_record(record_path)
+            if previous is not None and {k: previous.get(k) for k in record} == record and _still_landed(workdir, shard, previous):
+                digests.update(previous["sha256"])
+                bar.update(sum(item.nbytes for item in items))
+                continue
+            landing.unlink(missing_ok=True)  # another plan's bytes: free their space before preallocating
+            key = hashlib.sha256(json.dumps({**record, "part_bytes": ranged.PART_BYTES}, sort_keys=True).encode()).hexdigest()[:16]
+            segments = tuple(
+                Segment(item.shard, item.start, item.end, placed.offset) for item, placed in zip(items, shard.tensors, strict=True)
+            )
+            job = FileJob(landing, shard.size, segments, key)
+            keep |= {job.partial, job.part_log}
+            jobs.append((job, _recorder(record, record_path, [item.expected.name for item in items], digests)))
+        for stale in folder.iterdir():
+            if stale not in keep:
+                stale.unlink()
+        fetch_files(source, jobs, connections, bar.update, ranged.PART_BYTES)
+    return digests
+
+
+def _recorder(record: dict[str, Any], path: Path, names: list[str], digests: dict[str, str]) -> Any:
+    """Called once a shard's bytes are all landed: its record makes it reusable by a later run."""
+
+    def landed(segment_digests: list[str]) -> None:
+        by_name = dict(zip(names, segment_digests, strict=True))
+        digests.update(by_name)
+        atomic_write_json(path, {**record, "sha256": by_name})
+
+    return landed
+
+
+def _still_landed(workdir: Workdir, shard: ShardLayout, previous: dict[str, Any]) -> bool:
+    """The shard's bytes are here: landed and waiting for extract, or sealed by it with the same tensors."""
+    landing = workdir.landed_shard(shard.name)
+    if landing.is_file():
+        return landing.stat().st_size == shard.size
+    sealed = hash_shard(workdir.draft / shard.name, shard)
+    return sealed is not None and dict(sealed.tensors) == previous.get("sha256")
 
 
 def _load_record(path: Path) -> dict[str, Any] | None:
@@ -255,6 +233,20 @@ def _load_record(path: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def landed_state(workdir: Workdir) -> list[str]:
+    """The shards whose bytes are on disk (landed or sealed, by size): a lost one makes fetch run again."""
+    try:
+        manifest = json.loads(workdir.fetch_manifest.read_text())
+        shards = [(entry["name"], entry["size"]) for entry in manifest.get("shards", [])]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return []
+    present = []
+    for name, size in shards:
+        if any(path.is_file() and path.stat().st_size == size for path in (workdir.landed_shard(name), workdir.draft / name)):
+            present.append(name)
+    return present
 
 
 def _source_identity(ctx: Context, role: str) -> dict[str, Any]:
@@ -272,22 +264,27 @@ def _inputs(ctx: Context) -> dict[str, Any]:
         "shared_weights": ctx.recipe.shared_weights,
         "license": ctx.recipe.license,
         "mode": ctx.recipe.fetch.mode,
+        "max_shard_bytes": ctx.recipe.max_shard_bytes,  # the shard layout the bytes land in
+        "landed": landed_state(ctx.workdir),  # a shard whose bytes were lost is fetched again
     }
 
 
-def _run(ctx: Context) -> StageOutcome:
-    result = run(
-        FetchInputs(
-            source=ctx.source("source"),
-            target=ctx.source("target"),
-            family=ctx.family,
-            expected_license=ctx.recipe.license,
-            connections=ctx.recipe.fetch.connections,
-            workdir=ctx.workdir,
-            mode=ctx.recipe.fetch.mode,
-        ),
-        show_progress=ctx.out.show_progress,
+def fetch_inputs(ctx: Context) -> FetchInputs:
+    """The fetch stage's inputs for this run: also what the disk preflight plans from."""
+    return FetchInputs(
+        source=ctx.source("source"),
+        target=ctx.source("target"),
+        family=ctx.family,
+        expected_license=ctx.recipe.license,
+        connections=ctx.recipe.fetch.connections,
+        workdir=ctx.workdir,
+        max_shard_bytes=ctx.recipe.max_shard_bytes,
+        mode=ctx.recipe.fetch.mode,
     )
+
+
+def _run(ctx: Context) -> StageOutcome:
+    result = run(fetch_inputs(ctx), show_progress=ctx.out.show_progress)
     ratio = result.bytes_fetched / max(result.bytes_needed, 1)
     ctx.out.info(f"fetch: {result.tensors} tensors, {result.bytes_fetched} bytes fetched for {result.bytes_needed} needed ({ratio:.4f}x)")
     omitted = omitted_copies(ctx.source("source"), ctx.family)
@@ -304,4 +301,4 @@ def _run(ctx: Context) -> StageOutcome:
     return [result.manifest], summary
 
 
-STAGE = Stage("fetch", "resolve source and target, copy only the draft's tensor bytes", _inputs, _run)
+STAGE = Stage("fetch", "resolve source and target, land only the draft's tensor bytes in its shards", _inputs, _run)

@@ -378,6 +378,7 @@ class HubApp:
         repo = request.repo()
         commit = self.storage.resolve(repo, request.params["rev"])
         path = request.params["path"]
+        self.stats.record_file_request(f"{repo.namespace}/{repo.name}", path)
         entry = self.storage.tree(commit).get(path)
         headers = [("X-Repo-Commit", commit.id)]
         if entry is None:

@@ -26,11 +26,23 @@ class ServerStats:
             self._writes = 0
             self._lfs_bytes_received = 0
             self._resolve_bytes_sent = 0
+            self._file_requests: Counter[str] = Counter()
 
     def record_request(self, method: str, route: str) -> None:
         with self._lock:
             self._by_method[method] += 1
             self._by_route[route] += 1
+
+    def record_file_request(self, repo: str, path: str) -> None:
+        """A GET or HEAD of one file's content (the resolve route), by `repo/path`."""
+        with self._lock:
+            self._file_requests[f"{repo}/{path}"] += 1
+
+    @property
+    def file_requests(self) -> dict[str, int]:
+        """Content requests per `repo/path`: how often a client asked for each file."""
+        with self._lock:
+            return dict(self._file_requests)
 
     def record_write(self) -> None:
         with self._lock:
