@@ -141,6 +141,7 @@ def test_a_branch_that_keeps_moving_stops_the_release(release: Release) -> None:
 
 
 def test_a_concurrent_commit_makes_the_planned_commit_fail_instead_of_overwriting(release: Release) -> None:
+    from pipeline.remote.errors import BranchMoved, status_of
     from pipeline.stages.upload import apply_plan, plan_upload
 
     release.api.create_repo(DESTINATION, exist_ok=True)
@@ -149,11 +150,12 @@ def test_a_concurrent_commit_makes_the_planned_commit_fail_instead_of_overwritin
     plan = plan_upload(release.api, DESTINATION, {"notes.md": local}, "v1.0.0", "v1.0.0", "release", "")
     release.api.upload_file(path_or_fileobj=b"theirs\n", path_in_repo="notes.md", repo_id=DESTINATION)
 
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(BranchMoved) as caught:
         apply_plan(release.api, plan)
 
-    assert getattr(caught.value.response, "status_code", None) == 412  # type: ignore[attr-defined]
-    assert release.api.hf_hub_download(DESTINATION, "notes.md") and release.tags() == {}
+    assert status_of(caught.value.__cause__) == 412
+    assert Path(release.api.hf_hub_download(DESTINATION, "notes.md")).read_text() == "theirs\n"
+    assert release.tags() == {}
 
 
 def test_a_redundant_draft_is_refused_unless_forced_and_then_the_card_says_so(release: Release, synthetic_pairs: dict[str, Path]) -> None:

@@ -178,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _hub_failure(exc: Exception, command: str) -> PipelineError | None:
+    if isinstance(exc, PipelineError) or "huggingface_hub" not in sys.modules:
+        return None
+    from pipeline.remote.errors import hub_error
+
+    return hub_error(exc, action=command)
+
+
 def main(argv: Sequence[str] | None = None, out: Output | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 refused, 2 bad input, 3 remote failed)."""
     parser = build_parser()
@@ -193,7 +201,14 @@ def main(argv: Sequence[str] | None = None, out: Output | None = None) -> int:
     out.json_mode = args.json
     out.verbosity = 1 if args.verbose else -1 if args.quiet else 0
     try:
-        return int(args.handler(args, out))
+        try:
+            return int(args.handler(args, out))
+        except Exception as raised:
+            # A Hub failure no call site translated still ends as one line (pipeline.remote.errors).
+            translated = _hub_failure(raised, args.command)
+            if translated is None:
+                raise
+            raise translated from raised
     except PipelineError as exc:
         if os.environ.get(DEBUG_ENV) == "1":
             traceback.print_exc(file=out.stderr)  # the traceback is extra; the exit code stays the error's

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+from huggingface_hub.errors import RemoteEntryNotFoundError
 
 from pipeline import __version__
 from pipeline.card.markdown import escape_cell, fenced
@@ -26,7 +26,9 @@ from pipeline.flows.runner import BUILD_STAGES, run_stages
 from pipeline.flows.subjects import check_attested
 from pipeline.recipe.lock import LOCK_FILE, build_lock, differences, load_lock
 from pipeline.recipe.versions import ReleaseVersion
-from pipeline.remote.calls import call, status_of
+from pipeline.remote.calls import call
+from pipeline.remote.errors import BranchMoved
+from pipeline.remote.metadata import validate_card
 from pipeline.stages import card
 from pipeline.stages.context import Context
 from pipeline.stages.upload import (
@@ -190,9 +192,11 @@ def _remote_card_diff(ctx: Context, plan: UploadPlan, readme: Path) -> str:
                     plan.destination, card.CARD_FILE, revision=plan.parent_commit, endpoint=ctx.api.endpoint, token=ctx.api.token
                 ),
                 ctx.recipe.retries,
+                repo=plan.destination,
+                passthrough=(RemoteEntryNotFoundError,),
             )
             old = Path(path).read_text(encoding="utf-8")
-        except EntryNotFoundError:
+        except RemoteEntryNotFoundError:
             old = ""
     return card.unified_diff(old, readme.read_text(encoding="utf-8"), f"hub/{card.CARD_FILE}", f"release/{card.CARD_FILE}")
 
@@ -223,6 +227,8 @@ def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None =
         return plan_upload(ctx.api, destination, files, version.label, version.hub_tag, message, description, ctx.recipe.retries)
 
     current = plan()
+    if any(f.path == card.CARD_FILE and f.action in ("add", "change") for f in current.files):
+        validate_card(ctx.api, readme, ctx.recipe.retries, destination)
     if options.attested is not None:
         check_attested(current, options.attested)
     card_diff = _remote_card_diff(ctx, current, readme)
@@ -230,21 +236,17 @@ def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None =
         return ReleaseReport(current, card_diff, None, False, options.from_lock)
     try:
         return ReleaseReport(current, card_diff, apply_plan(ctx.api, current, ctx.recipe.retries), False)
-    except HfHubHTTPError as exc:
-        if status_of(exc) != 412:
-            raise
-    ctx.out.warn(f"{destination} moved while publishing; planning again against its new head")
+    except BranchMoved:
+        ctx.out.warn(f"{destination} moved while publishing; planning again against its new head")
     current = plan()
     if options.attested is not None:
         check_attested(current, options.attested)
     try:
         return ReleaseReport(current, card_diff, apply_plan(ctx.api, current, ctx.recipe.retries), True)
-    except HfHubHTTPError as exc:
-        if status_of(exc) == 412:
-            raise CheckFailed(
-                f"{destination}: the branch moved twice while publishing; nothing was overwritten", hint="run publish again"
-            ) from None
-        raise
+    except BranchMoved:
+        raise CheckFailed(
+            f"{destination}: the branch moved twice while publishing; nothing was overwritten", hint="run publish again"
+        ) from None
 
 
 def publish(ctx: Context, options: ReleaseOptions, today: str) -> ReleaseReport:

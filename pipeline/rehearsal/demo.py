@@ -23,13 +23,14 @@ from pipeline.recipe.layout import Workdir
 from pipeline.recipe.loader import HubRef, load_recipe
 from pipeline.recipe.versions import ReleaseVersion, Version, git_state
 from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.hub.auth import AccessPolicy
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 from pipeline.stages.context import Context
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 DEMO_RECIPE = ARTIFACTS / "demo" / "draft.yaml"
 DEMO_VERSION = Version(1, 0, 0)
-# Any token works on the embedded Hub; this one is recognisable so a leak would be easy to spot.
+# The demo's Hub is strict and accepts this one write token; it is recognisable so a leak would be easy to spot.
 DEMO_TOKEN = "hf_demo_token_for_the_embedded_hub"
 
 
@@ -66,7 +67,7 @@ def run_demo(root: Path, out: Output, refresh: bool = False) -> int:
     version = ReleaseVersion(DEMO_VERSION, DEMO_VERSION.tag, checkout.git_commit, checkout.dirty)
     today = datetime.now(timezone.utc).date().isoformat()
 
-    with HubServer(hub_root) as server:
+    with HubServer(hub_root, access=AccessPolicy.from_specs([f"{DEMO_TOKEN}:write"]), cdn=True) as server:
         out.info(f"embedded Hub at {server.url}")
         api = HfApi(endpoint=server.url, token=DEMO_TOKEN, library_name="mtp-draft-pipeline")
         _seed(api, recipe.source, source, "Add the synthetic Step-3.7 BF16 source")
