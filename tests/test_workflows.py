@@ -25,9 +25,10 @@ from huggingface_hub.hf_api import RepoFile
 from pipeline.cli.main import build_parser
 from pipeline.flows.runner import STAGE_NAMES
 from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.hub.oidc import GITHUB_ISSUER, Publisher, TrustedPublishers, mint_id_token
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 from tests.conftest import run_cli
-from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
+from tests.hub_fixtures import FAKE_TOKEN, OIDC_KEY, SOURCE_REPO, TARGET_REPO, seed_repo
 from tests.release_fixtures import DESTINATION, DRAFT, RECIPE, Release
 from tests.workflow_runner import (
     RUNNER_ONLY_STEPS,
@@ -338,7 +339,8 @@ def _run(tmp_path: Path, project: Release, ref: str, *, event: str = "push", run
         "event": {"repository": {"default_branch": "main"}},
     }
     secrets = kwargs.pop("secrets", {"release": {"HF_TOKEN": FAKE_TOKEN}})  # an environment secret, as the README sets it up
-    run = RunnerLikeRun("release.yml", _release(), project.root, tmp_path / run_name, env, github, secrets, **kwargs)
+    workflow = kwargs.pop("workflow", None) or _release()
+    run = RunnerLikeRun("release.yml", workflow, project.root, tmp_path / run_name, env, github, secrets, **kwargs)
     run.run()
     return run
 
@@ -436,24 +438,46 @@ def test_a_dispatch_repeats_the_release_from_its_tag_and_is_refused_from_a_branc
     assert "A release runs from its release tag, not from the branch main." in from_branch.jobs["select"][0].summary
 
 
-def test_the_publish_job_asks_for_an_id_token_only_in_the_release_environment(
+def test_trusted_publishing_pinned_to_the_release_environment_publishes_from_that_job_alone(
     tmp_path: Path, hub_endpoint: HubServer, synthetic_weights: dict[str, Path]
 ) -> None:
     """Without an HF_TOKEN secret the upload step uses trusted publishing: the client asks GitHub for
-    an id token with the Hub as audience and exchanges it at `POST /oauth/token` for the destination."""
+    an id token with the Hub as audience and exchanges it at `POST /oauth/token`. A publisher whose
+    `sub` is pinned to the release environment refuses the same job run outside that environment,
+    as a copy of the workflow on any branch or tag could be."""
     project = _origin(tmp_path, hub_endpoint, synthetic_weights)
     project.repo.create_tag(f"{DRAFT}/v1.0.0")
-    provider = IdTokenProvider(mint=lambda claims: "id-token-for-" + claims["sub"])
+    project.api.create_repo(DESTINATION)  # a trusted publisher is configured on an existing repo
+    release_subject = f"repo:{REPOSITORY}:environment:release"
+    hub_endpoint.app.publishers = TrustedPublishers([Publisher(DESTINATION, {"sub": release_subject})], {GITHUB_ISSUER: OIDC_KEY})
+    provider = IdTokenProvider(
+        lambda claims: mint_id_token(
+            OIDC_KEY,
+            audience=claims["aud"],
+            subject=claims["sub"],
+            issuer=claims["iss"],
+            claims={k: v for k, v in claims.items() if k not in ("iss", "aud", "sub")},
+        )
+    )
+    unprotected = _release()
+    del unprotected["jobs"]["publish"]["environment"]
     try:
-        run = _run(tmp_path, project, f"{DRAFT}/v1.0.0", secrets={}, id_tokens=provider)
+        outside = _run(tmp_path, project, f"{DRAFT}/v1.0.0", run_name="outside", secrets={}, id_tokens=provider, workflow=unprotected)
+        refused_subjects = [claims["sub"] for claims in provider.issued]
+        provider.issued.clear()
+        inside = _run(tmp_path, project, f"{DRAFT}/v1.0.0", run_name="inside", secrets={}, id_tokens=provider)
     finally:
         provider.close()
 
-    # attest is modelled without Sigstore, so only the upload step asked; its subject is the environment's.
-    assert [(claims["sub"], claims["aud"]) for claims in provider.issued] == [(f"repo:{REPOSITORY}:environment:release", hub_endpoint.url)]
-    assert provider.issued[0]["environment"] == "release" and provider.issued[0]["workflow"] == "release.yml"
-    assert _statuses(run)["publish"] == ["failure"]  # no trusted publisher is configured on the embedded Hub
-    assert not project.api.repo_exists(DESTINATION)
+    # attest is modelled without Sigstore, so only the upload steps asked for an id token.
+    assert refused_subjects == [f"repo:{REPOSITORY}:ref:refs/tags/{DRAFT}/v1.0.0"]
+    assert _statuses(outside)["publish"] == ["failure"]
+    assert "refused the Trusted Publisher exchange" in outside.jobs["publish"][0].log and "sub" in outside.jobs["publish"][0].log
+    assert _statuses(inside)["publish"] == ["success"], inside.jobs["publish"][0].log
+    assert [(claims["sub"], claims["aud"]) for claims in provider.issued] == [(release_subject, hub_endpoint.url)]
+    assert hub_endpoint.stats.requests_by_route["token_exchange"] == 2  # one refused, one granted
+    commits = project.commits()
+    assert project.tags() == {"v1.0.0": commits[0]} and len(commits) == 2  # the repo's first commit, then the release
 
 
 def test_the_runner_model_evaluates_job_conditions_and_skips_after_a_failure(tmp_path: Path) -> None:
