@@ -103,14 +103,15 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "publish",
         "run every stage in order, then release: one commit and tag v<version> from the git tag",
-        "python -m pipeline publish --draft demo --dry-run\ngit tag demo/v1.0.0 && python -m pipeline publish --draft demo",
+        "python -m pipeline publish --draft demo --dry-run\ngit tag D/v1.0.0 && python -m pipeline publish --draft D --tag D/v1.0.0",
         release.publish_command,
         release.release_options,
     ),
     Command(
         "drafts",
-        "list the releasable drafts (those with a destination) a release tag names, or all of them, for a CI matrix",
-        "python -m pipeline drafts --json\npython -m pipeline drafts --tag step-3.7-flash-mtp-draft/v1.0.0 --json",
+        "list the releasable drafts, or check the one a pushed release tag names: on the default branch, lock resolved",
+        "python -m pipeline drafts --json\n"
+        "python -m pipeline drafts --tag step-3.7-flash-mtp-draft/v1.0.0 --merged-into origin/main --json",
         release.drafts_command,
         release.drafts_options,
         uses_recipe=False,

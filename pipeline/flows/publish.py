@@ -23,6 +23,7 @@ from pipeline.card.markdown import escape_cell, fenced
 from pipeline.checkpoint.files import atomic_write_bytes
 from pipeline.errors import CheckFailed, InputError
 from pipeline.flows.runner import BUILD_STAGES, run_stages
+from pipeline.flows.subjects import check_attested
 from pipeline.recipe.layout import LOCK_FILE
 from pipeline.recipe.lock import build_lock, differences, load_lock
 from pipeline.recipe.versions import ReleaseVersion
@@ -54,6 +55,7 @@ class ReleaseOptions:
     force: bool = False
     allow_dirty: bool = False  # rehearsals against a throwaway Hub (the demo) may publish a dirty tree
     from_lock: bool = False  # plan the draft's files from the committed lock, without weights (dry-run only)
+    attested: Path | None = None  # `sha256  path` lines the release's files must equal exactly (flows/subjects.py)
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,8 @@ def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None =
     current = plan()
     if any(f.path == card.CARD_FILE and f.action in ("add", "change") for f in current.files):
         validate_card(ctx.api, readme, ctx.recipe.retries, destination)
+    if options.attested is not None:
+        check_attested(current, options.attested)
     card_diff = _remote_card_diff(ctx, current, readme)
     if options.dry_run:
         return ReleaseReport(current, card_diff, None, False, options.from_lock)
@@ -236,6 +240,8 @@ def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None =
     except BranchMoved:
         ctx.out.warn(f"{destination} moved while publishing; planning again against its new head")
     current = plan()
+    if options.attested is not None:
+        check_attested(current, options.attested)
     try:
         return ReleaseReport(current, card_diff, apply_plan(ctx.api, current, ctx.recipe.retries), True)
     except BranchMoved:

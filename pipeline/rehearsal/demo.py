@@ -21,7 +21,7 @@ from pipeline.flows.publish import ReleaseOptions, publish
 from pipeline.flows.runner import run_stages
 from pipeline.recipe.layout import Workdir
 from pipeline.recipe.loader import HubRef, load_recipe
-from pipeline.recipe.versions import ReleaseVersion, Version, release_version
+from pipeline.recipe.versions import ReleaseVersion, Version, git_state
 from pipeline.rehearsal.hub import HubServer
 from pipeline.rehearsal.hub.auth import AccessPolicy
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
@@ -63,8 +63,8 @@ def run_demo(root: Path, out: Output, refresh: bool = False) -> int:
     hub_root = root / "hub"
     shutil.rmtree(hub_root, ignore_errors=True)
     source, target = _synthetic(root / "synthetic")
-    git_state = release_version(ARTIFACTS, recipe.name, single_draft=False)
-    version = ReleaseVersion(DEMO_VERSION, DEMO_VERSION.tag, git_state.git_commit, git_state.dirty)
+    checkout = git_state(ARTIFACTS)
+    version = ReleaseVersion(DEMO_VERSION, DEMO_VERSION.tag, checkout.git_commit, checkout.dirty)
     today = datetime.now(timezone.utc).date().isoformat()
 
     with HubServer(hub_root, access=AccessPolicy.from_specs([f"{DEMO_TOKEN}:write"]), cdn=True) as server:
