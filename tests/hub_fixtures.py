@@ -16,6 +16,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +25,26 @@ from huggingface_hub import HfApi
 from safetensors.numpy import save_file
 
 from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.hub.auth import AccessPolicy
+from pipeline.rehearsal.hub.oidc import GITHUB_ISSUER, IdTokenIssuer, Publisher, TrustedPublishers
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 
 FAKE_TOKEN = "hf_fake_token_for_tests"
+TREE_PAGE_SIZE = 3
 README = "---\nlicense: apache-2.0\nlibrary_name: vllm\ntags:\n- mtp\n---\n# Tiny draft\n"
 CONFIG_JSON = '{"model_type": "tiny", "num_nextn_predict_layers": 1}\n'
 
 
 @pytest.fixture
 def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    """A running embedded Hub over a fresh storage root, stopped after the test."""
-    with HubServer(tmp_path_factory.mktemp("hub-root")) as server:
+    """A running, strict embedded Hub over a fresh storage root: FAKE_TOKEN may write everywhere.
+
+    Tree listings come in pages of TREE_PAGE_SIZE entries, so every listing the suite makes follows
+    the Hub's `Link` pagination, and LFS downloads are redirected to a CDN origin that refuses
+    the token.
+    """
+    access = AccessPolicy.from_specs([f"{FAKE_TOKEN}:write"])
+    with HubServer(tmp_path_factory.mktemp("hub-root"), access=access, page_size=TREE_PAGE_SIZE, cdn=True) as server:
         yield server
 
 
@@ -119,3 +129,34 @@ def hub_recipe(folder: Path, extra: str = "", revision: str = "main") -> Path:
 
 def files_of(draft: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(draft.iterdir())}
+
+
+OIDC_KEY = b"rehearsal-signing-key"
+
+
+@contextmanager
+def trusted_publishing(
+    server: HubServer, monkeypatch: pytest.MonkeyPatch, repo: str, publisher_sub: str, job_sub: str | None = None
+) -> Iterator[IdTokenIssuer]:
+    """Trusted Publishing as a GitHub Actions job sees it, against the embedded Hub.
+
+    The Hub trusts id tokens whose `sub` is `publisher_sub` for `repo`; the job's id-token
+    endpoint (ACTIONS_ID_TOKEN_REQUEST_URL / _TOKEN) mints tokens with `job_sub` (default: the
+    same). HF_TOKEN is removed and HF_OIDC_RESOURCE names `repo`, so the client exchanges. In-process
+    commands need `constants.ENDPOINT` (read from HF_ENDPOINT at import) and an empty token cache;
+    child processes get both from the environment.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _auth
+
+    server.app.publishers = TrustedPublishers([Publisher(repo, {"sub": publisher_sub})], {GITHUB_ISSUER: OIDC_KEY})
+    server.app.access.strict = True
+    with IdTokenIssuer(OIDC_KEY, {"sub": job_sub or publisher_sub}) as issuer:
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setenv("HF_OIDC_RESOURCE", repo)
+        monkeypatch.setenv("GITHUB_ACTIONS", "true")
+        monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_URL", issuer.url)
+        monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", issuer.request_token)
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(_auth, "_OIDC_TOKEN_CACHE", None)
+        yield issuer

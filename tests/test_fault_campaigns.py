@@ -1,7 +1,7 @@
 """Fault campaigns and crash points: a release is all or nothing, and a rerun finishes it.
 
 Faults come from the embedded Hub (dropped bodies, 5xx/429 storms, failures mid-upload); crashes
-are SIGKILLs of a real `python -m pipeline` process at seeded random moments.
+are SIGKILLs of a real `python -m pipeline` process once it reaches a named state.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from tests.release_fixtures import DESTINATION, Release
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DROP_CAMPAIGNS = 5
-PUBLISH_CRASH_POINTS = 4
 
 
 def test_connections_dropped_at_random_offsets_never_change_the_output(
@@ -69,8 +68,7 @@ def test_a_storm_beyond_the_budget_publishes_nothing(release: Release) -> None:
 
     assert result.code == 3, result.stderr
     assert "Traceback" not in result.stderr
-    assert release.tags() == {}
-    assert len(release.commits()) <= 1  # at most the Hub's own initial commit
+    assert not release.api.repo_exists(DESTINATION), "the repo created for the failed release is removed again"
 
 
 @pytest.mark.parametrize("route", ["lfs_upload", "commit", "tag_create"])
@@ -81,7 +79,10 @@ def test_a_failure_mid_release_is_finished_by_a_rerun(route: str, release: Relea
     failed = release.cli("publish")
 
     assert failed.code == 3, failed.stderr
-    assert release.tags() == {}, "a tag must never exist without its commit"
+    if route == "tag_create":
+        assert release.tags() == {} and len(release.commits()) == 2
+    else:
+        assert not release.api.repo_exists(DESTINATION), "a failed first release leaves no empty repo behind"
     release.server.faults = FaultPlan()
 
     finished = release.cli("publish")
@@ -106,32 +107,51 @@ def _publish_process(release: Release) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def test_publish_killed_at_random_moments_ends_in_exactly_one_release(release: Release) -> None:
+# Each crash point is a state of a publish that the embedded Hub can see; the kill waits for it.
+# The faults hold the process in that state (throttled reads, or a refusal it waits to retry).
+PUBLISH_CRASH_POINTS: tuple[tuple[str, FaultPlan, str], ...] = (
+    ("fetching the tensor bytes", FaultPlan(bytes_per_second=100_000), "resolve"),
+    ("built, before any upload", FaultPlan(error_status=503, error_route="preupload", error_times=1000), "preupload"),
+    ("objects uploaded, commit not yet made", FaultPlan(error_status=503, error_route="commit", error_times=1000), "commit"),
+    ("committed, not yet tagged", FaultPlan(error_status=503, error_route="tag_create", error_times=1000), "tag_create"),
+)
+SLOW_RETRIES = "retries: {attempts: 3, backoff_seconds: 30}"  # a refused call waits here, so the kill lands mid-publish
+
+
+def _reached(server: HubServer, route: str) -> bool:
+    if route == "resolve":
+        return server.stats.resolve_bytes_sent > 50_000  # past the small files, inside the tensor bytes
+    return server.stats.requests_by_route.get(route, 0) > 0
+
+
+@pytest.mark.parametrize(("state", "faults", "route"), PUBLISH_CRASH_POINTS, ids=[p[0] for p in PUBLISH_CRASH_POINTS])
+def test_publish_killed_in_each_state_ends_in_exactly_one_release(release: Release, state: str, faults: FaultPlan, route: str) -> None:
     release.prepare()
-    release.server.faults = FaultPlan(bytes_per_second=200_000)  # slow reads, so kills land mid-work
-    start = time.monotonic()
-    clean = _publish_process(release)
-    assert clean.wait(timeout=120) == 0, _stderr(clean)
-    duration = time.monotonic() - start
-    assert len(release.commits()) == 2 and set(release.tags()) == {"v1.0.0"}
-    rng = random.Random(7)
+    release.recipe.write_text(release.recipe.read_text().replace("retries: {attempts: 3, backoff_seconds: 0.05}", SLOW_RETRIES))
+    assert release.cli("card").code == 0
+    release.commit_and_tag("v1.0.1")
+    if route == "resolve":
+        release.workdir = release.root / "build" / "fresh"  # nothing built there yet, so the fetch runs
+    release.server.stats.reset()
+    release.server.faults = faults
 
-    for point in range(PUBLISH_CRASH_POINTS):
-        previous = DESTINATION if point == 0 else f"{DESTINATION}-{point - 1}"
-        destination = f"{DESTINATION}-{point}"
-        release.recipe.write_text(release.recipe.read_text().replace(f"repo: {previous}}}", f"repo: {destination}}}"))
-        assert release.cli("card").code == 0
-        release.commit_and_tag(f"v1.0.{point + 1}")
-        process = _publish_process(release)
-        time.sleep(rng.uniform(0.1, duration))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    process = _publish_process(release)
+    deadline = time.monotonic() + 120
+    while not _reached(release.server, route):
+        assert process.poll() is None, f"publish ended before reaching {state}: {_stderr(process)}"
+        assert time.monotonic() < deadline, f"publish never reached {state}"
+        time.sleep(0.01)
+    assert process.poll() is None, f"the kill must land while publish is {state}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    published = release.tags() if release.api.repo_exists(DESTINATION) else {}
+    assert "v1.0.1" not in published, "a killed publish leaves no tag"
 
-        rerun = _publish_process(release)
-        assert rerun.wait(timeout=120) == 0, _stderr(rerun)
-        commits = [c.commit_id for c in release.api.list_repo_commits(destination)]
-        tags = {t.name: t.target_commit for t in release.api.list_repo_refs(destination).tags}
-        assert len(commits) == 2 and tags == {f"v1.0.{point + 1}": commits[0]}, "one release, one commit, one tag"
+    release.server.faults = FaultPlan()
+    rerun = _publish_process(release)
+    assert rerun.wait(timeout=120) == 0, _stderr(rerun)
+    commits = release.commits()
+    assert len(commits) == 2 and release.tags() == {"v1.0.1": commits[0]}, "one release, one commit, one tag"
 
 
 def _stderr(process: subprocess.Popen[bytes]) -> str:

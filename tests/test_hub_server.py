@@ -36,6 +36,7 @@ from pipeline.rehearsal.hub import FaultPlan, HubServer
 from tests.hub_fixtures import FAKE_TOKEN
 
 REPO = "org/tiny-draft"
+AUTH = {"Authorization": f"Bearer {FAKE_TOKEN}"}
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -303,25 +304,31 @@ def test_range_requests_get_206_with_exact_bytes(hub_api: HfApi, hub_server: Hub
     commit = publish(hub_api, tiny_draft)
     url = f"{hub_server.url}/{REPO}/resolve/v1.0.0/model.safetensors"
 
-    head = httpx2.head(url)
-    assert head.status_code == 200
-    assert head.headers["X-Repo-Commit"] == commit
+    redirect = httpx2.head(url)  # LFS bytes live on another origin, as on the Hub
+    assert redirect.status_code == 302
+    assert redirect.headers["X-Repo-Commit"] == commit
     sha256 = hashlib.sha256(weights).hexdigest()
-    assert head.headers["ETag"] == head.headers["X-Linked-Etag"] == f'"{sha256}"'
-    assert head.headers["X-Linked-Size"] == head.headers["Content-Length"] == str(len(weights))
-    assert head.headers["Accept-Ranges"] == "bytes"
-    assert "X-Xet-Hash" not in head.headers
+    assert redirect.headers["ETag"] == redirect.headers["X-Linked-Etag"] == f'"{sha256}"'
+    assert redirect.headers["X-Linked-Size"] == str(len(weights))
+    location = redirect.headers["Location"]
+    assert not location.startswith(hub_server.url) and "X-Xet-Hash" not in redirect.headers
+    assert httpx2.get(location, headers=AUTH).status_code == 400, "the CDN refuses a request carrying the token"
+    assert httpx2.get(location.replace("signature=", "signature=0")).status_code == 403
+    # httpx drops Authorization on a cross-origin redirect, so following one with the token works.
+    head = httpx2.head(url, headers=AUTH, follow_redirects=True)
+    assert head.status_code == 200 and head.headers["Content-Length"] == str(len(weights))
+    assert head.headers["Accept-Ranges"] == "bytes" and head.headers["ETag"] == f'"{sha256}"'
 
-    part = httpx2.get(url, headers={"Range": "bytes=100-199"})
+    part = httpx2.get(url, headers={"Range": "bytes=100-199"}, follow_redirects=True)
     assert part.status_code == 206
     assert part.content == weights[100:200]
     assert part.headers["Content-Range"] == f"bytes 100-199/{len(weights)}"
-    tail = httpx2.get(url, headers={"Range": "bytes=-16"})
+    tail = httpx2.get(url, headers={"Range": "bytes=-16"}, follow_redirects=True)
     assert (tail.status_code, tail.content) == (206, weights[-16:])
     # A range running past the end is clamped, as get_safetensors_metadata's first read relies on.
-    clamped = httpx2.get(url, headers={"Range": f"bytes=10-{len(weights) + 1000}"})
+    clamped = httpx2.get(url, headers={"Range": f"bytes=10-{len(weights) + 1000}"}, follow_redirects=True)
     assert (clamped.status_code, clamped.content) == (206, weights[10:])
-    beyond = httpx2.get(url, headers={"Range": f"bytes={len(weights)}-"})
+    beyond = httpx2.get(url, headers={"Range": f"bytes={len(weights)}-"}, follow_redirects=True)
     assert beyond.status_code == 416
     assert beyond.headers["Content-Range"] == f"bytes */{len(weights)}"
 
@@ -338,6 +345,7 @@ def test_lfs_upload_checks_the_body_and_commit_checks_the_oid(hub_api: HfApi, hu
     batch = httpx2.post(
         f"{hub_server.url}/{REPO}.git/info/lfs/objects/batch",
         json={"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(data)}], "hash_algo": "sha256"},
+        headers=AUTH,
     ).json()
     href = batch["objects"][0]["actions"]["upload"]["href"]
 
@@ -350,7 +358,7 @@ def test_lfs_upload_checks_the_body_and_commit_checks_the_oid(hub_api: HfApi, hu
         )
     )
     commit_url = f"{hub_server.url}/api/models/{REPO}/commit/main"
-    headers = {"Content-Type": "application/x-ndjson"}
+    headers = {"Content-Type": "application/x-ndjson", **AUTH}
     refused = httpx2.post(commit_url, content=commit_body, headers=headers)
     assert refused.status_code == 400
     assert "never uploaded" in refused.json()["error"]
@@ -363,7 +371,9 @@ def test_lfs_upload_checks_the_body_and_commit_checks_the_oid(hub_api: HfApi, hu
     assert isinstance(stored, RepoFile) and stored.lfs is not None and stored.lfs.sha256 == oid
     assert hub_server.stats.lfs_bytes_received == 2 * len(data)
     again = httpx2.post(
-        f"{hub_server.url}/{REPO}.git/info/lfs/objects/batch", json={"operation": "upload", "objects": [{"oid": oid, "size": len(data)}]}
+        f"{hub_server.url}/{REPO}.git/info/lfs/objects/batch",
+        json={"operation": "upload", "objects": [{"oid": oid, "size": len(data)}]},
+        headers=AUTH,
     )
     assert "actions" not in again.json()["objects"][0]
 
@@ -395,7 +405,7 @@ def test_injected_429_carries_retry_after_until_the_plan_is_replaced(hub_api: Hf
     assert httpx2.get(f"{hub_server.url}/api/models/{REPO}/refs").status_code == 200  # other routes untouched
     hub_server.faults = FaultPlan(error_status=429, error_route="repo_info", error_times=1)
     assert httpx2.get(url).status_code == 429  # a new plan counts from zero
-    assert httpx2.get(url).status_code == 200
+    assert httpx2.get(url, follow_redirects=True).status_code == 200
     assert hub_server.stats.faults_fired == {"error": 2}
 
 
@@ -409,7 +419,7 @@ def test_dropped_download_is_resumed_with_a_range_request(hub_api: HfApi, hub_se
     hub_server.faults = FaultPlan(drop_after_bytes=cut, drop_times=2)
 
     with pytest.raises(httpx2.RemoteProtocolError):
-        httpx2.get(f"{hub_server.url}/{REPO}/resolve/main/big.dat")
+        httpx2.get(f"{hub_server.url}/{REPO}/resolve/main/big.dat", follow_redirects=True)
     hub_server.stats.reset()
     path = hf_hub_download(REPO, "big.dat", endpoint=hub_server.url, token=FAKE_TOKEN, cache_dir=tmp_path)
     assert Path(path).read_bytes() == data
@@ -423,11 +433,11 @@ def test_bandwidth_cap_paces_response_bodies(hub_api: HfApi, hub_server: HubServ
     publish(hub_api, tiny_draft)
     hub_server.faults = FaultPlan(bytes_per_second=40_000)
     started = time.monotonic()
-    response = httpx2.get(f"{hub_server.url}/{REPO}/resolve/main/model.safetensors")
+    response = httpx2.get(f"{hub_server.url}/{REPO}/resolve/main/model.safetensors", follow_redirects=True)
     elapsed = time.monotonic() - started
     assert response.content == weights
     assert elapsed >= len(weights) / 40_000 * 0.9
-    assert hub_server.stats.faults_fired == {"throttle": 1}
+    assert hub_server.stats.faults_fired == {"throttle": 2}  # the redirect, then the CDN origin's body
 
 
 # ---- the hf CLI ---------------------------------------------------------------------------

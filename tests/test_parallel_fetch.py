@@ -216,6 +216,7 @@ def test_a_killed_fetch_resumes_its_multi_part_tensors(
     assert not (killed / "draft").exists() and not (killed / "fetch" / "fetch.json").exists()  # nothing final yet
     assert hub_endpoint.stats.faults_fired.get("drop") == 2
     hub_endpoint.faults = FaultPlan()
+    assert hub_endpoint.wait_idle(), "the killed fetch's responses are still being sent"
     hub_endpoint.stats.reset()
     monkeypatch.setattr(ranged, "PART_BYTES", SMALL_PART)
 

@@ -12,9 +12,9 @@ from pipeline.flows.publish import ReleaseReport, summary_markdown
 from pipeline.rehearsal.hub import FaultPlan
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_target
 from pipeline.stages.upload import PlannedFile, UploadPlan
-from tests.conftest import CliResult, run_cli
+from tests.conftest import run_cli
 from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
-from tests.release_fixtures import DESTINATION, RECIPE, Release
+from tests.release_fixtures import DESTINATION, Release
 
 
 def test_first_publish_makes_one_commit_and_one_tag_and_a_rerun_makes_none(release: Release) -> None:
@@ -141,6 +141,7 @@ def test_a_branch_that_keeps_moving_stops_the_release(release: Release) -> None:
 
 
 def test_a_concurrent_commit_makes_the_planned_commit_fail_instead_of_overwriting(release: Release) -> None:
+    from pipeline.remote.errors import BranchMoved, status_of
     from pipeline.stages.upload import apply_plan, plan_upload
 
     release.api.create_repo(DESTINATION, exist_ok=True)
@@ -149,11 +150,12 @@ def test_a_concurrent_commit_makes_the_planned_commit_fail_instead_of_overwritin
     plan = plan_upload(release.api, DESTINATION, {"notes.md": local}, "v1.0.0", "v1.0.0", "release", "")
     release.api.upload_file(path_or_fileobj=b"theirs\n", path_in_repo="notes.md", repo_id=DESTINATION)
 
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(BranchMoved) as caught:
         apply_plan(release.api, plan)
 
-    assert getattr(caught.value.response, "status_code", None) == 412  # type: ignore[attr-defined]
-    assert release.api.hf_hub_download(DESTINATION, "notes.md") and release.tags() == {}
+    assert status_of(caught.value.__cause__) == 412
+    assert Path(release.api.hf_hub_download(DESTINATION, "notes.md")).read_text() == "theirs\n"
+    assert release.tags() == {}
 
 
 def test_a_redundant_draft_is_refused_unless_forced_and_then_the_card_says_so(release: Release, synthetic_pairs: dict[str, Path]) -> None:
@@ -290,43 +292,6 @@ def test_a_long_card_diff_is_cut_to_fit_the_summary_and_cannot_break_its_fence()
     assert len(cut.encode()) <= 20_000
     assert "more bytes are in the job log" in cut
     assert "\n`````diff\n" in cut and cut.rstrip().endswith("</details>")
-
-
-def test_drafts_lists_what_a_tag_names(tmp_path: Path) -> None:
-    artifacts = tmp_path / "artifacts"
-    for name, destination in (("one", "org/one"), ("two", "org/two"), ("local-only", None), ("demo", "demo/x")):
-        (artifacts / name).mkdir(parents=True)
-        text = RECIPE.replace(f"destination: {{repo: {DESTINATION}}}\n", f"destination: {{repo: {destination}}}\n" if destination else "")
-        (artifacts / name / "draft.yaml").write_text(text)
-    (artifacts / "examples" / "nested").mkdir(parents=True)
-    (artifacts / "examples" / "nested" / "draft.yaml").write_text(RECIPE)
-
-    def drafts(*argv: str) -> CliResult:
-        return run_cli("drafts", "--artifacts", str(artifacts), *argv)
-
-    everything = drafts("--json")
-    tagged = drafts("--tag", "two/v1.2.0", "--json")
-    assert everything.code == 0, everything.stderr
-    assert json.loads(everything.stdout) == [{"draft": "one", "destination": "org/one"}, {"draft": "two", "destination": "org/two"}]
-    assert json.loads(tagged.stdout) == [{"draft": "two", "destination": "org/two"}]
-    for argv, message in [
-        (("--tag", "v1.2.0"), "4 drafts are under"),
-        (("--tag", "two/1.2"), "not a release tag"),
-        (("--tag", "three/v1.0.0"), "no " + str(artifacts / "three" / "draft.yaml")),
-        (("--tag", "examples/nested/v1.0.0"), "no "),
-        (("--tag", "local-only/v1.0.0"), "no releasable draft"),
-        (("--draft", "demo"), "publishes only to the embedded Hub"),
-    ]:
-        refused = drafts(*argv)
-        assert refused.code == 2 and message in refused.stderr, (argv, refused.stderr)
-
-
-def test_a_bare_version_tag_names_the_single_draft(tmp_path: Path) -> None:
-    (tmp_path / "artifacts" / "only").mkdir(parents=True)
-    (tmp_path / "artifacts" / "only" / "draft.yaml").write_text(RECIPE)
-    result = run_cli("drafts", "--artifacts", str(tmp_path / "artifacts"), "--tag", "v2.0.0")
-    assert result.code == 0, result.stderr
-    assert result.stdout == f"only\t{DESTINATION}\n"
 
 
 def test_card_diff_against_the_latest_release(release: Release) -> None:

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from pipeline.cli.main import build_parser
 
@@ -63,7 +66,7 @@ def test_guarantees_table_counts_match_the_suite() -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"| {len(CORPUS) + len(RECIPES) + len(SOURCE_DAMAGE)} inputs |" in readme
     assert f"| {len(DRAFT_DAMAGE) + 3} damages |" in readme  # + NaN in a source tensor, two target geometries
-    crash_points = PUBLISH_CRASH_POINTS + len(EXTRACT_CRASH_POINTS) + len(FETCH_CRASH_POINTS) + 1  # + the Hub fetch killed mid-tensor
+    crash_points = len(PUBLISH_CRASH_POINTS) + len(EXTRACT_CRASH_POINTS) + len(FETCH_CRASH_POINTS) + 1  # + the Hub fetch killed mid-tensor
     assert f"| {crash_points} crash points |" in readme
     # drop campaigns + 4 storm statuses + 4 fault kinds in the Hub build tests
     assert f"| {DROP_CAMPAIGNS + 4 + 4} fault scenarios |" in readme
@@ -75,3 +78,49 @@ def test_types_check() -> None:
         pytest.fail("mypy is not installed; install the test extra: pip install -e '.[test]'")
     result = subprocess.run([mypy], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _locked(path: Path) -> dict[str, tuple[str, list[str], list[str]]]:
+    """name -> (version, sha256 hashes, the `# via` sources) of a `uv pip compile --generate-hashes` file."""
+    entries: dict[str, tuple[str, list[str], list[str]]] = {}
+    current: str | None = None
+    in_via = False
+    for line in path.read_text().splitlines():
+        pinned = re.match(r"^([A-Za-z0-9._-]+)==(\S+)", line)
+        if pinned:
+            current, in_via = canonicalize_name(pinned[1]), False
+            entries[current] = (pinned[2], [], [])
+        elif current and (digest := re.search(r"--hash=sha256:([0-9a-f]{64})", line)):
+            entries[current][1].append(digest[1])
+        elif current and (via := re.match(r"^\s+# via(?: (.+))?$", line)):
+            in_via = True
+            if via[1]:
+                entries[current][2].append(via[1])
+        elif current and in_via and (source := re.match(r"^\s+#\s+(.+)$", line)):
+            entries[current][2].append(source[1])
+        else:
+            assert line.startswith("#") or not line.strip(), f"{path}: a line the lock format does not have: {line}"
+    return entries
+
+
+def test_the_release_lock_matches_pyproject() -> None:
+    """requirements/release.txt pins, with hashes, exactly what pyproject.toml depends on, and was
+    made by the command the README gives; the build lock pins the declared build backend."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    readme = (ROOT / "README.md").read_text()
+    for lock, source, declared in [
+        ("requirements/release.txt", "mtp-draft-pipeline (pyproject.toml)", project["project"]["dependencies"]),
+        ("requirements/build.txt", "-r requirements/build.in", project["build-system"]["requires"]),
+    ]:
+        path = ROOT / lock
+        command = path.read_text().splitlines()[1].strip("# ")
+        assert command.startswith("uv pip compile ") and "--generate-hashes" in command and command in readme, command
+        entries = _locked(path)
+        assert all(hashes for _, hashes, _ in entries.values()), f"{lock}: an entry without hashes"
+        direct = {name for name, (_, _, via) in entries.items() if source in via}
+        wanted = {canonicalize_name(Requirement(text).name): Requirement(text) for text in declared}
+        assert direct == set(wanted), f"{lock}: pins {sorted(direct)} for {sorted(wanted)}: regenerate it (README: Releasing)"
+        for name, requirement in wanted.items():
+            assert requirement.specifier.contains(entries[name][0]), f"{lock}: {name}=={entries[name][0]} is outside {requirement}"
+    build_in = [line for line in (ROOT / "requirements" / "build.in").read_text().splitlines() if not line.startswith("#")]
+    assert build_in == project["build-system"]["requires"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.checkpoint.safetensors_format import PlannedTensor, write_shard
-from pipeline.stages.verify import SCAN_CHUNK_BYTES, _scan_shard
+from pipeline.checkpoint.scan import SCAN_CHUNK_BYTES, scan_shard
 
 
 def _reused_buffer_chunks(data: bytes, size: int) -> Iterator[memoryview]:
@@ -59,7 +59,7 @@ def test_scan_counts_every_nan_and_inf_and_hashes_in_one_pass(tmp_path: Path) ->
     with open(path, "wb") as handle:
         write_shard(handle, [PlannedTensor(n, d, a.shape, a.nbytes, lambda a=a: iter([a.tobytes()])) for n, (d, a) in tensors.items()])
 
-    scan = _scan_shard(path)
+    scan = scan_shard(path)
 
     assert scan.problems == []
     assert scan.non_finite == {"bf16": 4, "f16": 2, "f32": 2, "f64": 1}

@@ -1,9 +1,11 @@
 """The GitHub Actions workflows: clean under zizmor and actionlint, hardened, calling only commands
-the CLI has, in stage order; and the release workflow's jobs, run as a hosted runner would run them
-on a fresh checkout of a tagged project, publish a tagged release to the embedded Hub."""
+the CLI has, in stage order, installing nothing unpinned where a credential can be minted; and the
+release workflow's jobs, run by a strict model of a hosted runner on fresh checkouts of a tagged
+project, publish exactly the pushed tag to the embedded Hub, or refuse in `select`."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -12,41 +14,61 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from huggingface_hub import HfApi
+from huggingface_hub.hf_api import RepoFile
 
 from pipeline.cli.main import build_parser
 from pipeline.flows.runner import STAGE_NAMES
 from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.hub.oidc import GITHUB_ISSUER, Publisher, TrustedPublishers, mint_id_token
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 from tests.conftest import run_cli
-from tests.hub_fixtures import FAKE_TOKEN, SOURCE_REPO, TARGET_REPO, seed_repo
+from tests.hub_fixtures import FAKE_TOKEN, OIDC_KEY, SOURCE_REPO, TARGET_REPO, seed_repo
 from tests.release_fixtures import DESTINATION, DRAFT, RECIPE, Release
+from tests.workflow_runner import (
+    RUNNER_ONLY_STEPS,
+    IdTokenProvider,
+    RunnerLikeRun,
+    id_token_claims,
+    job_order,
+    needs_of,
+    tag_push_starts_a_run,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOWS = ROOT / ".github" / "workflows"
+GITHUB = ROOT / ".github"
+WORKFLOWS = GITHUB / "workflows"
 RELEASE = WORKFLOWS / "release.yml"
 TOOLS = Path(sys.executable).parent  # the test extra installs zizmor, actionlint and shellcheck beside python
-# Where each command stands in a release: choose the drafts, the build stages (`build` is all four),
-# bench-import, the card, then the upload.
+# Where each command stands in a release: choose the draft, the build stages (`build` is all four),
+# bench-import, the card, then the upload (a dry-run upload only plans it).
 RANK = {"drafts": 0, **{name: i + 1 for i, name in enumerate(STAGE_NAMES)}, "build": STAGE_NAMES.index("verify") + 1}
 RANK |= {"card": len(STAGE_NAMES) + 1, "upload": len(STAGE_NAMES) + 2, "publish": len(STAGE_NAMES) + 2}
 RANK |= {"bench-plan": RANK["bench-import"]}  # the benchmark workflow plans the runs bench-import reads later
-# Steps only a hosted runner runs: freeing its disk (sudo), and installing the tool, which the
-# test environment already has.
-RUNNER_ONLY_STEPS = {"free-disk", "install"}
 PIPELINE_COMMAND = re.compile(r"python -m pipeline ([a-z-]+)([^\n]*)")
 SHELL_OPERATORS = {">", ">>", "|", "||", "&&", ";", ")", "2>"}
+REPOSITORY = "release-test/drafts"  # the GitHub repository the runner model pretends to be
+LOCK = "requirements/release.txt"
+# The only ways a release job may install code: the hash-pinned lock (wheels only), or the tool's
+# own wheel once its sha256 was checked against what `package` reported, without dependencies.
+PINNED_INSTALLS = {
+    "python -m pip install --quiet --require-hashes --only-binary :all: -r requirements/release.txt",
+    'python -m pip install --quiet --no-deps --no-index "dist/$WHEEL"',
+}
+WHEEL_CHECK = 'echo "$WHEEL_SHA256  dist/$WHEEL" | sha256sum --check --strict'
 
 
 def _workflows() -> dict[str, dict[str, Any]]:
     return {path.name: yaml.safe_load(path.read_text()) for path in sorted(WORKFLOWS.glob("*.yml"))}
+
+
+def _release() -> dict[str, Any]:
+    return yaml.safe_load(RELEASE.read_text())
 
 
 def _tool(name: str) -> str:
@@ -54,21 +76,6 @@ def _tool(name: str) -> str:
     if found is None:
         pytest.fail(f"{name} is not installed; install the test extra: pip install -e '.[test]'")
     return found
-
-
-def _needs(job: dict[str, Any]) -> list[str]:
-    needs = job.get("needs", [])
-    return [needs] if isinstance(needs, str) else list(needs)
-
-
-def _job_order(workflow: dict[str, Any]) -> list[str]:
-    """Jobs in an order that respects `needs`, ties kept in file order."""
-    jobs, done = workflow["jobs"], []
-    while len(done) < len(jobs):
-        ready = [name for name, job in jobs.items() if name not in done and set(_needs(job)) <= set(done)]
-        assert ready, f"the jobs {sorted(set(jobs) - set(done))} need each other"
-        done.append(ready[0])
-    return done
 
 
 def _commands(job: dict[str, Any]) -> list[tuple[str, list[str]]]:
@@ -87,22 +94,24 @@ def _commands(job: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return found
 
 
-def _zizmor(*persona: str) -> list[dict[str, Any]]:
+def _upstream(workflow: dict[str, Any], name: str) -> set[str]:
+    """Every job `name` needs, directly or through others."""
+    found: set[str] = set()
+    for need in needs_of(workflow["jobs"][name]):
+        found |= {need, *_upstream(workflow, need)}
+    return found
+
+
+@pytest.mark.parametrize("persona", ["regular", "pedantic", "auditor"])
+def test_zizmor_finds_nothing(persona: str) -> None:
+    # Given .github/, zizmor audits the workflows and the Dependabot config.
     result = subprocess.run(
-        [_tool("zizmor"), "--offline", "--format", "json", *persona, str(WORKFLOWS)], cwd=ROOT, capture_output=True, text=True
+        [_tool("zizmor"), "--offline", "--format", "json", "--persona", persona, str(GITHUB)], cwd=ROOT, capture_output=True, text=True
     )
     assert result.stdout.strip(), result.stderr
-    return json.loads(result.stdout)
-
-
-def test_zizmor_finds_nothing() -> None:
-    findings = _zizmor()
+    findings = json.loads(result.stdout)
     assert findings == [], [(f["ident"], f["desc"]) for f in findings]
-
-
-def test_zizmor_as_auditor_finds_nothing_of_high_severity() -> None:
-    high = [f for f in _zizmor("--persona", "auditor") if f["determinations"]["severity"] == "High"]
-    assert high == [], [(f["ident"], f["desc"]) for f in high]
+    assert "dependabot.yml" in result.stderr  # it did read the Dependabot config
 
 
 def test_actionlint_finds_nothing() -> None:
@@ -120,7 +129,7 @@ def test_workflows_are_hardened() -> None:
         assert workflow["permissions"] == {}, f"{name}: start with no permissions and grant them per job"
         triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
         assert "pull_request_target" not in triggers and "workflow_run" not in triggers, name
-        for line in re.findall(r"uses: \S+.*", text):
+        for line in re.findall(r"^\s*(?:- )?(uses: \S+.*)", text, re.M):
             assert re.fullmatch(r"uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+", line), f"{name}: pin to a full commit: {line}"
         for job_name, job in workflow["jobs"].items():
             assert job.get("name") and job.get("permissions"), f"{name}: {job_name} needs a name and its own permissions"
@@ -128,11 +137,34 @@ def test_workflows_are_hardened() -> None:
                 assert "${{" not in step.get("run", ""), f"{name}: {job_name} expands an expression in run: text; pass it through env:"
                 if step.get("uses", "").startswith("actions/checkout@"):
                     assert step["with"]["persist-credentials"] is False, f"{name}: {job_name} keeps the git credential"
-    release = _workflows()["release.yml"]
-    writers = {name for name, job in release["jobs"].items() if "write" in job["permissions"].values()}
-    assert writers == {"publish"}
-    assert [name for name, job in release["jobs"].items() if "secrets." in json.dumps(job)] == ["publish"]
-    assert release["jobs"]["publish"]["environment"]["name"] == "release"
+
+
+def test_only_the_publish_job_in_the_release_environment_holds_a_hub_credential() -> None:
+    jobs = _release()["jobs"]
+    writers = {name: job["permissions"] for name, job in jobs.items() if "write" in job["permissions"].values()}
+    # attest signs with its OIDC token; publish exchanges its own at the Hub.
+    assert writers == {"attest": {"id-token": "write", "attestations": "write"}, "publish": {"contents": "read", "id-token": "write"}}
+    assert {name for name, job in jobs.items() if "environment" in job} == {"publish"}
+    assert jobs["publish"]["environment"]["name"] == "release"
+    # attest runs no project code and checks nothing out: it only signs the list it is handed.
+    assert [step["uses"].split("@")[0] for step in jobs["attest"]["steps"]] == ["actions/download-artifact", "actions/attest"]
+    # The token secret reaches the upload step alone, never a job or the whole publish job.
+    holders = [(job_name, step.get("name")) for job_name, job in jobs.items() for step in job["steps"] if "secrets." in json.dumps(step)]
+    assert holders == [("publish", "Upload exactly the attested files to the Hub (one commit, one tag)")]
+    assert not any("secrets." in json.dumps({k: v for k, v in job.items() if k != "steps"}) for job in jobs.values())
+
+
+def test_oidc_subjects_let_only_the_release_environment_mint_a_hub_token() -> None:
+    """A trusted publisher pinned to `repo:OWNER/REPO:environment:release` matches the publish job
+    and no other: the attest job can mint an id token too, but its subject names the tag."""
+    workflow = _release()
+    github = {"repository": REPOSITORY, "ref": f"refs/tags/{DRAFT}/v1.0.0", "ref_type": "tag", "event_name": "push"}
+    minting = {name: job for name, job in workflow["jobs"].items() if (job["permissions"] or {}).get("id-token") == "write"}
+    subjects = {name: id_token_claims("release.yml", job, github, "https://huggingface.co")["sub"] for name, job in minting.items()}
+
+    assert subjects == {"attest": f"repo:{REPOSITORY}:ref:refs/tags/{DRAFT}/v1.0.0", "publish": f"repo:{REPOSITORY}:environment:release"}
+    readme = (ROOT / "README.md").read_text()
+    assert "`repo:OWNER/REPO:environment:release`" in readme
 
 
 def test_every_pipeline_command_the_workflows_run_exists_with_its_options() -> None:
@@ -161,188 +193,93 @@ def test_the_free_disk_step_asks_the_build_itself_before_building() -> None:
 
 def test_the_jobs_run_the_stages_in_order() -> None:
     for name, workflow in _workflows().items():
-        ranks = []
-        for job_name in _job_order(workflow):
+        for job_name in job_order(workflow):
             commands = [command for command, _ in _commands(workflow["jobs"][job_name])]
-            job_ranks = [RANK[command] for command in commands]
-            assert job_ranks == sorted(job_ranks), f"{name}: {job_name} runs {commands} out of stage order"
-            ranks += job_ranks
-        assert ranks == sorted(ranks), f"{name}: the jobs run the stages out of order"
-    jobs = _workflows()["release.yml"]["jobs"]
+            ranks = [RANK[command] for command in commands]
+            assert ranks == sorted(ranks), f"{name}: {job_name} runs {commands} out of stage order"
+            for upstream in _upstream(workflow, job_name):
+                before = [RANK[c] for c, arguments in _commands(workflow["jobs"][upstream]) if "--dry-run" not in arguments]
+                assert not ranks or max(before, default=0) <= min(ranks), f"{name}: {job_name} runs a stage before {upstream} does"
+    jobs = _release()["jobs"]
     builds = [(c, args) for c, args in _commands(jobs["build"]) if "--preflight" not in args]
-    assert [c for c, _ in builds] == ["build"] and "--locked" in builds[0][1]
-    assert set(_needs(jobs["publish"])) >= {"build", "card"}
-    assert [c for c, _ in _commands(jobs["publish"])] == ["upload"] and "--dry-run" not in _commands(jobs["publish"])[0][1]
+    assert [c for c, _ in builds] == ["build", "bench-import", "upload"] and "--locked" in builds[0][1]
+    assert {"build", "card", "attest"} <= _upstream(_release(), "publish") and "build" in _upstream(_release(), "attest")
+    [(command, arguments)] = _commands(jobs["publish"])
+    assert command == "upload" and "--dry-run" not in arguments
+    assert arguments[arguments.index("--tag") + 1] == "$RELEASE_TAG" and "--attested" in arguments
+
+
+def test_release_jobs_install_only_hash_pinned_code() -> None:
+    workflow = _release()
+    for name, job in workflow["jobs"].items():
+        scripts = [step.get("run", "") for step in job["steps"]]
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/setup-python@"):
+                assert set(step["with"]) == {"python-version"}, f"{name}: setup-python must not restore a cache"
+        for script in scripts:
+            for line in (line.strip() for line in script.splitlines()):
+                if "pip install" in line and name != "package":
+                    assert line in PINNED_INSTALLS, f"{name}: installs something not hash-pinned: {line}"
+        installing = [step for step in job["steps"] if "pip install" in step.get("run", "")]
+        if name == "package":
+            [step] = installing
+            assert step["id"] == "wheel"
+            lines = [line.strip() for line in step["run"].splitlines()]
+            assert lines[0] == "python -m pip install --quiet --require-hashes --only-binary :all: -r requirements/build.txt"
+            assert lines[1] == "python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist ."
+            continue
+        if not installing:
+            assert name == "attest", f"{name}: runs the tool without installing it"
+            continue
+        [step] = installing
+        lines = [line.strip() for line in step["run"].splitlines()]
+        # The wheel is checked before anything is installed, against the digest package reported.
+        assert lines == [WHEEL_CHECK, *sorted(PINNED_INSTALLS, reverse=True)], name
+        assert step["env"] == {"WHEEL": "${{ needs.package.outputs.wheel }}", "WHEEL_SHA256": "${{ needs.package.outputs.sha256 }}"}
+        assert "package" in needs_of(job) and step["id"] in RUNNER_ONLY_STEPS
+    outputs = workflow["jobs"]["package"]["outputs"]
+    assert outputs == {"wheel": "${{ steps.wheel.outputs.name }}", "sha256": "${{ steps.wheel.outputs.sha256 }}"}
+    assert "package" not in {name for name, job in workflow["jobs"].items() if "write" in job["permissions"].values()}
+
+
+def test_release_triggers_on_final_release_tags_only() -> None:
+    workflow = _release()
+    for tag in ("v1.0.0", "v10.20.30", f"{DRAFT}/v1.0.0", "step-3.7-flash-mtp-draft/v2.1.0"):
+        assert tag_push_starts_a_run(workflow, tag), tag
+    for tag in ("v1.0.0-rc1", f"{DRAFT}/v1.0.0-rc.1", "v1.0", "v1.0.0+build", "1.0.0", "a/b/v1.0.0", "vx.y.z", "release"):
+        assert not tag_push_starts_a_run(workflow, tag), tag
+    assert workflow[True]["workflow_dispatch"] is None  # no inputs: a dispatch runs from the tag it is started on
+    assert "branches" not in workflow[True]["push"]
+
+
+def test_release_artifacts_outlive_a_week_of_waiting_for_approval() -> None:
+    uploads = [step for job in _release()["jobs"].values() for step in job["steps"] if step.get("uses", "").startswith("actions/upload-")]
+    assert uploads and all(step["with"]["retention-days"] == 7 and step["with"]["if-no-files-found"] == "error" for step in uploads)
+
+
+def test_dependabot_keeps_the_pins_current() -> None:
+    config = yaml.safe_load((GITHUB / "dependabot.yml").read_text())
+    watched = {(update["package-ecosystem"], update["directory"]) for update in config["updates"]}
+    assert watched == {("github-actions", "/"), ("pip", "/requirements")}
+    assert (ROOT / LOCK).exists() and (ROOT / "requirements" / "build.txt").exists()
+
+
+def test_the_runner_model_fails_on_what_it_does_not_model(tmp_path: Path) -> None:
+    for case, (change, message) in enumerate(
+        [
+            (lambda w: w["jobs"]["package"].update({"services": {}}), "does not know ['services']"),
+            (lambda w: w["jobs"]["package"]["steps"][0].update({"continue-on-error": True}), "does not know"),
+            (lambda w: w["jobs"]["package"]["steps"].insert(0, {"uses": "actions/cache@" + "0" * 40}), "the action actions/cache"),
+        ]
+    ):
+        workflow = copy.deepcopy(_release())
+        change(workflow)
+        run = RunnerLikeRun("release.yml", workflow, ROOT, tmp_path / str(case), {}, {"ref_name": "HEAD"})
+        with pytest.raises(pytest.fail.Exception, match=re.escape(message)):
+            run.run()
 
 
 # ---- the release workflow on a runner-like checkout ----------------------------------------------
-
-
-class Context(dict):
-    """An expression context: `ctx.name` reads a key, and a missing one is empty, as on GitHub."""
-
-    def __getattr__(self, name: str) -> Any:
-        return self.get(name, "")
-
-
-def _context(value: Any) -> Any:
-    return Context({k: _context(v) for k, v in value.items()}) if isinstance(value, dict) else value
-
-
-EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}", re.S)
-
-
-def _evaluate(expression: str, contexts: dict[str, Any]) -> Any:
-    """The expression forms these workflows use (lookups, fromJSON, ==, &&, ||, !), in Python terms."""
-    python = re.sub(r"!(?!=)", " not ", expression.replace("&&", " and ").replace("||", " or "))
-    return eval(python, {"__builtins__": {}, "fromJSON": json.loads, "cancelled": lambda: False}, contexts)
-
-
-def _condition(text: str, contexts: dict[str, Any]) -> bool:
-    """An `if:`, written with or without `${{ }}`."""
-    whole = EXPRESSION.fullmatch(text.strip())
-    return bool(_evaluate(whole[1] if whole else text, contexts))
-
-
-def _render(value: Any, contexts: dict[str, Any]) -> Any:
-    if not isinstance(value, str):
-        return value
-    whole = EXPRESSION.fullmatch(value.strip())
-    if whole:
-        return _evaluate(whole[1], contexts)
-    return EXPRESSION.sub(lambda m: str(_evaluate(m[1], contexts)), value)
-
-
-def _read_outputs(path: Path) -> dict[str, str]:
-    """`name=value` lines and `name<<DELIMITER` blocks, as a step writes them to $GITHUB_OUTPUT."""
-    outputs: dict[str, str] = {}
-    block: tuple[str, str, list[str]] | None = None
-    for line in path.read_text().splitlines() if path.exists() else []:
-        if block is not None:
-            name, delimiter, lines = block
-            if line == delimiter:
-                outputs[name], block = "\n".join(lines), None
-            else:
-                lines.append(line)
-        elif re.match(r"[\w-]+<<", line):
-            name, delimiter = line.split("<<", 1)
-            block = (name, delimiter, [])
-        else:
-            name, value = line.split("=", 1)
-            outputs[name] = value
-    return outputs
-
-
-def _files(folder: Path) -> Iterator[Path]:
-    # upload-artifact leaves out hidden files unless asked
-    yield from (
-        p for p in sorted(folder.rglob("*")) if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
-
-
-@dataclass
-class JobRun:
-    workspace: Path
-    temp: Path
-    outputs: dict[str, str] = field(default_factory=dict)
-    summary: str = ""
-    attested: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class RunnerLikeRun:
-    """Runs a workflow's jobs in order, each matrix leg on a fresh clone, sharing only artifacts."""
-
-    workflow: dict[str, Any]
-    origin: Path
-    ref: str
-    root: Path
-    env: dict[str, str]
-    secrets: dict[str, str]
-    artifacts: dict[str, Path] = field(default_factory=dict)
-    jobs: dict[str, list[JobRun]] = field(default_factory=dict)
-
-    def run(self) -> dict[str, list[JobRun]]:
-        for name in _job_order(self.workflow):
-            job = self.workflow["jobs"][name]
-            needs = {n: {"outputs": self.jobs[n][0].outputs} for n in _needs(job)}
-            matrix = job.get("strategy", {}).get("matrix", {})
-            legs = _render(matrix["include"], {"needs": _context(needs)}) if matrix else [{}]
-            self.jobs[name] = [self._run_job(name, job, leg, needs) for leg in legs]
-        return self.jobs
-
-    def _run_job(self, name: str, job: dict[str, Any], leg: dict[str, Any], needs: dict[str, Any]) -> JobRun:
-        folder = self.root / f"{name}-{len(self.jobs.get(name, []))}-{leg.get('draft', 'all')}"
-        run = JobRun(folder / "workspace", folder / "runner-temp")
-        run.temp.mkdir(parents=True)
-        subprocess.run(["git", "clone", "--quiet", str(self.origin), str(run.workspace)], check=True)
-        subprocess.run(["git", "-C", str(run.workspace), "checkout", "--quiet", self.ref], check=True)
-        contexts: dict[str, Any] = {
-            "matrix": _context(leg),
-            "needs": _context(needs),
-            "inputs": Context(),
-            "secrets": _context(self.secrets),
-            "runner": _context({"temp": str(run.temp)}),
-            "steps": Context(),
-        }
-        env = dict(self.env)
-        for scope in (self.workflow.get("env", {}), job.get("env", {})):
-            contexts["env"] = _context(env)
-            env |= {k: str(_render(v, contexts)) for k, v in scope.items()}
-        for index, step in enumerate(job["steps"]):
-            contexts["env"] = _context(env)
-            if "if" in step and not _condition(str(step["if"]), contexts):
-                continue
-            if "uses" in step:
-                self._action(step, run, contexts)
-            elif step.get("id") not in RUNNER_ONLY_STEPS:
-                self._script(name, index, step, run, env, contexts)
-        run.outputs = {k: str(_render(v, contexts)) for k, v in job.get("outputs", {}).items()}
-        return run
-
-    def _script(self, job: str, index: int, step: dict[str, Any], run: JobRun, env: dict[str, str], contexts: dict[str, Any]) -> None:
-        output, summary, script = run.temp / f"output-{index}", run.temp / f"summary-{index}", run.temp / f"step-{index}.sh"
-        script.write_text(step["run"])
-        step_env = env | {k: str(_render(v, contexts)) for k, v in step.get("env", {}).items()}
-        step_env |= {"GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary), "RUNNER_TEMP": str(run.temp)}
-        step_env |= {"GITHUB_WORKSPACE": str(run.workspace)}
-        result = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
-            cwd=run.workspace,
-            env=step_env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, f"{job}: step {step.get('name', index)} failed\n{result.stdout}\n{result.stderr}"
-        if "id" in step:
-            contexts["steps"][step["id"]] = _context({"outputs": _read_outputs(output)})
-        run.summary += summary.read_text() if summary.exists() else ""
-
-    def _action(self, step: dict[str, Any], run: JobRun, contexts: dict[str, Any]) -> None:
-        action = step["uses"].split("@")[0]
-        inputs = {k: _render(v, contexts) for k, v in step.get("with", {}).items()}
-        if action == "actions/upload-artifact":
-            self._upload_artifact(run.workspace, inputs)
-        elif action == "actions/download-artifact":
-            shutil.copytree(self.artifacts[inputs["name"]], run.workspace / inputs.get("path", "."), dirs_exist_ok=True)
-        elif action == "actions/attest":
-            run.attested.append(inputs)
-        # checkout happened when the job started; setup-python is the test's own interpreter
-
-    def _upload_artifact(self, workspace: Path, inputs: dict[str, Any]) -> None:
-        """Copy the files as the artifact holds them: paths relative to the searched paths' common folder."""
-        searched = [workspace / line.strip() for line in inputs["path"].splitlines() if line.strip()]
-        root = Path(os.path.commonpath(searched)) if len(searched) > 1 else searched[0] if searched[0].is_dir() else searched[0].parent
-        found = [p for path in searched for p in ([path] if path.is_file() else _files(path) if path.is_dir() else [])]
-        if not found and inputs.get("if-no-files-found") == "error":
-            pytest.fail(f"artifact {inputs['name']}: no files at {inputs['path']}")
-        stored = self.root / "artifacts" / inputs["name"]
-        assert not stored.exists(), f"artifact {inputs['name']} uploaded twice"
-        for path in found:
-            (stored / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, stored / path.relative_to(root))
-        self.artifacts[inputs["name"]] = stored
 
 
 @pytest.fixture(scope="module")
@@ -355,55 +292,222 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_the_release_workflow_publishes_a_tagged_release_from_a_fresh_checkout(
-    tmp_path: Path, hub_endpoint: HubServer, synthetic_weights: dict[str, Path]
-) -> None:
-    api = HfApi(endpoint=hub_endpoint.url, token=FAKE_TOKEN)
-    seed_repo(api, SOURCE_REPO, synthetic_weights["source"])
-    seed_repo(api, TARGET_REPO, synthetic_weights["target"])
-    project = Release(tmp_path / "origin", hub_endpoint)
+def _origin(tmp_path: Path, hub: HubServer, weights: dict[str, Path]) -> Release:
+    """The project as a maintainer merged it: one draft built and carded, committed on `main`, plus
+    the rehearsal draft and a draft without a destination, which publish nowhere."""
+    api = HfApi(endpoint=hub.url, token=FAKE_TOKEN)
+    seed_repo(api, SOURCE_REPO, weights["source"])
+    seed_repo(api, TARGET_REPO, weights["target"])
+    project = Release(tmp_path / "origin", hub)
     project.folder.mkdir(parents=True)
     project.recipe.write_text(RECIPE)
     (project.root / ".gitignore").write_text("build/\n")
-    (project.folder.parent / "another-draft").mkdir()
-    (project.folder.parent / "another-draft" / "draft.yaml").write_text(RECIPE.replace(DESTINATION, "release-test/Another"))
-    project.prepare(tag="v1.0.0")  # build, card, commit, tag: what a maintainer merges and tags
-    tag = f"{DRAFT}/v1.0.0"
+    for name, recipe in (
+        ("demo", RECIPE.replace(DESTINATION, "demo/Rehearsal")),
+        ("local-only", RECIPE.replace(f"destination: {{repo: {DESTINATION}}}\n", "")),
+    ):
+        (project.folder.parent / name).mkdir()
+        (project.folder.parent / name / "draft.yaml").write_text(recipe)
+    project.prepare(tag=None)
+    project.repo.git.branch("-M", "main")
+    return project
+
+
+def _run(tmp_path: Path, project: Release, ref: str, *, event: str = "push", run_name: str = "runner", **kwargs: Any) -> RunnerLikeRun:
+    """Run release.yml as GitHub would for `ref` (a tag, or the branch `main`)."""
+    ref_type = "branch" if ref == "main" else "tag"
+    full_ref = f"refs/heads/{ref}" if ref_type == "branch" else f"refs/tags/{ref}"
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env |= {
         "PATH": f"{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": str(ROOT),  # the code under test, as the Install step would have installed it
-        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HOME": str(tmp_path / f"hf-home-{run_name}"),
         "HF_HUB_DISABLE_XET": "1",  # the embedded Hub speaks LFS only
         "GITHUB_ACTIONS": "true",
-        "GITHUB_EVENT_NAME": "push",
-        "GITHUB_REF": f"refs/tags/{tag}",
-        "GITHUB_REF_NAME": tag,
-        "GITHUB_REF_TYPE": "tag",
+        "GITHUB_EVENT_NAME": event,
+        "GITHUB_REF": full_ref,
+        "GITHUB_REF_NAME": ref,
+        "GITHUB_REF_TYPE": ref_type,
+        "GITHUB_REPOSITORY": REPOSITORY,
     }
-    workflow = yaml.safe_load(RELEASE.read_text())
-
-    jobs = RunnerLikeRun(workflow, project.root, tag, tmp_path / "runner", env, {"HF_TOKEN": FAKE_TOKEN}).run()
-
-    assert json.loads(jobs["select"][0].outputs["drafts"]) == [{"draft": DRAFT, "destination": DESTINATION}]
-    commits = [c.commit_id for c in api.list_repo_commits(DESTINATION)]
-    assert {t.name: t.target_commit for t in api.list_repo_refs(DESTINATION).tags} == {"v1.0.0": commits[0]}
-    handed = {
-        p.relative_to(tmp_path / "runner" / "artifacts" / f"draft-{DRAFT}").as_posix()
-        for p in _files(tmp_path / "runner" / "artifacts" / f"draft-{DRAFT}")
+    github = {
+        "ref": full_ref,
+        "ref_name": ref,
+        "ref_type": ref_type,
+        "event_name": event,
+        "repository": REPOSITORY,
+        "event": {"repository": {"default_branch": "main"}},
     }
-    assert {"verify.json", "extract.json", "fetch/fetch.json", "draft/config.json"} <= handed
-    assert not any(name.startswith("fetch/tensors") for name in handed)  # the fetched bytes stay on the build runner
+    secrets = kwargs.pop("secrets", {"release": {"HF_TOKEN": FAKE_TOKEN}})  # an environment secret, as the README sets it up
+    workflow = kwargs.pop("workflow", None) or _release()
+    run = RunnerLikeRun("release.yml", workflow, project.root, tmp_path / run_name, env, github, secrets, **kwargs)
+    run.run()
+    return run
+
+
+def _statuses(run: RunnerLikeRun) -> dict[str, list[str]]:
+    return {name: [leg.status for leg in legs] for name, legs in run.jobs.items()}
+
+
+def test_a_tag_push_publishes_exactly_the_pushed_tag(tmp_path: Path, hub_endpoint: HubServer, synthetic_weights: dict[str, Path]) -> None:
+    project = _origin(tmp_path, hub_endpoint, synthetic_weights)
+    # Two version tags on one commit, and a bare tag: the only releasable draft is tiny-draft.
+    project.repo.create_tag("v1.0.0")
+    project.repo.create_tag("v2.0.0")
+
+    run = _run(tmp_path, project, "v1.0.0")
+
+    jobs = run.jobs
+    assert all(status == ["success"] for status in _statuses(run).values()), {n: legs[0].log for n, legs in jobs.items()}
+    head = project.repo.head.commit.hexsha
+    assert json.loads(jobs["select"][0].outputs["drafts"]) == [
+        {"draft": DRAFT, "destination": DESTINATION, "tag": "v1.0.0", "commit": head}
+    ]
+    assert "### Release selected" in jobs["select"][0].summary
+    api = project.api
+    assert project.tags() == {"v1.0.0": project.commits()[0]}  # not v2.0.0, though it marks the same commit
     assert f"### Release plan: {DRAFT} v1.0.0" in jobs["card"][0].summary and "(will be created)" in jobs["card"][0].summary
     assert f"### Release: {DRAFT} v1.0.0" in jobs["publish"][0].summary and "tag v1.0.0 created" in jobs["publish"][0].summary
 
-    publish = jobs["publish"][0]
-    [attested] = publish.attested
-    subjects = dict(line.split("  ")[::-1] for line in Path(attested["subject-checksums"]).read_text().splitlines())
+    # Attested before the upload, in its own job: every published file, with its published sha256.
+    [attested] = jobs["attest"][0].attested
+    subjects = {name: digest for digest, name in (line.split("  ", 1) for line in attested["subjects"].splitlines())}
+    assert run.events.index("attest: actions/attest") < run.events.index(
+        "publish: Upload exactly the attested files to the Hub (one commit, one tag)"
+    )
+    published = {entry.path for entry in api.list_repo_tree(DESTINATION, revision="v1.0.0", recursive=True) if isinstance(entry, RepoFile)}
+    assert set(subjects) == published - {".gitattributes"}  # the Hub's own file, not part of the release
     locked = json.loads((project.folder / "draft.lock.json").read_text())["files"]
-    assert set(subjects) == {*locked, "README.md", "draft.lock.json", "verify.json"}
+    assert {*locked, "README.md", "draft.lock.json", "verify.json"} <= set(subjects)
     for name, digest in subjects.items():
         assert _sha256(Path(api.hf_hub_download(DESTINATION, name, revision="v1.0.0"))) == digest, name
+    handed = {p.relative_to(run.artifacts[f"draft-{DRAFT}"]).as_posix() for p in run.artifacts[f"draft-{DRAFT}"].rglob("*") if p.is_file()}
+    assert {"verify.json", "extract.json", "fetch/fetch.json", "draft/config.json", "stages/bench-import.json"} <= handed
+    assert not any(name.startswith("fetch/tensors") for name in handed)  # the fetched bytes stay on the build runner
+
+
+def test_a_tag_off_the_default_branch_is_refused_in_select(
+    tmp_path: Path, hub_endpoint: HubServer, synthetic_weights: dict[str, Path]
+) -> None:
+    project = _origin(tmp_path, hub_endpoint, synthetic_weights)
+    project.repo.git.checkout("-b", "unreviewed")
+    (project.root / "NOTES.md").write_text("pushed to a branch, never merged\n")
+    project.commit_and_tag("v1.0.0")
+
+    run = _run(tmp_path, project, f"{DRAFT}/v1.0.0")
+
+    statuses = _statuses(run)
+    assert statuses["select"] == ["failure"]
+    assert {name: status for name, status in statuses.items() if name not in ("package", "select")} == {
+        name: ["skipped"] for name in ("build", "card", "attest", "publish")
+    }
+    summary = run.jobs["select"][0].summary
+    assert summary.startswith("### Release refused") and "is not on origin/main" in summary
+    assert not project.api.repo_exists(DESTINATION)
+
+
+def test_an_unresolved_lock_is_refused_in_select(tmp_path: Path, hub_endpoint: HubServer, synthetic_weights: dict[str, Path]) -> None:
+    project = _origin(tmp_path, hub_endpoint, synthetic_weights)
+    pending = ROOT / "artifacts" / "step-3.7-flash-mtp-draft" / "draft.lock.json"  # the first real draft, not yet built
+    unresolved = json.loads(pending.read_text())["unresolved"]
+    (project.folder / "draft.lock.json").write_text(pending.read_text())
+    project.commit_and_tag("v1.0.0")
+
+    run = _run(tmp_path, project, f"{DRAFT}/v1.0.0")
+
+    assert _statuses(run)["select"] == ["failure"] and _statuses(run)["build"] == ["skipped"]
+    summary = run.jobs["select"][0].summary
+    assert "### Release refused" in summary and all(entry in summary for entry in unresolved)
+
+
+def test_a_dispatch_repeats_the_release_from_its_tag_and_is_refused_from_a_branch(
+    tmp_path: Path, hub_endpoint: HubServer, synthetic_weights: dict[str, Path]
+) -> None:
+    project = _origin(tmp_path, hub_endpoint, synthetic_weights)
+    project.repo.create_tag(f"{DRAFT}/v1.0.0")
+    assert _statuses(_run(tmp_path, project, f"{DRAFT}/v1.0.0", run_name="push"))["publish"] == ["success"]
+    released = project.commits()
+
+    again = _run(tmp_path, project, f"{DRAFT}/v1.0.0", event="workflow_dispatch", run_name="again")
+    from_branch = _run(tmp_path, project, "main", event="workflow_dispatch", run_name="branch")
+
+    assert _statuses(again)["publish"] == ["success"], again.jobs["publish"][0].log
+    assert "no new commit (nothing changed); tag v1.0.0 unchanged" in again.jobs["publish"][0].summary
+    assert project.commits() == released and project.tags() == {"v1.0.0": released[0]}
+    assert _statuses(from_branch)["select"] == ["failure"] and _statuses(from_branch)["publish"] == ["skipped"]
+    assert "A release runs from its release tag, not from the branch main." in from_branch.jobs["select"][0].summary
+
+
+def test_trusted_publishing_pinned_to_the_release_environment_publishes_from_that_job_alone(
+    tmp_path: Path, hub_endpoint: HubServer, synthetic_weights: dict[str, Path]
+) -> None:
+    """Without an HF_TOKEN secret the upload step uses trusted publishing: the client asks GitHub for
+    an id token with the Hub as audience and exchanges it at `POST /oauth/token`. A publisher whose
+    `sub` is pinned to the release environment refuses the same job run outside that environment,
+    as a copy of the workflow on any branch or tag could be."""
+    project = _origin(tmp_path, hub_endpoint, synthetic_weights)
+    project.repo.create_tag(f"{DRAFT}/v1.0.0")
+    project.api.create_repo(DESTINATION)  # a trusted publisher is configured on an existing repo
+    release_subject = f"repo:{REPOSITORY}:environment:release"
+    hub_endpoint.app.publishers = TrustedPublishers([Publisher(DESTINATION, {"sub": release_subject})], {GITHUB_ISSUER: OIDC_KEY})
+    provider = IdTokenProvider(
+        lambda claims: mint_id_token(
+            OIDC_KEY,
+            audience=claims["aud"],
+            subject=claims["sub"],
+            issuer=claims["iss"],
+            claims={k: v for k, v in claims.items() if k not in ("iss", "aud", "sub")},
+        )
+    )
+    unprotected = _release()
+    del unprotected["jobs"]["publish"]["environment"]
+    try:
+        outside = _run(tmp_path, project, f"{DRAFT}/v1.0.0", run_name="outside", secrets={}, id_tokens=provider, workflow=unprotected)
+        refused_subjects = [claims["sub"] for claims in provider.issued]
+        provider.issued.clear()
+        inside = _run(tmp_path, project, f"{DRAFT}/v1.0.0", run_name="inside", secrets={}, id_tokens=provider)
+    finally:
+        provider.close()
+
+    # attest is modelled without Sigstore, so only the upload steps asked for an id token.
+    assert refused_subjects == [f"repo:{REPOSITORY}:ref:refs/tags/{DRAFT}/v1.0.0"]
+    assert _statuses(outside)["publish"] == ["failure"]
+    assert "refused the Trusted Publisher exchange" in outside.jobs["publish"][0].log and "sub" in outside.jobs["publish"][0].log
+    assert _statuses(inside)["publish"] == ["success"], inside.jobs["publish"][0].log
+    assert [(claims["sub"], claims["aud"]) for claims in provider.issued] == [(release_subject, hub_endpoint.url)]
+    assert hub_endpoint.stats.requests_by_route["token_exchange"] == 2  # one refused, one granted
+    commits = project.commits()
+    assert project.tags() == {"v1.0.0": commits[0]} and len(commits) == 2  # the repo's first commit, then the release
+
+
+def test_the_runner_model_evaluates_job_conditions_and_skips_after_a_failure(tmp_path: Path) -> None:
+    def job(run: str, **keys: Any) -> dict[str, Any]:
+        return {"name": run, "runs-on": "ubuntu-24.04", "permissions": {}, **keys, "steps": [{"run": run}]}
+
+    workflow = {
+        True: {"push": {"tags": ["v*"]}},
+        "jobs": {
+            "first": job("true"),
+            "on-branch": job("true", needs="first", **{"if": "github.ref_type == 'branch'"}),
+            "on-tag": job("false", needs="first", **{"if": "${{ github.ref_type == 'tag' }}"}),
+            "after-failure": job("true", needs="on-tag", **{"if": "${{ failure() }}"}),
+            "after-success": job("true", needs="on-tag"),
+            "after-skip": job("true", needs="on-branch"),
+        },
+    }
+    github = {"ref_name": "HEAD", "ref_type": "tag", "ref": "refs/tags/v1.0.0", "repository": REPOSITORY, "event_name": "push"}
+    run = RunnerLikeRun("release.yml", workflow, ROOT, tmp_path / "model", dict(os.environ), github)
+
+    run.run()
+
+    assert _statuses(run) == {
+        "first": ["success"],
+        "on-branch": ["skipped"],
+        "on-tag": ["failure"],
+        "after-failure": ["success"],
+        "after-success": ["skipped"],
+        "after-skip": ["skipped"],
+    }
 
 
 # ---- the benchmark workflow: plan, sweep on a GPU runner, pull request ---------------------------
@@ -457,7 +561,16 @@ def test_the_benchmark_workflow_plans_sweeps_and_proposes_results_that_import_wi
         "GITHUB_RUN_ID": run_id,
     }
 
-    RunnerLikeRun(yaml.safe_load(text), origin, "main", tmp_path / "runner", env, {}).run()
+    github = {
+        "ref": "refs/heads/main",
+        "ref_name": "main",
+        "ref_type": "branch",
+        "event_name": "workflow_dispatch",
+        "repository": REPOSITORY,
+    }
+    run = RunnerLikeRun("benchmark.yml", yaml.safe_load(text), origin, tmp_path / "runner", env, github)
+    run.run()
+    assert all(status == ["success"] for status in _statuses(run).values()), {n: legs[0].log for n, legs in run.jobs.items()}
 
     [branch] = [
         b
@@ -544,8 +657,9 @@ def test_the_watch_workflow_pushes_the_proposal_and_opens_a_pull_request_with_th
         "GH_LOG": str(gh_log),
     }
 
+    github = {"ref": "refs/heads/main", "ref_name": "main", "ref_type": "branch", "event_name": "schedule", "repository": REPOSITORY}
     jobs = RunnerLikeRun(
-        yaml.safe_load(WATCH.read_text()), project.root, "main", tmp_path / "runner", env, {"GITHUB_TOKEN": "ghs_test"}
+        "watch.yml", yaml.safe_load(WATCH.read_text()), project.root, tmp_path / "runner", env, github, {"": {"GITHUB_TOKEN": "ghs_test"}}
     ).run()
 
     branch = project.repo.commit(f"watch/{DRAFT}")

@@ -104,14 +104,15 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "publish",
         "run every stage in order, then release: one commit and tag v<version> from the git tag",
-        "python -m pipeline publish --draft demo --dry-run\ngit tag demo/v1.0.0 && python -m pipeline publish --draft demo",
+        "python -m pipeline publish --draft demo --dry-run\ngit tag D/v1.0.0 && python -m pipeline publish --draft D --tag D/v1.0.0",
         release.publish_command,
         release.release_options,
     ),
     Command(
         "drafts",
-        "list the releasable drafts (those with a destination) a release tag names, or all of them, for a CI matrix",
-        "python -m pipeline drafts --json\npython -m pipeline drafts --tag step-3.7-flash-mtp-draft/v1.0.0 --json",
+        "list the releasable drafts, or check the one a pushed release tag names: on the default branch, lock resolved",
+        "python -m pipeline drafts --json\n"
+        "python -m pipeline drafts --tag step-3.7-flash-mtp-draft/v1.0.0 --merged-into origin/main --json",
         release.drafts_command,
         release.drafts_options,
         uses_recipe=False,
@@ -179,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _hub_failure(exc: Exception, command: str) -> PipelineError | None:
+    if isinstance(exc, PipelineError) or "huggingface_hub" not in sys.modules:
+        return None
+    from pipeline.remote.errors import hub_error
+
+    return hub_error(exc, action=command)
+
+
 def main(argv: Sequence[str] | None = None, out: Output | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 refused, 2 bad input, 3 remote failed)."""
     parser = build_parser()
@@ -194,7 +203,14 @@ def main(argv: Sequence[str] | None = None, out: Output | None = None) -> int:
     out.json_mode = args.json
     out.verbosity = 1 if args.verbose else -1 if args.quiet else 0
     try:
-        return int(args.handler(args, out))
+        try:
+            return int(args.handler(args, out))
+        except Exception as raised:
+            # A Hub failure no call site translated still ends as one line (pipeline.remote.errors).
+            translated = _hub_failure(raised, args.command)
+            if translated is None:
+                raise
+            raise translated from raised
     except PipelineError as exc:
         if os.environ.get(DEBUG_ENV) == "1":
             traceback.print_exc(file=out.stderr)  # the traceback is extra; the exit code stays the error's

@@ -29,17 +29,24 @@ def demo_options(parser: argparse.ArgumentParser) -> None:
 
 def hub_command(args: argparse.Namespace, out: Output) -> int:
     from pipeline.rehearsal.hub import serve
+    from pipeline.rehearsal.hub.access_options import access_from_options
 
     if args.hub_command != "serve":
         raise InputError("hub: the only action is 'serve'")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.public:
         raise InputError(f"--host {args.host}: the embedded Hub listens on loopback unless --public is given")
+    access, publishers = access_from_options(args.token, args.tokens_file, args.trusted_publisher, args.oidc_key_file)
 
     def ready(url: str) -> None:
-        out.info(f"embedded Hub serving {Path(args.root).resolve()} at {url}")
+        mode = (
+            f"strict: {len(access.tokens)} token(s), {len(publishers.publishers)} publisher(s)"
+            if access.strict
+            else "open: no token needed"
+        )
+        out.info(f"embedded Hub serving {Path(args.root).resolve()} at {url} ({mode})")
         out.info(f"use it with: HF_ENDPOINT={url} HF_HUB_DISABLE_XET=1 hf upload ... (Ctrl-C stops it)")
 
-    serve(Path(args.root), args.host, args.port, on_ready=ready)
+    serve(Path(args.root), args.host, args.port, on_ready=ready, access=access, publishers=publishers)
     return 0
 
 
@@ -49,6 +56,24 @@ def hub_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one, printed on start)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--public", action="store_true", help="allow a non-loopback --host")
+    strict = parser.add_argument_group("strict mode (any of these makes the Hub refuse what the real Hub refuses)")
+    strict.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="VALUE:ROLE[:REPO...]",
+        help="accept this token with role read or write, limited to the listed repos if any (repeatable)",
+    )
+    strict.add_argument("--tokens-file", metavar="PATH", help="tokens as VALUE:ROLE[:REPO...], one a line (keeps them out of ps)")
+    strict.add_argument(
+        "--trusted-publisher",
+        action="append",
+        default=[],
+        metavar="'REPO CLAIM=VALUE...'",
+        help="exchange id tokens whose claims match exactly for a 1-hour write token on REPO, "
+        "e.g. 'org/draft sub=repo:org/tool:environment:release' (repeatable; needs --oidc-key-file)",
+    )
+    strict.add_argument("--oidc-key-file", metavar="PATH", help="the HS256 key id tokens are signed with (see pipeline.rehearsal.hub.oidc)")
 
 
 def synth_command(args: argparse.Namespace, out: Output) -> int:

@@ -16,16 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+from huggingface_hub.errors import RemoteEntryNotFoundError
 
 from pipeline import __version__
 from pipeline.card.markdown import escape_cell, fenced
 from pipeline.checkpoint.files import atomic_write_bytes
 from pipeline.errors import CheckFailed, InputError
 from pipeline.flows.runner import BUILD_STAGES, run_stages
-from pipeline.recipe.lock import LOCK_FILE, build_lock, differences, load_lock
+from pipeline.flows.subjects import check_attested
+from pipeline.recipe.layout import LOCK_FILE
+from pipeline.recipe.lock import build_lock, differences, load_lock
 from pipeline.recipe.versions import ReleaseVersion
-from pipeline.remote.calls import call, status_of
+from pipeline.remote.calls import call
+from pipeline.remote.errors import BranchMoved
+from pipeline.remote.metadata import validate_card
 from pipeline.stages import card
 from pipeline.stages.context import Context
 from pipeline.stages.upload import (
@@ -51,6 +55,7 @@ class ReleaseOptions:
     force: bool = False
     allow_dirty: bool = False  # rehearsals against a throwaway Hub (the demo) may publish a dirty tree
     from_lock: bool = False  # plan the draft's files from the committed lock, without weights (dry-run only)
+    attested: Path | None = None  # `sha256  path` lines the release's files must equal exactly (flows/subjects.py)
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,7 @@ def _benchmark_files(ctx: Context) -> dict[str, Path]:
     if ctx.recipe.benchmarks is None:
         return {}
     files = {f"benchmarks/{p.name}": p for p in sorted(ctx.workdir.benchmarks.glob("*")) if p.is_file() and not p.name.startswith(".")}
-    raw = ctx.recipe.folder / "benchmarks"
+    raw = ctx.recipe.benchmarks_folder
     files.update({f"benchmarks/raw/{p.relative_to(raw).as_posix()}": p for p in sorted(raw.rglob("*")) if p.is_file()})
     return files
 
@@ -188,9 +193,11 @@ def _remote_card_diff(ctx: Context, plan: UploadPlan, readme: Path) -> str:
                     plan.destination, card.CARD_FILE, revision=plan.parent_commit, endpoint=ctx.api.endpoint, token=ctx.api.token
                 ),
                 ctx.recipe.retries,
+                repo=plan.destination,
+                passthrough=(RemoteEntryNotFoundError,),
             )
             old = Path(path).read_text(encoding="utf-8")
-        except EntryNotFoundError:
+        except RemoteEntryNotFoundError:
             old = ""
     return card.unified_diff(old, readme.read_text(encoding="utf-8"), f"hub/{card.CARD_FILE}", f"release/{card.CARD_FILE}")
 
@@ -221,24 +228,26 @@ def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None =
         return plan_upload(ctx.api, destination, files, version.label, version.hub_tag, message, description, ctx.recipe.retries)
 
     current = plan()
+    if any(f.path == card.CARD_FILE and f.action in ("add", "change") for f in current.files):
+        validate_card(ctx.api, readme, ctx.recipe.retries, destination)
+    if options.attested is not None:
+        check_attested(current, options.attested)
     card_diff = _remote_card_diff(ctx, current, readme)
     if options.dry_run:
         return ReleaseReport(current, card_diff, None, False, options.from_lock)
     try:
         return ReleaseReport(current, card_diff, apply_plan(ctx.api, current, ctx.recipe.retries), False)
-    except HfHubHTTPError as exc:
-        if status_of(exc) != 412:
-            raise
-    ctx.out.warn(f"{destination} moved while publishing; planning again against its new head")
+    except BranchMoved:
+        ctx.out.warn(f"{destination} moved while publishing; planning again against its new head")
     current = plan()
+    if options.attested is not None:
+        check_attested(current, options.attested)
     try:
         return ReleaseReport(current, card_diff, apply_plan(ctx.api, current, ctx.recipe.retries), True)
-    except HfHubHTTPError as exc:
-        if status_of(exc) == 412:
-            raise CheckFailed(
-                f"{destination}: the branch moved twice while publishing; nothing was overwritten", hint="run publish again"
-            ) from None
-        raise
+    except BranchMoved:
+        raise CheckFailed(
+            f"{destination}: the branch moved twice while publishing; nothing was overwritten", hint="run publish again"
+        ) from None
 
 
 def publish(ctx: Context, options: ReleaseOptions, today: str) -> ReleaseReport:

@@ -56,6 +56,10 @@ class Workdir:
         return self.root / "stages"
 
 
+LOCK_FILE = "draft.lock.json"
+REVIEWED_CONFIG = "config.json"
+CARD_FILE = "README.md"
+
 # Files that mark a folder as a model's (or someone else's), never a draft's own review folder.
 FOREIGN_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".index.json")
 FOREIGN_FILE_NAMES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "generation_config.json")
@@ -70,15 +74,15 @@ class Artifacts:
 
     @property
     def lock(self) -> Path:
-        return self.folder / "draft.lock.json"
+        return self.folder / LOCK_FILE
 
     @property
     def config(self) -> Path:
-        return self.folder / "config.json"
+        return self.folder / REVIEWED_CONFIG
 
     @property
     def readme(self) -> Path:
-        return self.folder / "README.md"
+        return self.folder / CARD_FILE
 
 
 def owns_folder(recipe_path: Path, model_folders: tuple[Path, ...]) -> bool:

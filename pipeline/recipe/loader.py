@@ -114,6 +114,11 @@ class Recipe:
     def folder(self) -> Path:
         return self.path.parent
 
+    @property
+    def benchmarks_folder(self) -> Path:
+        """The raw benchmark results beside the recipe (input to bench-import, shipped under benchmarks/raw/)."""
+        return self.folder / "benchmarks"
+
 
 def validate_repo(repo_id: str) -> None:
     """Raise ValueError unless `repo_id` is a valid `org/name` Hub id."""

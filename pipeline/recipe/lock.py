@@ -22,15 +22,13 @@ from pipeline.checkpoint.files import atomic_write_bytes, atomic_write_json
 from pipeline.checkpoint.readers import CARD_FILE, read_card_citation
 from pipeline.errors import CheckFailed, InputError
 from pipeline.families import Family, Geometry
-from pipeline.recipe.layout import Artifacts, Workdir
+from pipeline.recipe.layout import REVIEWED_CONFIG, Artifacts, Workdir
 from pipeline.recipe.loader import HubRef, LocalRef, ModelRef, Recipe
 
 if TYPE_CHECKING:
     from pipeline.checkpoint.sources import ModelSource
 
 SCHEMA = "mtp-draft-lock/v1"
-LOCK_FILE = "draft.lock.json"
-REVIEWED_CONFIG = "config.json"
 UNLOCKED_KEYS = ("tool_version", "inspect")
 DIFF_ORDER = ("source", "target", "tensors", "files", "verify", "inspect")
 # Fields added after the first locks were committed: a committed lock that lacks one is not a difference.

@@ -21,15 +21,16 @@ from pipeline.flows.publish import ReleaseOptions, publish
 from pipeline.flows.runner import run_stages
 from pipeline.recipe.layout import Workdir
 from pipeline.recipe.loader import HubRef, load_recipe
-from pipeline.recipe.versions import ReleaseVersion, Version, release_version
+from pipeline.recipe.versions import ReleaseVersion, Version, git_state
 from pipeline.rehearsal.hub import HubServer
+from pipeline.rehearsal.hub.auth import AccessPolicy
 from pipeline.rehearsal.synthetic import SyntheticSpec, write_source, write_target
 from pipeline.stages.context import Context
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 DEMO_RECIPE = ARTIFACTS / "demo" / "draft.yaml"
 DEMO_VERSION = Version(1, 0, 0)
-# Any token works on the embedded Hub; this one is recognisable so a leak would be easy to spot.
+# The demo's Hub is strict and accepts this one write token; it is recognisable so a leak would be easy to spot.
 DEMO_TOKEN = "hf_demo_token_for_the_embedded_hub"
 
 
@@ -62,11 +63,11 @@ def run_demo(root: Path, out: Output, refresh: bool = False) -> int:
     hub_root = root / "hub"
     shutil.rmtree(hub_root, ignore_errors=True)
     source, target = _synthetic(root / "synthetic")
-    git_state = release_version(ARTIFACTS, recipe.name, single_draft=False)
-    version = ReleaseVersion(DEMO_VERSION, DEMO_VERSION.tag, git_state.git_commit, git_state.dirty)
+    checkout = git_state(ARTIFACTS)
+    version = ReleaseVersion(DEMO_VERSION, DEMO_VERSION.tag, checkout.git_commit, checkout.dirty)
     today = datetime.now(timezone.utc).date().isoformat()
 
-    with HubServer(hub_root) as server:
+    with HubServer(hub_root, access=AccessPolicy.from_specs([f"{DEMO_TOKEN}:write"]), cdn=True) as server:
         out.info(f"embedded Hub at {server.url}")
         api = HfApi(endpoint=server.url, token=DEMO_TOKEN, library_name="mtp-draft-pipeline")
         _seed(api, recipe.source, source, "Add the synthetic Step-3.7 BF16 source")
@@ -88,7 +89,7 @@ def run_demo(root: Path, out: Output, refresh: bool = False) -> int:
             f"released {recipe.destination.repo_id} {version.hub_tag} at commit {tag_commit}",
             f"  files: {len(files)} ({sum(f.size for f in files):,d} bytes), uploaded {first.result.uploaded_bytes if first.result else 0:,d} bytes",
             *(f"    {f.path}  {f.size:,d}  sha256 {f.sha256[:16]}" for f in files),
-            f"  card: {recipe.folder / 'README.md'}",
+            f"  card: {ctx.artifacts.readme}",
             f"  verify: {ctx.workdir.verify_report}",
             f"second run: {'no commit, no tag, no write request' if second_writes == 0 and second.result and not second.result.created_commit else 'CHANGED SOMETHING'}",
         ]

@@ -1,89 +1,67 @@
-"""Calls to the Hub API with retries, and the translation of their failures into our errors.
+"""Calls to the Hub API under the recipe's retry budget, their failures turned into our errors.
 
-Every write we make is guarded by `parent_commit` or is idempotent (an existing tag at the same
-commit), so retrying a call whose answer was lost is safe: the worst case is a 412 and a re-plan.
+Retrying happens in one layer, the bounded transport (`pipeline.remote.transport`); `call` only
+sends a request again when a response body broke off after its headers arrived, which no
+transport can see. Every write we make is guarded by `parent_commit` or is idempotent (an
+existing tag at the same commit), so sending one again after a lost answer is safe: the worst
+case is a 412 and a re-plan.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
 from typing import TypeVar
 
 import httpx2
 from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, OIDCError
 
-from pipeline.errors import RemoteError
+from pipeline.remote.errors import anonymous_not_found, hub_error, status_of
+from pipeline.remote.transport import DEFAULT_RETRIES, RETRY_EXCEPTIONS, RetriesExhausted, RetryPolicy, use_policy
+
+__all__ = ["DEFAULT_RETRIES", "RetryPolicy", "call", "default_api", "status_of"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try a Hub call before reporting the remote as failed (exit 3)."""
-
-    attempts: int = 6
-    backoff_seconds: float = 0.5
-
-
-DEFAULT_RETRIES = RetryPolicy()
-
-RETRY_STATUS = (429, 500, 502, 503, 504)
+LIBRARY_NAME = "mtp-draft-pipeline"
 
 
 def default_api() -> HfApi:
     """The client for this command: HF_ENDPOINT is read now, not when the library was imported."""
-    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, library_name="mtp-draft-pipeline")
+    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, library_name=LIBRARY_NAME)
 
 
-def status_of(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
+def _broken_body(exc: BaseException) -> bool:
+    """A body that broke off mid-way: the one failure the transport cannot retry."""
+    return isinstance(exc, RETRY_EXCEPTIONS) and not isinstance(exc, RetriesExhausted)
 
 
-def retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+def call(
+    action: str,
+    fn: Callable[[], T],
+    policy: RetryPolicy = DEFAULT_RETRIES,
+    *,
+    repo: str | None = None,
+    permission: str = "read",
+    passthrough: Collection[type[BaseException]] = (),
+) -> T:
+    """Run `fn` under `policy`; a Hub failure becomes a PipelineError naming `action` and `repo`.
 
-
-def _failure(exc: BaseException) -> str | None:
-    """A short description when `exc` is a failure worth retrying, else None.
-
-    The client wraps upload failures in RuntimeError; the HTTP error is its cause.
+    Exceptions of a `passthrough` type reach the caller as they are (e.g. RepositoryNotFoundError
+    where a missing repo is an answer, not a failure), unless they are really a refused token. `permission` is what the call needs
+    ("read" or "write"), for the message when the token lacks it.
     """
-    if isinstance(exc, RuntimeError) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    if isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError)):
-        return None
-    if isinstance(exc, HfHubHTTPError):
-        status = status_of(exc)
-        return f"HTTP {status}" if status in RETRY_STATUS else None
-    if isinstance(exc, (httpx2.TransportError, LocalEntryNotFoundError)):
-        # hf_hub_download reports an unreachable or failing Hub as a missing local entry.
-        return exc.__class__.__name__
-    return None
-
-
-def call(action: str, fn: Callable[[], T], policy: RetryPolicy = DEFAULT_RETRIES) -> T:
-    """Run `fn`, retrying 429/5xx and dropped connections; then fail with RemoteError (exit 3)."""
+    use_policy(policy)
     for attempt in range(1, policy.attempts + 1):
         try:
             return fn()
-        except (HfHubHTTPError, httpx2.TransportError, LocalEntryNotFoundError, RuntimeError) as exc:
-            detail = _failure(exc)
-            if detail is None:
+        except (HfHubHTTPError, httpx2.HTTPError, OIDCError, OSError, RuntimeError, ValueError) as exc:
+            if passthrough and isinstance(exc, tuple(passthrough)) and (status_of(exc) not in (401, 403) or anonymous_not_found(exc)):
                 raise
-            # An upload error arrives wrapped after the client's own retries: retrying again would
-            # multiply the wait without changing the odds.
-            if attempt == policy.attempts or isinstance(exc, RuntimeError):
-                tries = f" after {attempt} attempts" if attempt > 1 else " (after the client's own retries)"
-                raise RemoteError(f"{action}: {detail}{tries}", hint="retry later, or check HF_ENDPOINT") from None
-            time.sleep(retry_after(exc.__cause__ or exc) or policy.backoff_seconds * 2 ** (attempt - 1))
+            if _broken_body(exc) and attempt < policy.attempts:
+                continue
+            error = hub_error(exc, action=action, repo=repo, permission=permission)
+            if error is None:
+                raise
+            raise error from exc
     raise AssertionError("unreachable")

@@ -17,26 +17,20 @@ from urllib.parse import quote
 
 import httpx2
 from huggingface_hub import HfApi, hf_hub_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    GatedRepoError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+from huggingface_hub.errors import HfHubHTTPError, OIDCError, RevisionNotFoundError
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff
 
 from pipeline.checkpoint.files import sha256_file
 from pipeline.checkpoint.sources import MAX_SMALL_FILE_BYTES, check_repo_path
-from pipeline.errors import InputError, RemoteError
+from pipeline.errors import InputError, PipelineError, RemoteError
 from pipeline.recipe.loader import HubRef
-from pipeline.remote.calls import RetryPolicy, call
+from pipeline.remote.calls import LIBRARY_NAME, RetryPolicy, call
+from pipeline.remote.errors import hub_error
+from pipeline.remote.transport import RETRY_EXCEPTIONS, RetriesExhausted, use_policy
 
 DEFAULT_ATTEMPTS = 6  # a dropped body or a 5xx/429 is retried this many times before exit 3
 DEFAULT_BACKOFF_SECONDS = 0.5
-TRANSPORT_ERRORS = (httpx2.TransportError,)
 T = TypeVar("T")
 
 
@@ -60,29 +54,16 @@ class HubSource:
         self.backoff_seconds = backoff_seconds
         self.cache_dir = cache_dir
         self.bytes_transferred = 0
+        self._policy = RetryPolicy(attempts, backoff_seconds)
         self._lock = threading.Lock()
         self._commit: str | None = None
         self._files: dict[str, RepoFile] | None = None
 
-    def _remote(self, action: str, exc: Exception) -> Exception:
-        """Translate a client error: unknown repo/revision/file is bad input, the rest is remote failure."""
-        if isinstance(exc, (RepositoryNotFoundError, GatedRepoError)):
-            return InputError(f"{self.label}: repository not found or not accessible", hint="check the repo id and HF_TOKEN")
-        if isinstance(exc, RevisionNotFoundError):
-            return InputError(f"{self.label}: revision {self.ref.revision!r} not found")
-        if isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError):
-            return InputError(f"{self.label}: {action}: file not found")
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        detail = f"HTTP {status}" if status else exc.__class__.__name__
-        return RemoteError(
-            f"{self.label}: {action} failed after {self.attempts} attempts ({detail})", hint="retry later, or check HF_ENDPOINT"
-        )
-
     def _call(self, action: str, fn: Callable[[], T]) -> T:
         try:
-            return call(f"{self.label}: {action}", fn, RetryPolicy(self.attempts, self.backoff_seconds))
-        except (HfHubHTTPError, httpx2.HTTPError) as exc:
-            raise self._remote(action, exc) from None
+            return call(f"{self.label}: {action}", fn, self._policy, repo=self.ref.repo_id, passthrough=(RevisionNotFoundError,))
+        except RevisionNotFoundError:
+            raise InputError(f"{self.label}: revision {self.ref.revision!r} not found") from None
 
     def resolve(self) -> str:
         if self._commit is None:
@@ -160,19 +141,23 @@ class HubSource:
     def stream_range(self, name: str, start: int, end: int) -> Iterator[bytes]:
         """Bytes [start, end) in chunks; a dropped body is resumed from the next missing byte."""
         url = self._url(self._entry(name).path)
-        headers = build_hf_headers(token=self.api.token, library_name="mtp-draft-pipeline")
+        action = f"{self.label}: read {name}"
+        try:
+            headers = build_hf_headers(token=self.api.token, library_name=LIBRARY_NAME)
+        except (OIDCError, HfHubHTTPError, httpx2.HTTPError) as exc:
+            raise _translated(exc, action, self.ref.repo_id) from exc
+        use_policy(self._policy)
         position, failures = start, 0
         while position < end:
             dropped: Exception | None = None
             try:
+                # The bounded transport retries statuses and failed connects; this loop resumes bodies.
                 with http_stream_backoff(
                     "GET",
                     url,
                     headers={**headers, "Range": f"bytes={position}-{end - 1}", "Accept-Encoding": "identity"},
                     follow_redirects=True,
-                    max_retries=self.attempts - 1,
-                    base_wait_time=self.backoff_seconds,
-                    max_wait_time=8 * self.backoff_seconds,
+                    max_retries=0,
                 ) as response:
                     hf_raise_for_status(response)
                     _check_range_answer(response, position, self.label, name)
@@ -188,17 +173,26 @@ class HubSource:
                             position += len(chunk)
                             self._count(len(chunk))
                             yield chunk
-                    except TRANSPORT_ERRORS as exc:
+                    except RETRY_EXCEPTIONS as exc:
                         dropped = exc
-            except TRANSPORT_ERRORS as exc:
+            except RetriesExhausted as exc:
+                raise _translated(exc, action, self.ref.repo_id) from exc
+            except RETRY_EXCEPTIONS as exc:
                 dropped = exc
             except HfHubHTTPError as exc:
-                raise self._remote(f"read {name}", exc) from None
+                raise _translated(exc, action, self.ref.repo_id) from exc
             if position < end:
                 failures += 1
                 if failures >= self.attempts:
-                    raise self._remote(f"read {name}", dropped or httpx2.RemoteProtocolError("body ended early"))
-                time.sleep(self.backoff_seconds * 2 ** min(failures - 1, 4))
+                    raise RemoteError(
+                        f"{action}: the body broke off {failures} time(s) ({(dropped or 'ended early')!r})",
+                        hint="retry later, or check HF_ENDPOINT",
+                    )
+                time.sleep(self._policy.wait(failures, None))
+
+
+def _translated(exc: BaseException, action: str, repo: str) -> PipelineError:
+    return hub_error(exc, action=action, repo=repo) or RemoteError(f"{action}: {exc.__class__.__name__}")
 
 
 def _check_range_answer(response: httpx2.Response, position: int, label: str, name: str) -> None:

@@ -82,7 +82,7 @@ def run(inputs: BenchImportInputs) -> BenchImportResult:
 
 
 def _bench_dir(ctx: Context) -> Path:
-    return ctx.recipe.folder / "benchmarks"
+    return ctx.recipe.benchmarks_folder
 
 
 def _inputs(ctx: Context) -> dict[str, Any]:

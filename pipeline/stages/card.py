@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
 
 from pipeline.card.render import CardInputs, render
 from pipeline.checkpoint.files import atomic_write_bytes, read_json, sha256_bytes
 from pipeline.checkpoint.readers import CARD_FILE
 from pipeline.errors import InputError
 from pipeline.families import Family
-from pipeline.recipe.layout import Artifacts
+from pipeline.recipe.layout import REVIEWED_CONFIG, Artifacts
 from pipeline.recipe.loader import Recipe
-from pipeline.recipe.lock import REVIEWED_CONFIG, load_lock
+from pipeline.recipe.lock import load_lock
 from pipeline.recipe.versions import latest_release
 from pipeline.remote.calls import RetryPolicy, call
 from pipeline.stages.context import Context, Stage, StageOutcome, file_digest
@@ -113,7 +113,16 @@ def diff_against_release(inputs: CardStageInputs, api: HfApi, policy: RetryPolic
         raise InputError(f"{recipe.path}: destination: is required to compare with the Hub")
     destination = recipe.destination.repo_id
     try:
-        tags = [ref.name for ref in call("read release tags", lambda: api.list_repo_refs(destination).tags, policy)]
+        tags = [
+            ref.name
+            for ref in call(
+                "read release tags",
+                lambda: api.list_repo_refs(destination).tags,
+                policy,
+                repo=destination,
+                passthrough=(RepositoryNotFoundError,),
+            )
+        ]
     except RepositoryNotFoundError:
         tags = []
     latest = latest_release(tags)
@@ -124,9 +133,11 @@ def diff_against_release(inputs: CardStageInputs, api: HfApi, policy: RetryPolic
                 f"read the card of {latest.tag}",
                 lambda: hf_hub_download(destination, CARD_FILE, revision=latest.tag, endpoint=api.endpoint, token=api.token),
                 policy,
+                repo=destination,
+                passthrough=(RemoteEntryNotFoundError,),
             )
             old = Path(path).read_text(encoding="utf-8")
-        except EntryNotFoundError:
+        except RemoteEntryNotFoundError:
             old = ""
     label = latest.tag if latest else None
     return label, unified_diff(old, render_card(inputs), f"hub/{label or 'none'}/{CARD_FILE}", f"rendered/{CARD_FILE}")

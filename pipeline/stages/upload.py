@@ -15,6 +15,7 @@ than the latest release, applying a plan made from the lock.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -23,14 +24,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, hf_hub_download
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.hf_api import RepoFile
 
 from pipeline.checkpoint.files import HASH_CHUNK_BYTES, sha256_file
-from pipeline.errors import CheckFailed, InputError
+from pipeline.errors import CheckFailed, InputError, PipelineError
 from pipeline.recipe.versions import Version, latest_release
 from pipeline.remote.calls import DEFAULT_RETRIES, RetryPolicy, call
+from pipeline.remote.errors import Conflict
 
 # Remote files a release replaces wholesale: an old shard layout or old benchmark files must not
 # linger. Anything else someone put in the repo (a notebook, the Hub's .gitattributes) is kept.
@@ -128,7 +130,9 @@ def verified_draft_files(draft: Path, verify_report: Path) -> dict[str, Path]:
 
 
 def _remote_files(api: HfApi, repo_id: str, revision: str, policy: RetryPolicy) -> dict[str, RepoFile]:
-    entries = call("list destination files", lambda: list(api.list_repo_tree(repo_id, revision=revision, recursive=True)), policy)
+    entries = call(
+        "list destination files", lambda: list(api.list_repo_tree(repo_id, revision=revision, recursive=True)), policy, repo=repo_id
+    )
     return {entry.path: entry for entry in entries if isinstance(entry, RepoFile)}
 
 
@@ -155,6 +159,7 @@ def _locked_action(
             f"read {path} from the destination",
             lambda: hf_hub_download(destination, path, revision=revision, endpoint=api.endpoint, token=api.token),
             policy,
+            repo=destination,
         )
         return "unchanged" if sha256_file(Path(local)) == sha256 else "change"
     return "unchanged" if remote.lfs.sha256 == sha256 else "change"
@@ -170,15 +175,23 @@ def plan_upload(
     description: str,
     policy: RetryPolicy = DEFAULT_RETRIES,
 ) -> UploadPlan:
-    """Compare local (or locked) files with the destination's head; makes read requests only."""
+    """Compare local (or locked) files with the destination; makes read requests only.
+
+    A release whose tag already exists is compared with the tree that tag marks, not with the
+    branch head: commits made after it (a notebook, a fix to the card by hand) do not make a
+    rerun of the same release look like a new one.
+    """
     try:
-        info = call("read destination", lambda: api.model_info(destination), policy)
+        info = call(
+            "read destination", lambda: api.model_info(destination), policy, repo=destination, passthrough=(RepositoryNotFoundError,)
+        )
         parent, repo_exists = info.sha, True
     except RepositoryNotFoundError:
         parent, repo_exists = None, False
-    remote = _remote_files(api, destination, parent, policy) if parent else {}
-    refs = call("read tags", lambda: api.list_repo_refs(destination), policy) if repo_exists else None
+    refs = call("read tags", lambda: api.list_repo_refs(destination), policy, repo=destination) if repo_exists else None
     tags = {ref.name: ref.target_commit for ref in refs.tags} if refs else {}
+    compared = tags[tag] if tag is not None and tag in tags else parent
+    remote = _remote_files(api, destination, compared, policy) if compared else {}
 
     planned = []
     for path, local in sorted(files.items()):
@@ -196,16 +209,18 @@ def plan_upload(
 
     tag_state = "none"
     if tag is not None:
-        tag_state = _tag_state(destination, tag, tags, parent, any(f.action in ("add", "change", "delete") for f in planned))
+        tag_state = _tag_state(destination, tag, tags, any(f.action in ("add", "change", "delete") for f in planned))
     return UploadPlan(destination, version, tag, repo_exists, parent, tag_state, message, description, tuple(planned))
 
 
-def _tag_state(destination: str, tag: str, tags: dict[str, str], parent: str | None, changes: bool) -> str:
+def _tag_state(destination: str, tag: str, tags: dict[str, str], changes: bool) -> str:
+    """`present` when the tag already marks exactly these files (compared at the tag), `new` when it is free."""
     if tag in tags:
-        if not changes and tags[tag] == parent:
+        if not changes:
             return "present"
         raise CheckFailed(
-            f"{destination}: tag {tag} already exists at commit {tags[tag][:12]}", hint="a Hub tag is never moved; release a new version"
+            f"{destination}: tag {tag} already exists at commit {tags[tag][:12]} and holds other files",
+            hint="a Hub tag is never moved; release a new version",
         )
     latest = latest_release(list(tags))
     version = Version.parse(tag)
@@ -231,40 +246,91 @@ def _operations(plan: UploadPlan) -> list[CommitOperationAdd | CommitOperationDe
 
 
 def apply_plan(api: HfApi, plan: UploadPlan, policy: RetryPolicy = DEFAULT_RETRIES) -> ReleaseResult:
-    """Turn the plan into one commit and one tag; the operations are built only now."""
+    """Turn the plan into one commit and one tag; the operations are built only now.
+
+    Uploads go through the client's LFS path, the one the embedded Hub rehearses (the real Hub
+    accepts it too). A repo this call created is deleted again when its first commit fails, so
+    a refusal never leaves an empty repo behind.
+    """
     unbacked = [f.path for f in plan.files if f.action in ("add", "change") and not f.local]
     if unbacked:
         raise CheckFailed(f"{unbacked[0]}: planned from the lock, with no file to upload; such a plan is for review only")
+    constants.HF_HUB_DISABLE_XET = True  # read by the client at call time (utils/_runtime.py is_xet_available)
+    destination = plan.destination
     if not plan.repo_exists:
-        call("create destination", lambda: api.create_repo(plan.destination, exist_ok=True), policy)
+        call("create destination", lambda: api.create_repo(destination, exist_ok=True), policy, repo=destination, permission="write")
     changes = bool(plan.changed)
     commit = plan.parent_commit
     if changes:
-        parent = plan.parent_commit or _head(api, plan.destination, policy)
-        info = call(
-            "commit the release",
-            lambda: api.create_commit(
-                plan.destination,
-                _operations(plan),
-                commit_message=plan.commit_message,
-                commit_description=plan.commit_description,
-                parent_commit=parent,
-            ),
-            policy,
-        )
-        commit = info.oid
+        try:
+            commit = _commit(api, plan, policy)
+        except BaseException:
+            if not plan.repo_exists:
+                _remove_created_repo(api, destination, policy)
+            raise
     created_tag = False
     if plan.tag_state == "new" and plan.tag and commit:
-        tag = plan.tag
-        call("tag the release", lambda: api.create_tag(plan.destination, tag=tag, revision=commit, tag_message=plan.commit_message), policy)
+        _tag(api, destination, plan.tag, commit, plan.commit_message, policy)
         created_tag = True
     return ReleaseResult(commit, changes, created_tag, plan.upload_bytes if changes else 0)
+
+
+def _commit(api: HfApi, plan: UploadPlan, policy: RetryPolicy) -> str:
+    parent = plan.parent_commit or _head(api, plan.destination, policy)
+    info = call(
+        "commit the release",
+        lambda: api.create_commit(
+            plan.destination,
+            _operations(plan),
+            commit_message=plan.commit_message,
+            commit_description=plan.commit_description,
+            parent_commit=parent,
+        ),
+        policy,
+        repo=plan.destination,
+        permission="write",
+    )
+    return str(info.oid)
+
+
+def _tag(api: HfApi, destination: str, tag: str, commit: str, message: str, policy: RetryPolicy) -> None:
+    """Create the tag; one that already marks `commit` is success (our earlier answer was lost)."""
+    try:
+        call(
+            "tag the release",
+            lambda: api.create_tag(destination, tag=tag, revision=commit, tag_message=message),
+            policy,
+            repo=destination,
+            permission="write",
+        )
+    except Conflict:
+        refs = call("read tags", lambda: api.list_repo_refs(destination), policy, repo=destination)
+        existing = next((ref.target_commit for ref in refs.tags if ref.name == tag), None)
+        if existing != commit:
+            raise CheckFailed(
+                f"{destination}: tag {tag} exists at commit {existing}, not at the release commit {commit}",
+                hint="a Hub tag is never moved; release a new version",
+            ) from None
+
+
+def _remove_created_repo(api: HfApi, destination: str, policy: RetryPolicy) -> None:
+    """Delete a repo this release created, if it still holds nothing but the Hub's initial commit."""
+    with contextlib.suppress(PipelineError):  # the failure that brought us here is the one to report
+        commits = call("read destination history", lambda: api.list_repo_commits(destination), policy, repo=destination)
+        if len(commits) <= 1:
+            call("remove the empty destination", lambda: api.delete_repo(destination), policy, repo=destination, permission="write")
 
 
 def _head(api: HfApi, destination: str, policy: RetryPolicy) -> str | None:
     """A freshly created repo may already hold the Hub's initial commit; plan against it."""
     try:
-        return call("read destination", lambda: api.model_info(destination), policy).sha
+        return call(
+            "read destination",
+            lambda: api.model_info(destination),
+            policy,
+            repo=destination,
+            passthrough=(RepositoryNotFoundError, RevisionNotFoundError),
+        ).sha
     except (RepositoryNotFoundError, RevisionNotFoundError):
         return None
 

@@ -3,8 +3,9 @@
 The real client talks to it exactly as to huggingface.co (design §8; routes from
 facts/hub-api.md §6): repo create, validate-yaml, repo info, preupload, LFS batch and PUT,
 ndjson commit, tags, branches, refs, commits, paths-info, tree, and resolve with Range.
-Xet is refused (501), so clients must run with `HF_HUB_DISABLE_XET=1`. There is no auth:
-any token is accepted, and none is ever logged.
+Xet is refused (501), so clients must run with `HF_HUB_DISABLE_XET=1`. Access is open unless
+tokens or Trusted Publishers are configured (`auth.py`, `oidc.py`); card metadata is validated
+as the Hub does (`metadata.py`). No token is ever logged.
 """
 
 from __future__ import annotations
@@ -12,46 +13,42 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import re
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
+from pipeline.rehearsal.hub.account import AccountRoutes, card_errors
+from pipeline.rehearsal.hub.auth import AccessPolicy, Forbidden, Grant
 from pipeline.rehearsal.hub.faults import ANY_ROUTE, FaultInjector, FaultPlan
-from pipeline.rehearsal.hub.stats import ServerStats
-from pipeline.rehearsal.hub.storage import (
+from pipeline.rehearsal.hub.model import (
     DEFAULT_BRANCH,
     AddFile,
     DeleteFile,
     DeleteFolder,
-    EntryNotFound,
-    FileEntry,
     HubRequestError,
-    HubStorage,
     Operation,
-    RepoRef,
+    RepoNotFound,
     lfs_entry,
+    lfs_patterns,
     wants_lfs,
 )
-from pipeline.rehearsal.hub.views import (
-    InvalidMetadata,
-    card_data,
-    commit_json,
-    describe,
-    front_matter,
-    sibling_json,
-)
+from pipeline.rehearsal.hub.oidc import TrustedPublishers
+from pipeline.rehearsal.hub.reads import ReadRoutes
+from pipeline.rehearsal.hub.stats import ServerStats
+from pipeline.rehearsal.hub.storage import HubStorage
 from pipeline.rehearsal.hub.wsgi import (
-    RangeNotSatisfiable,
     Request,
     RequestBody,
     Response,
     error_response,
     json_response,
-    parse_range,
 )
 
 CONCURRENT_FILE = "CONCURRENT_WRITER.md"  # what the race fault's other writer commits
@@ -66,13 +63,31 @@ UNKNOWN_ROUTE = "unknown"
 WsgiStartResponse = Callable[..., Any]
 
 
-class HubApp:
-    """The WSGI application: match a route, apply due faults, run the handler, count it."""
+class HubApp(AccountRoutes, ReadRoutes):
+    """The WSGI application: match a route, apply due faults, check access, run the handler, count it."""
 
-    def __init__(self, storage: HubStorage, stats: ServerStats, faults: FaultPlan | None = None) -> None:
+    def __init__(
+        self,
+        storage: HubStorage,
+        stats: ServerStats,
+        faults: FaultPlan | None = None,
+        access: AccessPolicy | None = None,
+        publishers: TrustedPublishers | None = None,
+        page_size: int | None = None,
+    ) -> None:
         self.storage = storage
+        self.page_size = page_size
+        self.cdn_url: str | None = None
+        self.licenses: frozenset[str] | None = None
+        self.download_key = secrets.token_bytes(32)
         self.stats = stats
         self.faults = faults or FaultPlan()
+        self.access = access or AccessPolicy()
+        self.publishers = publishers or TrustedPublishers()
+        if self.publishers.publishers:
+            self.access.strict = True
+        # Signs LFS upload URLs: the client PUTs to them without credentials, as to a presigned URL.
+        self._upload_key = secrets.token_bytes(32)
 
     @property
     def faults(self) -> FaultPlan:
@@ -85,6 +100,11 @@ class HubApp:
             raise ValueError(f"error_route {plan.error_route!r} is none of {sorted(ROUTE_NAMES)}")
         # A new injector restarts the "first K" counts for the new plan.
         self._injector = FaultInjector(plan, self.stats)
+
+    @property
+    def injector(self) -> FaultInjector:
+        """The faults being applied now (shared with the CDN origin)."""
+        return self._injector
 
     def __call__(self, environ: dict[str, Any], start_response: WsgiStartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"].upper()
@@ -122,6 +142,7 @@ class HubApp:
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         request = Request(environ["REQUEST_METHOD"].upper(), params, query, body, environ)
         try:
+            request.grant = self._authorize(route, request)
             if route.name == "commit" and injector.race_due():
                 self._concurrent_writer(request)
             response = route.handler(self, request)
@@ -132,54 +153,28 @@ class HubApp:
             return error_response(500, "Internal server error")
         if route.writes and response.status < 300:
             self.stats.record_write()
+        if response.status < 300 and injector.answer_lost(route.name):
+            # The work is done but the answer never reaches the client, as behind a failing proxy.
+            _close(response.body)
+            return error_response(502, "Bad gateway: the answer was lost")
         return response
 
-    # ---- repos ------------------------------------------------------------------------------
-
-    def create_repo(self, request: Request) -> Response:
-        payload = _json_object(request.body)
-        name, namespace = payload.get("name"), payload.get("organization")
-        if not isinstance(name, str) or not isinstance(namespace, str):
-            raise HubRequestError("A repo id needs a namespace: create it as <namespace>/<name>")
-        repo = RepoRef(payload.get("type") or "model", namespace, name)
-        private = payload.get("visibility") == "private" or payload.get("private") is True
-        url = f"{request.base_url}/{repo.url_path}"
-        if not self.storage.create_repo(repo, private=private):
-            return error_response(409, f"You already created this {repo.type} repo", extra={"url": url})
-        return json_response(200, {"url": url, "name": repo.id, "id": repo.id})
-
-    def validate_yaml(self, request: Request) -> Response:
-        content = _json_object(request.body).get("content")
-        if not isinstance(content, str):
-            raise HubRequestError("`content` must be the README text")
-        try:
-            front_matter(content)
-        except InvalidMetadata as exc:
-            return error_response(400, str(exc), extra={"errors": [{"message": str(exc)}], "warnings": []})
-        return json_response(200, {"errors": [], "warnings": []})
-
-    def repo_info(self, request: Request) -> Response:
-        repo = request.repo()
-        record = self.storage.repo_record(repo)
-        commit = self.storage.resolve(repo, request.params.get("rev", DEFAULT_BRANCH))
-        tree = self.storage.tree(commit)
-        with_blobs = request.flag("blobs")
-        info: dict[str, Any] = {
-            "id": repo.id,
-            "author": repo.namespace,
-            "sha": commit.id,
-            "private": record["private"],
-            "gated": False,
-            "disabled": False,
-            "createdAt": record["createdAt"],
-            "lastModified": commit.date,
-            "tags": [],
-            "siblings": [sibling_json(tree[path], with_blobs) for path in sorted(tree)],
-        }
-        card = card_data(self.storage, tree)
-        if card is not None:
-            info["cardData"] = card
-        return json_response(200, info)
+    def _authorize(self, route: Route, request: Request) -> Grant | None:
+        """The caller's grant, after refusing what it may not do on this route (open mode allows all)."""
+        if route.access == "signed":
+            return None
+        grant = self.access.identify(request.environ)
+        if route.access in ("read", "write"):
+            repo = request.repo()
+            try:
+                record: dict[str, Any] | None = self.storage.repo_record(repo)
+            except RepoNotFound:
+                record = None
+            if route.access == "read":
+                self.access.check_read(grant, repo, record)
+            else:
+                self.access.check_write(grant, repo, record)
+        return grant
 
     # ---- uploads and commits ----------------------------------------------------------------
 
@@ -187,9 +182,11 @@ class HubApp:
         repo = request.repo()
         commit = self.storage.resolve(repo, request.params["rev"])
         tree = self.storage.tree(commit)
-        files = _json_object(request.body).get("files")
+        files = request.body.json_object().get("files")
         if not isinstance(files, list):
             raise HubRequestError("`files` must be a list")
+        attributes = tree.get(".gitattributes")
+        patterns = lfs_patterns(b"".join(self.storage.read_blob(attributes.sha256, 0, attributes.size))) if attributes else ()
         answers = []
         for item in files:
             if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not isinstance(item.get("size"), int):
@@ -198,13 +195,14 @@ class HubApp:
             entry = tree.get(path)
             # The oid the client compares with its own: sha256 for LFS files, git sha1 otherwise.
             oid = None if entry is None else (entry.sha256 if entry.lfs else entry.git_oid)
-            answers.append({"path": path, "uploadMode": "lfs" if wants_lfs(path, size) else "regular", "shouldIgnore": False, "oid": oid})
+            mode = "lfs" if wants_lfs(path, size, _sample(item), patterns) else "regular"
+            answers.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
         return json_response(200, {"files": answers, "commitOid": commit.id})
 
     def lfs_batch(self, request: Request) -> Response:
         repo = request.repo()
         self.storage.repo_record(repo)
-        payload = _json_object(request.body)
+        payload = request.body.json_object()
         if payload.get("operation") != "upload":
             raise HubRequestError("Only the LFS upload operation is supported")
         objects = payload.get("objects")
@@ -217,13 +215,21 @@ class HubApp:
             if not isinstance(oid, str) or not re.fullmatch(r"[0-9a-f]{64}", oid) or not isinstance(size, int) or size < 0:
                 answer["error"] = {"code": 422, "message": "An object needs a sha256 `oid` and a `size`"}
             elif self.storage.blob_size(oid) is None:
-                href = f"{request.base_url}/api/lfs/objects/{oid}?size={size}"
+                href = f"{request.base_url}/api/lfs/objects/{oid}?size={size}&signature={self._upload_signature(oid, size)}"
                 answer["actions"] = {"upload": {"href": href}}
             # An object without `actions` is already stored: the client skips its upload.
             answers.append(answer)
         return json_response(200, {"transfer": "basic", "objects": answers}, content_type="application/vnd.git-lfs+json")
 
+    def _upload_signature(self, oid: str, size: int) -> str:
+        return hmac.new(self._upload_key, f"{oid}:{size}".encode(), hashlib.sha256).hexdigest()
+
     def lfs_upload(self, request: Request) -> Response:
+        size = (request.query.get("size") or [""])[-1]
+        signature = (request.query.get("signature") or [""])[-1]
+        if not size.isdigit() or not hmac.compare_digest(signature, self._upload_signature(request.params["oid"], int(size))):
+            raise Forbidden("This upload URL is not signed by the LFS batch endpoint")
+
         def counted(chunks: Iterable[bytes]) -> Iterator[bytes]:
             for chunk in chunks:
                 self.stats.add_lfs_bytes_received(len(chunk))
@@ -246,6 +252,11 @@ class HubApp:
         if parent is not None and not (isinstance(parent, str) and re.fullmatch(r"[0-9a-fA-F]{5,40}", parent)):
             raise HubRequestError(f"Invalid parentCommit {parent!r}")
         operations = [self._operation(item["key"], item["value"]) for item in lines]
+        for operation in operations:
+            if isinstance(operation, AddFile) and operation.entry.path == "README.md" and not operation.entry.lfs:
+                readme = b"".join(self.storage.read_blob(operation.entry.sha256, 0, operation.entry.size)).decode("utf-8", "replace")
+                if reasons := card_errors(readme, self.licenses):
+                    raise HubRequestError(f"Invalid metadata in README.md: {reasons[0]}")
         commit = self.storage.apply_commit(
             repo,
             request.params["rev"],
@@ -293,7 +304,7 @@ class HubApp:
     # ---- refs -----------------------------------------------------------------------------
 
     def create_tag(self, request: Request) -> Response:
-        tag = _json_object(request.body).get("tag")
+        tag = request.body.json_object().get("tag")
         if not isinstance(tag, str):
             raise HubRequestError("`tag` must be a string")
         self.storage.create_ref(request.repo(), "tag", tag, request.params["rev"])
@@ -304,7 +315,7 @@ class HubApp:
         return json_response(200, {})
 
     def create_branch(self, request: Request) -> Response:
-        start = _json_object(request.body).get("startingPoint") or DEFAULT_BRANCH
+        start = request.body.json_object().get("startingPoint") or DEFAULT_BRANCH
         if not isinstance(start, str):
             raise HubRequestError("`startingPoint` must be a revision")
         self.storage.create_ref(request.repo(), "branch", request.params["rev"], start)
@@ -313,107 +324,6 @@ class HubApp:
     def delete_branch(self, request: Request) -> Response:
         self.storage.delete_ref(request.repo(), "branch", request.params["rev"])
         return json_response(200, {})
-
-    def refs(self, request: Request) -> Response:
-        refs = self.storage.refs(request.repo())
-
-        def listed(names: Mapping[str, str], prefix: str) -> list[dict[str, str]]:
-            return [{"name": n, "ref": prefix + n, "targetCommit": c} for n, c in sorted(names.items())]
-
-        payload = {
-            "branches": listed(refs.branches, "refs/heads/"),
-            "tags": listed(refs.tags, "refs/tags/"),
-            "converts": [],
-            "pullRequests": [],
-        }
-        return json_response(200, payload)
-
-    def commits(self, request: Request) -> Response:
-        repo = request.repo()
-        head = self.storage.resolve(repo, request.params["rev"])
-        return json_response(200, [commit_json(commit) for commit in self.storage.history(repo, head)])
-
-    # ---- reading trees and files ----------------------------------------------------------
-
-    def paths_info(self, request: Request) -> Response:
-        repo = request.repo()
-        commit = self.storage.resolve(repo, request.params["rev"])
-        tree = self.storage.tree(commit)
-        form = request.body.form()
-        expand = form.get("expand", ["false"])[-1].lower() in ("1", "true")
-        found = []
-        for path in dict.fromkeys(p.strip("/") for p in form.get("paths", [])):
-            if path in tree:
-                found.append(describe(self.storage, repo, commit, path, folder=False, expand=expand))
-            elif path and any(p.startswith(path + "/") for p in tree):
-                found.append(describe(self.storage, repo, commit, path, folder=True, expand=expand))
-        return json_response(200, found)
-
-    def list_tree(self, request: Request) -> Response:
-        repo = request.repo()
-        commit = self.storage.resolve(repo, request.params["rev"])
-        tree = self.storage.tree(commit)
-        folder = request.params.get("path", "").strip("/")
-        prefix = folder + "/" if folder else ""
-        below = [path for path in tree if path.startswith(prefix)]
-        if folder and not below:
-            raise EntryNotFound(f"{folder} is not a folder at {request.params['rev']}")
-        recursive, expand = request.flag("recursive"), request.flag("expand")
-        files: list[str] = []
-        folders: set[str] = set()
-        for path in below:
-            parts = path[len(prefix) :].split("/")
-            if recursive:
-                folders.update(prefix + "/".join(parts[:depth]) for depth in range(1, len(parts)))
-                files.append(path)
-            elif len(parts) == 1:
-                files.append(path)
-            else:
-                folders.add(prefix + parts[0])
-        listing = sorted([(p, False) for p in files] + [(p, True) for p in folders])
-        entries = [describe(self.storage, repo, commit, p, folder=is_folder, expand=expand) for p, is_folder in listing]
-        return json_response(200, entries)
-
-    def resolve(self, request: Request) -> Response:
-        repo = request.repo()
-        commit = self.storage.resolve(repo, request.params["rev"])
-        path = request.params["path"]
-        self.stats.record_file_request(f"{repo.namespace}/{repo.name}", path)
-        entry = self.storage.tree(commit).get(path)
-        headers = [("X-Repo-Commit", commit.id)]
-        if entry is None:
-            return error_response(404, f"Entry not found: {path}", "EntryNotFound", headers=headers)
-        headers += [
-            ("ETag", f'"{entry.sha256 if entry.lfs else entry.git_oid}"'),
-            ("Accept-Ranges", "bytes"),
-            ("Content-Type", "application/octet-stream"),
-        ]
-        if entry.lfs:
-            headers += [("X-Linked-Etag", f'"{entry.sha256}"'), ("X-Linked-Size", str(entry.size))]
-        try:
-            span = parse_range(request.header("Range"), entry.size)
-        except RangeNotSatisfiable:
-            headers.append(("Content-Range", f"bytes */{entry.size}"))
-            return error_response(416, "Requested range not satisfiable", headers=headers)
-        start, end = span if span is not None else (0, entry.size - 1)
-        length = end - start + 1
-        if span is not None:
-            headers.append(("Content-Range", f"bytes {start}-{end}/{entry.size}"))
-        headers.append(("Content-Length", str(length)))
-        status = 200 if span is None else 206
-        if request.method == "HEAD":
-            return Response(status, headers)
-        return Response(status, headers, self._file_body(entry, start, length))
-
-    def _file_body(self, entry: FileEntry, start: int, length: int) -> Iterator[bytes]:
-        cut_at = self._injector.drop_limit(length)
-        # A shorter body than Content-Length announced, then a closed connection: a drop.
-        for chunk in self.storage.read_blob(entry.sha256, start, length if cut_at is None else cut_at):
-            self.stats.add_resolve_bytes_sent(len(chunk))
-            yield chunk
-
-    def xet_token(self, request: Request) -> Response:
-        return error_response(501, "Xet is not supported by the embedded Hub: set HF_HUB_DISABLE_XET=1")
 
 
 @dataclass(frozen=True)
@@ -425,30 +335,38 @@ class Route:
     name: str
     handler: Callable[[HubApp, Request], Response]
     writes: bool = False
+    # Who may call it: public (anyone), read / write (checked against the repo in the path),
+    # admin (checked by the handler, the repo is in the body), signed (the URL carries a signature).
+    access: str = "read"
 
 
-def _route(method: str, pattern: str, name: str, handler: Callable[[HubApp, Request], Response], *, writes: bool = False) -> Route:
-    return Route(method, re.compile(pattern), name, handler, writes)
+def _route(
+    method: str, pattern: str, name: str, handler: Callable[[HubApp, Request], Response], *, writes: bool = False, access: str = "read"
+) -> Route:
+    return Route(method, re.compile(pattern), name, handler, writes, access)
 
 
 ROUTES: tuple[Route, ...] = (
-    _route("POST", r"/api/repos/create", "repo_create", HubApp.create_repo, writes=True),
-    _route("POST", r"/api/validate-yaml", "validate_yaml", HubApp.validate_yaml),
+    _route("POST", r"/api/repos/create", "repo_create", HubApp.create_repo, writes=True, access="admin"),
+    _route("DELETE", r"/api/repos/delete", "repo_delete", HubApp.delete_repo, writes=True, access="admin"),
+    _route("POST", r"/api/validate-yaml", "validate_yaml", HubApp.validate_yaml, access="public"),
+    _route("POST", r"/oauth/token", "token_exchange", HubApp.token_exchange, access="signed"),
     _route("GET", _API_REPO, "repo_info", HubApp.repo_info),
+    _route("PUT", _API_REPO + "/settings", "repo_settings", HubApp.repo_settings, writes=True, access="write"),
     _route("GET", _API_REPO + "/revision/" + _REV, "repo_info", HubApp.repo_info),
-    _route("POST", _API_REPO + "/preupload/" + _REV, "preupload", HubApp.preupload),
-    _route("POST", _API_REPO + "/commit/" + _REV, "commit", HubApp.commit, writes=True),
-    _route("POST", _API_REPO + "/tag/" + _REV, "tag_create", HubApp.create_tag, writes=True),
-    _route("DELETE", _API_REPO + "/tag/" + _REV, "tag_delete", HubApp.delete_tag, writes=True),
-    _route("POST", _API_REPO + "/branch/" + _REV, "branch_create", HubApp.create_branch, writes=True),
-    _route("DELETE", _API_REPO + "/branch/" + _REV, "branch_delete", HubApp.delete_branch, writes=True),
+    _route("POST", _API_REPO + "/preupload/" + _REV, "preupload", HubApp.preupload, access="write"),
+    _route("POST", _API_REPO + "/commit/" + _REV, "commit", HubApp.commit, writes=True, access="write"),
+    _route("POST", _API_REPO + "/tag/" + _REV, "tag_create", HubApp.create_tag, writes=True, access="write"),
+    _route("DELETE", _API_REPO + "/tag/" + _REV, "tag_delete", HubApp.delete_tag, writes=True, access="write"),
+    _route("POST", _API_REPO + "/branch/" + _REV, "branch_create", HubApp.create_branch, writes=True, access="write"),
+    _route("DELETE", _API_REPO + "/branch/" + _REV, "branch_delete", HubApp.delete_branch, writes=True, access="write"),
     _route("GET", _API_REPO + "/refs", "refs", HubApp.refs),
     _route("GET", _API_REPO + "/commits/" + _REV, "commits", HubApp.commits),
     _route("POST", _API_REPO + "/paths-info/" + _REV, "paths_info", HubApp.paths_info),
     _route("GET", _API_REPO + "/tree/" + _REV + r"(?:/(?P<path>.+))?", "tree", HubApp.list_tree),
     _route("GET", _API_REPO + r"/xet-(?:read|write)-token/" + _REV, "xet_token", HubApp.xet_token),
-    _route("POST", _WEB_REPO + r"\.git/info/lfs/objects/batch", "lfs_batch", HubApp.lfs_batch),
-    _route("PUT", r"/api/lfs/objects/(?P<oid>[0-9a-f]{64})", "lfs_upload", HubApp.lfs_upload, writes=True),
+    _route("POST", _WEB_REPO + r"\.git/info/lfs/objects/batch", "lfs_batch", HubApp.lfs_batch, access="write"),
+    _route("PUT", r"/api/lfs/objects/(?P<oid>[0-9a-f]{64})", "lfs_upload", HubApp.lfs_upload, writes=True, access="signed"),
     _route("GET", _WEB_REPO + "/resolve/" + _REV + r"/(?P<path>.+)", "resolve", HubApp.resolve),
     _route("HEAD", _WEB_REPO + "/resolve/" + _REV + r"/(?P<path>.+)", "resolve", HubApp.resolve),
 )
@@ -486,13 +404,12 @@ def _close(body: Iterable[bytes]) -> None:
         close()
 
 
-def _json_object(body: RequestBody) -> dict[str, Any]:
-    payload = body.json()
-    if payload is None:
-        return {}
-    if not isinstance(payload, dict):
-        raise HubRequestError("Request body must be a JSON object")
-    return payload
+def _sample(item: Mapping[str, Any]) -> bytes:
+    """The file's first bytes as the client sent them (base64), to tell binary from text."""
+    try:
+        return base64.b64decode(str(item.get("sample") or ""), validate=True)
+    except binascii.Error:
+        raise HubRequestError(f"{item['path']}: `sample` is not valid base64") from None
 
 
 def _ndjson_item(line: bytes) -> dict[str, Any]:

@@ -9,7 +9,9 @@ times each fault has fired. Replacing the server's plan starts the counts again.
   the first `drop_times` responses long enough to be cut;
 - throttle: pace every response body at no more than `bytes_per_second`;
 - race: just before each of the first `concurrent_commits` commit requests, another writer
-  commits to the same branch, so the request's `parentCommit` is genuinely stale (HTTP 412).
+  commits to the same branch, so the request's `parentCommit` is genuinely stale (HTTP 412);
+- lost answer: the first `lost_answers` successful requests to `lost_answer_route` are carried
+  out, but the client is answered 502, as when a proxy loses the Hub's answer.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ class FaultPlan:
     drop_times: int = 1
     bytes_per_second: int | None = None
     concurrent_commits: int = 0
+    lost_answers: int = 0
+    lost_answer_route: str = "tag_create"
 
     def __post_init__(self) -> None:
         if self.error_status is not None and not (self.error_status == 429 or 500 <= self.error_status <= 599):
             raise ValueError(f"error_status must be 429 or a 5xx, not {self.error_status}")
-        if self.error_times < 0 or self.drop_times < 0 or self.concurrent_commits < 0:
-            raise ValueError("error_times, drop_times and concurrent_commits must be >= 0")
+        if min(self.error_times, self.drop_times, self.concurrent_commits, self.lost_answers) < 0:
+            raise ValueError("error_times, drop_times, concurrent_commits and lost_answers must be >= 0")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError("retry_after must be >= 0 seconds")
         if self.drop_after_bytes is not None and self.drop_after_bytes < 0:
@@ -70,6 +74,7 @@ class FaultInjector:
         self._errors_left = plan.error_times if plan.error_status is not None else 0
         self._drops_left = plan.drop_times if plan.drop_after_bytes is not None else 0
         self._races_left = plan.concurrent_commits
+        self._losses_left = plan.lost_answers
 
     def race_due(self) -> bool:
         """Whether another writer should commit before this commit request is handled."""
@@ -78,6 +83,17 @@ class FaultInjector:
                 return False
             self._races_left -= 1
         self._stats.record_fault("race")
+        return True
+
+    def answer_lost(self, route: str) -> bool:
+        """Whether the answer to this (successful) request should be lost on its way back."""
+        if self.plan.lost_answer_route not in (ANY_ROUTE, route):
+            return False
+        with self._lock:
+            if self._losses_left <= 0:
+                return False
+            self._losses_left -= 1
+        self._stats.record_fault("lost_answer")
         return True
 
     def error_for(self, route: str) -> InjectedError | None:

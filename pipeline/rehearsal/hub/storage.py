@@ -20,196 +20,43 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-REPO_TYPES = ("model", "dataset", "space")
-DEFAULT_BRANCH = "main"
-# The Hub's answer to a stale `parentCommit` (facts/hub-api.md §3); the client shows it as is.
-STALE_PARENT_MESSAGE = "The branch was updated since you opened this page. Please refresh and try again."
-# The client appends a hint when a delete fails with this phrase (huggingface_hub create_commit).
-MISSING_FILE_MESSAGE = "A file with this name doesn't exist"
-INITIAL_COMMIT_MESSAGE = "initial commit"
-# Which files go through LFS: big ones, and binary weight or image formats. The Hub decides by
-# size and content; a suffix rule keeps ours predictable.
-LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
-LFS_SUFFIXES = (".bin", ".png", ".safetensors")
-# A new Hub repo starts with a .gitattributes that routes those suffixes through LFS.
-INITIAL_GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES).encode()
+from pipeline.rehearsal.hub.model import (
+    DEFAULT_BRANCH,
+    INITIAL_COMMIT_MESSAGE,
+    INITIAL_GITATTRIBUTES,
+    MISSING_FILE_MESSAGE,
+    STALE_PARENT_MESSAGE,
+    AddFile,
+    AlreadyExists,
+    Commit,
+    DeleteFile,
+    EntryNotFound,
+    FileEntry,
+    HubRequestError,
+    Operation,
+    Refs,
+    RepoNotFound,
+    RepoRef,
+    RevisionNotFound,
+    StaleParent,
+    Tree,
+    now_iso,
+    regular_entry,
+    validate_path,
+)
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _HEX_RE = re.compile(r"[0-9a-f]{5,40}")
 _READ_CHUNK = 1024 * 1024
-
-
-class HubRequestError(Exception):
-    """A request the Hub refuses; `status` and `code` follow the Hub's HTTP answers."""
-
-    status = 400
-    code: str | None = None
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class RepoNotFound(HubRequestError):
-    status, code = 404, "RepoNotFound"
-
-
-class RevisionNotFound(HubRequestError):
-    status, code = 404, "RevisionNotFound"
-
-
-class EntryNotFound(HubRequestError):
-    status, code = 404, "EntryNotFound"
-
-
-class AlreadyExists(HubRequestError):
-    status = 409
-
-
-class StaleParent(HubRequestError):
-    status = 412
-
-
-@dataclass(frozen=True)
-class RepoRef:
-    """One repository: its type (model, dataset, space) and its `namespace/name` id."""
-
-    type: str
-    namespace: str
-    name: str
-
-    def __post_init__(self) -> None:
-        if self.type not in REPO_TYPES:
-            raise HubRequestError(f"Unknown repo type {self.type!r}")
-        for part in (self.namespace, self.name):
-            if not _NAME_RE.fullmatch(part) or ".." in part or "--" in part or part.endswith(".git"):
-                raise HubRequestError(f"Invalid repo id {self.namespace + '/' + self.name!r}")
-
-    @property
-    def id(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def url_path(self) -> str:
-        """The repo's path on the web site: `org/name`, or `datasets/org/name`."""
-        return self.id if self.type == "model" else f"{self.type}s/{self.id}"
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One file in a tree: where its bytes are and how the Hub describes it."""
-
-    path: str
-    size: int
-    sha256: str
-    # The git blob sha1 the Hub shows: of the content, or of the LFS pointer for LFS files.
-    git_oid: str
-    lfs: bool
-
-    @property
-    def pointer_size(self) -> int:
-        return len(lfs_pointer(self.sha256, self.size))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256, "oid": self.git_oid, "lfs": self.lfs}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FileEntry:
-        return cls(data["path"], data["size"], data["sha256"], data["oid"], data["lfs"])
-
-
-@dataclass(frozen=True)
-class Commit:
-    """One commit record; `date` is kept for display and is not part of the id."""
-
-    id: str
-    parents: tuple[str, ...]
-    tree: str
-    summary: str
-    description: str
-    date: str
-
-
-@dataclass(frozen=True)
-class Refs:
-    """Branch and tag names mapped to commit ids."""
-
-    branches: Mapping[str, str]
-    tags: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class AddFile:
-    entry: FileEntry
-
-
-@dataclass(frozen=True)
-class DeleteFile:
-    path: str
-
-
-@dataclass(frozen=True)
-class DeleteFolder:
-    path: str
-
-
-Operation = AddFile | DeleteFile | DeleteFolder
-Tree = Mapping[str, FileEntry]
-
-
-def git_blob_sha1(data: bytes) -> str:
-    """The git object id of a blob holding `data`."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def lfs_pointer(sha256: str, size: int) -> bytes:
-    """The git-lfs pointer file that stands in the git tree for an LFS file."""
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
-
-
-def wants_lfs(path: str, size: int) -> bool:
-    """Whether a file of this name and size should be uploaded through LFS."""
-    return size > LFS_SIZE_THRESHOLD or path.lower().endswith(LFS_SUFFIXES)
-
-
-def regular_entry(path: str, data: bytes) -> FileEntry:
-    return FileEntry(path, len(data), hashlib.sha256(data).hexdigest(), git_blob_sha1(data), lfs=False)
-
-
-def lfs_entry(path: str, sha256: str, size: int) -> FileEntry:
-    return FileEntry(path, size, sha256, git_blob_sha1(lfs_pointer(sha256, size)), lfs=True)
-
-
-def validate_path(path: str) -> str:
-    """Refuse paths git cannot hold: empty, absolute, or with empty, `.` or `..` segments."""
-    parts = path.split("/")
-    if not path or len(path) > 1024 or "\0" in path or "\\" in path or any(p in ("", ".", "..") for p in parts):
-        raise HubRequestError(f"Invalid path in repo: {path!r}")
-    return path
-
-
-def directory_oid(tree: Tree, directory: str) -> str:
-    """A stable id for a directory, derived from the files below it."""
-    prefix = directory + "/"
-    digest = hashlib.sha1(b"tree\0")
-    for path in sorted(p for p in tree if p.startswith(prefix)):
-        digest.update(f"{path}\0{tree[path].git_oid}\n".encode())
-    return digest.hexdigest()
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -324,6 +171,20 @@ class HubStorage:
             record = {"type": repo.type, "id": repo.id, "private": private, "createdAt": now_iso()}
             _write_atomic(repo_dir / "repo.json", _canonical(record))
             return True
+
+    def set_private(self, repo: RepoRef, private: bool) -> None:
+        with self._lock:
+            record = {**self.repo_record(repo), "private": private}
+            _write_atomic(self._repo_dir(repo) / "repo.json", _canonical(record))
+
+    def delete_repo(self, repo: RepoRef) -> None:
+        """Forget a repo (its blobs stay: other repos may share them)."""
+        with self._lock:
+            self.repo_record(repo)
+            repo_dir = self._repo_dir(repo)
+            # repo.json first: without it the repo no longer exists, whatever is left to remove.
+            (repo_dir / "repo.json").unlink()
+            shutil.rmtree(repo_dir, ignore_errors=True)
 
     def refs(self, repo: RepoRef) -> Refs:
         self.repo_record(repo)

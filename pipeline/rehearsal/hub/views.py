@@ -12,14 +12,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.rehearsal.hub.storage import (
-    Commit,
-    FileEntry,
-    HubStorage,
-    RepoRef,
-    Tree,
-    directory_oid,
-)
+from pipeline.rehearsal.hub.model import Commit, FileEntry, RepoRef, Tree, directory_oid
+from pipeline.rehearsal.hub.storage import HubStorage
 
 # README front matter is parsed for `cardData`; a bigger README is not worth reading.
 _MAX_CARD_BYTES = 1024 * 1024

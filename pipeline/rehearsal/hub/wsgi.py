@@ -9,14 +9,19 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from pipeline.rehearsal.hub.storage import HubRequestError, RepoRef
+from pipeline.rehearsal.hub.model import HubRequestError, RepoRef
+
+if TYPE_CHECKING:
+    from pipeline.rehearsal.hub.auth import Grant
 
 # Set by our own request handler: `wsgi.input` is then the raw socket stream, so a chunked
 # body still needs decoding (wsgiref passes it through as sent).
 RAW_INPUT_KEY = "pipeline.rehearsal.hub.raw_input"
+# Set by an app that leaves the request body unread: the connection cannot carry another request.
+CLOSE_CONNECTION_KEY = "pipeline.rehearsal.hub.close_connection"
 READ_CHUNK = 1024 * 1024
 # JSON bodies are small; anything bigger is a client error, not something to buffer.
 MAX_JSON_BODY = 64 * 1024 * 1024
@@ -64,6 +69,15 @@ class RequestBody:
             return json.loads(self.read_all() or b"null")
         except ValueError:
             raise HubRequestError("Request body is not valid JSON") from None
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object; an empty body is an empty object."""
+        payload = self.json()
+        if payload is None:
+            return {}
+        if not isinstance(payload, dict):
+            raise HubRequestError("Request body must be a JSON object")
+        return payload
 
     def form(self) -> dict[str, list[str]]:
         return parse_qs(self.read_all().decode("utf-8", "replace"), keep_blank_values=True)
@@ -134,6 +148,7 @@ class Request:
     query: dict[str, list[str]]
     body: RequestBody
     environ: Mapping[str, Any]
+    grant: Grant | None = None  # the caller's token grant, once access was checked
 
     @property
     def base_url(self) -> str:
