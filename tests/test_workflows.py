@@ -681,7 +681,7 @@ def test_the_watch_workflow_pushes_the_proposal_and_opens_a_pull_request_with_th
 
 # ---- the lock workflow: a pending draft built in CI and proposed as a pull request ---------------
 
-LOCK = WORKFLOWS / "lock.yml"
+LOCK_WORKFLOW = WORKFLOWS / "lock.yml"
 RANK["lock"] = RANK["build"]  # lock is the build, then the card rendered from the lock it wrote
 
 
@@ -690,7 +690,7 @@ def test_the_lock_workflow_runs_on_demand_with_only_branch_and_pull_request_righ
     assert list(workflow[True]) == ["workflow_dispatch"] and workflow[True]["workflow_dispatch"]["inputs"]["draft"]["required"]
     [job] = workflow["jobs"].values()
     assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
-    text = LOCK.read_text()
+    text = LOCK_WORKFLOW.read_text()
     assert "HF_TOKEN" not in text and re.findall(r"secrets\.\w+", text) == ["secrets.GITHUB_TOKEN"]
     actions = [step["uses"].split("@")[0] for step in job["steps"] if "uses" in step]
     assert actions == ["actions/checkout", "actions/setup-python"]  # no artifact, no cache: the weights die with the runner
@@ -727,9 +727,20 @@ def test_the_lock_workflow_proposes_a_pending_drafts_first_lock_and_then_has_not
         "GITHUB_REF_TYPE": "branch",
         "GH_LOG": str(gh_log),
     }
-    workflow = yaml.safe_load(LOCK.read_text().replace("${{ inputs.draft }}", DRAFT))  # the dispatch input
+    workflow = yaml.safe_load(LOCK_WORKFLOW.read_text().replace("${{ inputs.draft }}", DRAFT))  # the dispatch input
 
-    [run] = RunnerLikeRun(workflow, project.root, "main", tmp_path / "runner", env, {"GITHUB_TOKEN": "ghs_test"}).run()["lock"]
+    github = {
+        "ref": "refs/heads/main",
+        "ref_name": "main",
+        "ref_type": "branch",
+        "event_name": "workflow_dispatch",
+        "repository": REPOSITORY,
+    }
+    secrets = {"": {"GITHUB_TOKEN": "ghs_test"}}
+
+    [run] = RunnerLikeRun("lock.yml", workflow, project.root, tmp_path / "runner", env, github, secrets).run()["lock"]
+
+    assert run.status == "success", run.log
 
     branch = project.repo.commit(f"lock/{DRAFT}")
     assert branch.parents == (main,) and {d.a_path for d in main.diff(branch)} == REVIEW_FILES
@@ -750,6 +761,6 @@ def test_the_lock_workflow_proposes_a_pending_drafts_first_lock_and_then_has_not
     # After the pull request is merged, a second run finds the lock resolved and proposes nothing.
     project.repo.git.merge(f"lock/{DRAFT}", ff_only=True)
     gh_log.unlink()
-    [again] = RunnerLikeRun(workflow, project.root, "main", tmp_path / "runner-again", env, {"GITHUB_TOKEN": "ghs_test"}).run()["lock"]
-    assert not gh_log.exists() and "already resolved" in again.summary
+    [again] = RunnerLikeRun("lock.yml", workflow, project.root, tmp_path / "runner-again", env, github, secrets).run()["lock"]
+    assert again.status == "success" and not gh_log.exists() and "already resolved" in again.summary
     assert project.repo.commit(f"lock/{DRAFT}") == branch
