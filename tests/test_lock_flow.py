@@ -189,3 +189,20 @@ def test_propose_refuses_review_files_outside_the_repository_before_any_build(
         == f"error: {workdir / 'review' / 'draft.lock.json'}: outside the repository at {recipe.parent.resolve()}"
     )
     assert not (workdir / "fetch").exists() and not (workdir / "lock").exists()
+
+
+def test_a_release_refuses_the_pending_lock_naming_lock_and_selects_the_draft_once_the_proposal_is_merged(release: Release) -> None:
+    commit_pending_draft(release)
+    artifacts = str(release.root / "artifacts")
+    release.repo.create_tag(f"{DRAFT}/v1.0.0")
+    refused = run_cli("drafts", "--artifacts", artifacts, "--tag", f"{DRAFT}/v1.0.0", "--merged-into", "main")
+    assert refused.code == 1 and ": unresolved: source.commit and target.commit" in refused.stderr
+    assert f"hint: run the lock workflow for {DRAFT} (or: python -m pipeline lock --draft {DRAFT} --propose)" in refused.stderr
+
+    _lock(release, "--propose")
+    release.repo.git.merge(BRANCH, ff_only=True)  # the reviewed pull request, merged
+    release.repo.create_tag(f"{DRAFT}/v1.0.1")
+    selected = run_cli("drafts", "--artifacts", artifacts, "--tag", f"{DRAFT}/v1.0.1", "--merged-into", "main", "--json")
+
+    assert selected.code == 0, selected.stderr
+    assert json.loads(selected.stdout)[0]["draft"] == DRAFT
