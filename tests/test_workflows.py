@@ -677,3 +677,90 @@ def test_the_watch_workflow_pushes_the_proposal_and_opens_a_pull_request_with_th
     assert "- The release plan was refused:\n\n```text\nerror: inspect: the draft is redundant" in body and "publish --force" in body
     [run] = jobs["watch"]
     assert "### Upstream watch" in run.summary and f"| {DRAFT} | target moved" in run.summary
+
+
+# ---- the lock workflow: a pending draft built in CI and proposed as a pull request ---------------
+
+LOCK_WORKFLOW = WORKFLOWS / "lock.yml"
+RANK["lock"] = RANK["build"]  # lock is the build, then the card rendered from the lock it wrote
+
+
+def test_the_lock_workflow_runs_on_demand_with_only_branch_and_pull_request_rights_and_keeps_no_weights() -> None:
+    workflow = _workflows()["lock.yml"]
+    assert list(workflow[True]) == ["workflow_dispatch"] and workflow[True]["workflow_dispatch"]["inputs"]["draft"]["required"]
+    [job] = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    text = LOCK_WORKFLOW.read_text()
+    assert "HF_TOKEN" not in text and re.findall(r"secrets\.\w+", text) == ["secrets.GITHUB_TOKEN"]
+    actions = [step["uses"].split("@")[0] for step in job["steps"] if "uses" in step]
+    assert actions == ["actions/checkout", "actions/setup-python"]  # no artifact, no cache: the weights die with the runner
+    assert _commands(job)[:2] == [
+        ("build", ["--draft", "$DRAFT", "--preflight"]),
+        ("lock", ["--draft", "$DRAFT", "--propose", "--json"]),
+    ]
+    ids = [step.get("id") for step in job["steps"]]
+    proposing = next(i for i, step in enumerate(job["steps"]) if ("lock" in dict(_commands({"steps": [step]}))))
+    assert ids.index("install") < ids.index("free-disk") < proposing  # the disk is checked before the build
+
+
+def test_the_lock_workflow_proposes_a_pending_drafts_first_lock_and_then_has_nothing_to_do(tmp_path: Path, release: Release) -> None:
+    from tests.test_lock_flow import REVIEW_FILES, commit_pending_draft
+
+    project = release
+    commit_pending_draft(project)
+    main = project.repo.commit("main")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "gh").write_text(FAKE_GH)
+    (tools / "gh").chmod(0o755)
+    gh_log = tmp_path / "gh.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env |= {
+        "PATH": f"{tools}{os.pathsep}{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_DISABLE_XET": "1",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": "workflow_dispatch",
+        "GITHUB_REF": "refs/heads/main",
+        "GITHUB_REF_NAME": "main",
+        "GITHUB_REF_TYPE": "branch",
+        "GH_LOG": str(gh_log),
+    }
+    workflow = yaml.safe_load(LOCK_WORKFLOW.read_text().replace("${{ inputs.draft }}", DRAFT))  # the dispatch input
+
+    github = {
+        "ref": "refs/heads/main",
+        "ref_name": "main",
+        "ref_type": "branch",
+        "event_name": "workflow_dispatch",
+        "repository": REPOSITORY,
+    }
+    secrets = {"": {"GITHUB_TOKEN": "ghs_test"}}
+
+    [run] = RunnerLikeRun("lock.yml", workflow, project.root, tmp_path / "runner", env, github, secrets).run()["lock"]
+
+    assert run.status == "success", run.log
+
+    branch = project.repo.commit(f"lock/{DRAFT}")
+    assert branch.parents == (main,) and {d.a_path for d in main.diff(branch)} == REVIEW_FILES
+    lock = json.loads((branch.tree / f"artifacts/{DRAFT}/draft.lock.json").data_stream.read())
+    assert lock["unresolved"] == [] and lock["source"]["commit"] == project.api.repo_info(SOURCE_REPO).sha
+    assert all(tensor["sha256"] for tensor in lock["tensors"]) and lock["inspect"]["verdict"] == "needed"
+    calls = gh_log.read_text().splitlines()
+    title = f"{DRAFT}: resolve the lock at source {lock['source']['commit'][:12]}, target {lock['target']['commit'][:12]} (inspect: needed)"
+    assert calls[0] == "auth setup-git" and calls[1].startswith(f"pr view lock/{DRAFT}")
+    assert calls[2].startswith(f"pr create --head lock/{DRAFT} --base main --title {title} --body-file ")
+    body = Path(f"{gh_log}.body").read_text()
+    assert not body.startswith("# ") and "### Verify\n\n- passed: " in body and "### Inspect\n\n- **needed**: " in body
+    assert "### Card review\n\n- `card --check`: the committed card equals a fresh render of the committed lock" in body
+    assert f"### Release plan: {DRAFT}" in body and "The release plan was refused" not in body
+    assert "### Card review" in run.summary
+    assert not (tmp_path / "runner" / "artifacts").exists()
+
+    # After the pull request is merged, a second run finds the lock resolved and proposes nothing.
+    project.repo.git.merge(f"lock/{DRAFT}", ff_only=True)
+    gh_log.unlink()
+    [again] = RunnerLikeRun("lock.yml", workflow, project.root, tmp_path / "runner-again", env, github, secrets).run()["lock"]
+    assert again.status == "success" and not gh_log.exists() and "already resolved" in again.summary
+    assert project.repo.commit(f"lock/{DRAFT}") == branch

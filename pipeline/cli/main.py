@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pipeline import __version__
 from pipeline.cli import bench_plan, commands, rehearse, release
+from pipeline.cli import lock as lock_command
 from pipeline.cli import watch as watch_command
 from pipeline.cli.output import Output
 from pipeline.errors import PipelineError
@@ -138,6 +139,7 @@ COMMANDS: tuple[Command, ...] = (
         "python -m pipeline inspect --draft demo\npython -m pipeline inspect --recipe path/to/draft.yaml --json",
         commands.inspect_command,
     ),
+    Command("lock", lock_command.SUMMARY, lock_command.EXAMPLE, lock_command.lock_command, lock_command.lock_options),
     Command("watch", watch_command.SUMMARY, watch_command.EXAMPLE, watch_command.watch, watch_command.watch_options),
     Command(
         "synth",

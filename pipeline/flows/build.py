@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.flows.inspect import inspect_recipe
 from pipeline.flows.runner import BUILD_STAGES, run_stages
+from pipeline.recipe.layout import Artifacts
 from pipeline.recipe.lock import write_or_check
 from pipeline.stages.context import Context
 
@@ -37,11 +38,16 @@ def inspect_summary(report: Any) -> dict[str, Any]:
     }
 
 
-def build(ctx: Context, today: str, *, locked: bool) -> BuildResult:
-    """Run the build stages, inspect the target, and write the lock (or, locked, refuse any difference)."""
+def build(ctx: Context, today: str, *, locked: bool, artifacts: Artifacts | None = None) -> BuildResult:
+    """Run the build stages, inspect the target, and write the lock (or, locked, refuse any difference).
+
+    `artifacts` is where the lock and reviewed config are written and compared (default: the
+    draft's own review folder); a proposal stages them outside the checkout.
+    """
     stages = run_stages(ctx, BUILD_STAGES)
     finding = inspect_summary(inspect_recipe(ctx, today))
-    lock, changed = write_or_check(ctx.recipe, ctx.workdir, ctx.artifacts, locked=locked, inspect=finding, source=ctx.source("source"))
+    review = artifacts or ctx.artifacts
+    lock, changed = write_or_check(ctx.recipe, ctx.workdir, review, locked=locked, inspect=finding, source=ctx.source("source"))
     state = "reproduced" if locked else ("updated" if changed else "unchanged")
     ctx.out.info(f"inspect: {finding['verdict']}: {finding['summary']}")
     ctx.out.info(f"lock: {lock} {state}")

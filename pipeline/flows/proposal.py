@@ -17,6 +17,7 @@ import git
 from git.index.typ import BaseIndexEntry
 from gitdb import IStream
 
+from pipeline.card.markdown import fenced
 from pipeline.checkpoint.files import atomic_write_bytes
 from pipeline.errors import InputError
 
@@ -92,6 +93,14 @@ def propose(repo: git.Repo, proposal: Proposal, folder: Path) -> ProposalResult:
         raise InputError(f"git: {exc}", hint="set git config user.name and user.email") from None
     repo.create_head(proposal.branch, commit, force=True)
     return ProposalResult(proposal.branch, commit.hexsha, changed, pull_request)
+
+
+def card_diff_section(card_diff: str) -> list[str]:
+    """A pull-request body's `### Card diff` lines: the diff folded under a summary, or a line saying it is unchanged."""
+    if not card_diff:
+        return ["", "### Card diff", "", "The card does not change."]
+    summary = "<details><summary>README.md as this pull request changes it</summary>"
+    return ["", "### Card diff", "", summary, "", fenced(card_diff, "diff").rstrip(), "", "</details>"]
 
 
 def _blob_bytes(commit: git.Commit, path: str) -> bytes | None:

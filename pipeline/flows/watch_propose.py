@@ -13,9 +13,9 @@ from pathlib import Path
 
 import git
 
-from pipeline.card.markdown import escape_cell, fenced
+from pipeline.card.markdown import escape_cell
 from pipeline.checkpoint.files import atomic_write_bytes, dump_json
-from pipeline.flows.proposal import Proposal, ProposalResult, propose, relative_path
+from pipeline.flows.proposal import Proposal, ProposalResult, card_diff_section, propose, relative_path
 from pipeline.flows.runner import run_stages
 from pipeline.flows.watch import WatchResult
 from pipeline.flows.watch_report import SHORT, DraftWatch
@@ -87,17 +87,7 @@ def pull_request_body(report: DraftWatch, card_diff: str) -> str:
         lines.append(f"| Target | {escape_cell(report.target_repo)} | `{t.old_commit}` | `{t.new_commit}` | {t.phrase} |")
     lines += ["", "### Evidence", "", *(f"- {' '.join(line.split())}" for line in report.details()), "", "### Merging", ""]
     lines += _merging(report)
-    lines += ["", "### Card diff", ""]
-    if card_diff:
-        lines += [
-            "<details><summary>README.md as this pull request changes it</summary>",
-            "",
-            fenced(card_diff, "diff").rstrip(),
-            "",
-            "</details>",
-        ]
-    else:
-        lines.append("The card does not change.")
+    lines += card_diff_section(card_diff)
     return "\n".join(lines) + "\n"
 
 

@@ -238,17 +238,23 @@ class Selection:
     commit: str
 
 
+_LOCK_HINT = (
+    "run the lock workflow for {draft} (or: python -m pipeline lock --draft {draft} --propose), "
+    "then review and merge its pull request before tagging"
+)
+
+
 def _check_lock_resolved(recipe: Recipe) -> None:
     """A release build must reproduce the committed lock; one with unresolved entries never can."""
     path = recipe.folder / LOCK_FILE
     lock = load_lock(path)
     if lock is None:
-        raise CheckFailed(f"{path}: missing; a release needs a committed lock", hint=f"run: python -m pipeline build --draft {recipe.name}")
+        raise CheckFailed(f"{path}: missing; a release needs a committed lock", hint=_LOCK_HINT.format(draft=recipe.name))
     unresolved = lock.get("unresolved") or []
     if unresolved:
         raise CheckFailed(
             f"{path}: unresolved: {'; '.join(map(str, unresolved))}",
-            hint=f"run: python -m pipeline build --draft {recipe.name}, then review and commit the lock before tagging",
+            hint=_LOCK_HINT.format(draft=recipe.name),
         )
 
 
