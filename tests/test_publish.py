@@ -339,3 +339,15 @@ def test_publish_reads_the_locked_commits_when_the_source_branch_moved(release: 
     assert result.code == 0, result.stderr
     published = json.loads(Path(release.api.hf_hub_download(DESTINATION, "draft.lock.json")).read_text())
     assert published["source"]["commit"] == locked
+
+
+def test_an_untagged_publish_is_refused_before_anything_is_fetched(release: Release) -> None:
+    release.prepare(tag=None)
+    fresh = release.root / "build" / "untagged"
+    release.server.stats.reset()
+
+    result = run_cli("publish", "--recipe", str(release.recipe), "--workdir", str(fresh))
+
+    assert result.code == 1
+    assert result.stderr.startswith("error: untagged checkout") and "hint: tag the release" in result.stderr
+    assert release.server.stats.resolve_bytes_sent == 0 and not fresh.exists()

@@ -202,15 +202,11 @@ def _remote_card_diff(ctx: Context, plan: UploadPlan, readme: Path) -> str:
     return card.unified_diff(old, readme.read_text(encoding="utf-8"), f"hub/{card.CARD_FILE}", f"release/{card.CARD_FILE}")
 
 
-def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None = None, forced_verdict: str | None = None) -> ReleaseReport:
-    """Refuse what must not be published, plan the upload, and apply it unless dry-run."""
+def _release_gate(ctx: Context, options: ReleaseOptions) -> str:
+    """Refuse, before any work, a release that cannot happen; returns the destination repo."""
     destination = _destination(ctx)
     if options.from_lock and not options.dry_run:
         raise InputError("a plan from the lock uploads nothing: it needs --dry-run")
-    if lock is None:
-        lock = _committed_lock(ctx) if options.from_lock else _check_lock(ctx)
-    if forced_verdict is None:
-        forced_verdict = _verdict_gate(ctx, lock, options.force)
     version = options.version
     if not options.dry_run:
         if not version.is_release:
@@ -220,6 +216,17 @@ def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None =
             )
         if version.dirty and not options.allow_dirty:
             raise CheckFailed("the git tree has uncommitted changes; a release publishes only committed, reviewed files")
+    return destination
+
+
+def release(ctx: Context, options: ReleaseOptions, lock: dict[str, Any] | None = None, forced_verdict: str | None = None) -> ReleaseReport:
+    """Refuse what must not be published, plan the upload, and apply it unless dry-run."""
+    destination = _release_gate(ctx, options)
+    if lock is None:
+        lock = _committed_lock(ctx) if options.from_lock else _check_lock(ctx)
+    if forced_verdict is None:
+        forced_verdict = _verdict_gate(ctx, lock, options.force)
+    version = options.version
     readme = _card_text(ctx, forced_verdict, options.dry_run)
     files = release_files(ctx, readme, lock if options.from_lock else None)
     message, description = _messages(ctx, lock, version)
@@ -254,6 +261,7 @@ def publish(ctx: Context, options: ReleaseOptions, today: str) -> ReleaseReport:
     """All stages in order, then the release."""
     from pipeline.flows.inspect import inspect_recipe
 
+    _release_gate(ctx, options)  # an untagged or dirty checkout is refused before a byte is fetched
     run_stages(ctx, BUILD_STAGES)
     lock = _check_lock(ctx)
     # The build reads the locked commits; the need for the draft is judged on the target as it is now.
