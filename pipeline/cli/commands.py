@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pipeline.flows.runner import run_stages, status
 from pipeline.recipe.layout import Workdir
 from pipeline.recipe.loader import HubRef, load_recipe, recipe_path
 from pipeline.recipe.lock import load_lock, pinned
+from pipeline.remote.transport import RetryPolicy
 from pipeline.stages import card
 from pipeline.stages.context import Context
 
@@ -75,6 +77,8 @@ def build_options(parser: argparse.ArgumentParser) -> None:
 
 def status_command(args: argparse.Namespace, out: Output) -> int:
     ctx = context(args, out)
+    # One try per Hub question: status reports, it does not wait out an outage.
+    ctx = dataclasses.replace(ctx, recipe=dataclasses.replace(ctx.recipe, retries=RetryPolicy(attempts=1, backoff_seconds=0)))
     rows = status(ctx)
     human = "\n".join(f"{row['stage']:<12} {'current' if row['current'] else 'would run'}: {row['reason']}" for row in rows)
     out.result(human, {"draft": ctx.recipe.name, "stages": rows})
@@ -100,10 +104,11 @@ def card_command(args: argparse.Namespace, out: Output) -> int:
         tag, diff = card.diff_against_release(inputs, ctx.api, ctx.recipe.retries)
         out.result(diff or f"no difference from the card of {tag or 'the destination (no release yet)'}", {"release": tag, "diff": diff})
         return 0
-    result = card.run(inputs)
+    # Through the runner, so `status` knows the card was rendered; forced, since a render is cheap.
+    [result] = run_stages(dataclasses.replace(ctx, force=True), ("card",))
     out.result(
-        f"{result.readme}: {'updated' if result.changed else 'unchanged'}",
-        {"readme": str(result.readme), "sha256": result.sha256, "changed": result.changed},
+        f"{result['readme']}: {'updated' if result['changed'] else 'unchanged'}",
+        {"readme": result["readme"], "sha256": result["sha256"], "changed": result["changed"]},
     )
     return 0
 

@@ -45,12 +45,19 @@ class Command:
     uses_recipe: bool = True
 
 
-def _draft_options(parser: argparse.ArgumentParser) -> None:
+# The commands that run stages through the runner, and so can be told to rerun unchanged ones.
+STAGE_RUNNING_COMMANDS = frozenset({*STAGE_NAMES, "build", "publish", "lock"}) - {"card"}
+
+
+def _draft_options(parser: argparse.ArgumentParser, *, runs_stages: bool) -> None:
     group = parser.add_argument_group("draft selection")
-    group.add_argument("--draft", metavar="NAME", help="draft under artifacts/NAME/draft.yaml")
-    group.add_argument("--recipe", metavar="PATH", help="a recipe file anywhere (instead of --draft)")
+    which = group.add_mutually_exclusive_group()
+    which.add_argument("--draft", metavar="NAME", help="draft under artifacts/NAME/draft.yaml")
+    which.add_argument("--recipe", metavar="PATH", help="a recipe file anywhere (instead of --draft)")
     group.add_argument("--workdir", metavar="DIR", help="heavy outputs and stage records (default: build/<draft>/)")
-    group.add_argument("--rerun", action="store_true", help="run stages even if their inputs and outputs are unchanged")
+    if runs_stages:
+        group.add_argument("--rerun", action="store_true", help="run stages even if their inputs and outputs are unchanged")
+    parser.set_defaults(rerun=False)
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +89,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "status",
-        "show which stages would run and why (reads records only)",
+        "show which stages would run and why, from the stage records (asks the Hub only where the source and target are now)",
         "python -m pipeline status --draft demo --json",
         commands.status_command,
     ),
@@ -174,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         if command.options:
             command.options(sub)
         if command.uses_recipe:
-            _draft_options(sub)
+            _draft_options(sub, runs_stages=command.name in STAGE_RUNNING_COMMANDS)
         _output_options(sub)
         sub.set_defaults(handler=command.handler)
     return parser
@@ -217,6 +224,8 @@ def main(argv: Sequence[str] | None = None, out: Output | None = None) -> int:
         print(f"error: {exc.message}", file=out.stderr)
         if exc.hint:
             print(f"hint: {exc.hint}", file=out.stderr)
+        if out.json_mode:  # a machine reading stdout learns why there is no result
+            out.result("", {"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=out.stderr)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipeline.cli.output import Output
 from pipeline.errors import InputError
+from pipeline.families import FAMILIES
 
 
 def demo_command(args: argparse.Namespace, out: Output) -> int:
@@ -103,7 +104,10 @@ def synth_command(args: argparse.Namespace, out: Output) -> int:
 def synth_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write source/ and target/ into")
     parser.add_argument(
-        "--family", default="step3p7", metavar="NAME", help="model family of the synthetic checkpoint (default: %(default)s)"
+        "--family",
+        default="step3p7",
+        metavar="NAME",
+        help=f"model family of the synthetic checkpoint: {', '.join(FAMILIES)} (default: %(default)s)",
     )
     parser.add_argument(
         "--target-variant",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, PipelineError
 from pipeline.flows.ledger import Ledger, fingerprint
 from pipeline.stages import bench_import, card, config_fix, extract, fetch, verify
 from pipeline.stages.context import Context, Stage
@@ -56,7 +56,7 @@ def status(ctx: Context) -> list[dict[str, Any]]:
     for stage in STAGES:
         try:
             reason = ledger.why_stale(stage.name, fingerprint(stage.inputs(ctx)), ctx.workdir.root)
-        except InputError as exc:
-            reason = exc.message
+        except PipelineError as exc:  # e.g. the Hub could not say where the source is now
+            reason = f"cannot tell: {exc.message}"
         rows.append({"stage": stage.name, "current": reason is None, "reason": reason or "up to date"})
     return rows
