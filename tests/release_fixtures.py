@@ -26,7 +26,10 @@ card:
   title: Tiny draft
   credit: mtp-draft-pipeline (synthetic weights)
   release_notes:
+    - {{version: v0.9.0, notes: An older version.}}
     - {{version: v1.0.0, notes: First release.}}
+    - {{version: v1.0.1, notes: A patch release.}}
+    - {{version: v1.1.0, notes: A minor release.}}
 """
 
 

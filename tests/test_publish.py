@@ -351,3 +351,13 @@ def test_an_untagged_publish_is_refused_before_anything_is_fetched(release: Rele
     assert result.code == 1
     assert result.stderr.startswith("error: untagged checkout") and "hint: tag the release" in result.stderr
     assert release.server.stats.resolve_bytes_sent == 0 and not fresh.exists()
+
+
+def test_a_version_the_changelog_does_not_name_is_refused_before_anything_is_published(release: Release) -> None:
+    release.prepare(tag="v2.0.0")
+
+    result = release.cli("publish")
+
+    assert result.code == 1
+    assert f"{release.recipe}: card.release_notes: no entry for v2.0.0" in result.stderr.splitlines()[0]
+    assert not release.api.repo_exists(DESTINATION)

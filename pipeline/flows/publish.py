@@ -216,6 +216,12 @@ def _release_gate(ctx: Context, options: ReleaseOptions) -> str:
             )
         if version.dirty and not options.allow_dirty:
             raise CheckFailed("the git tree has uncommitted changes; a release publishes only committed, reviewed files")
+        notes = ctx.recipe.card.release_notes
+        if notes and version.label not in {note.version for note in notes}:
+            raise CheckFailed(
+                f"{ctx.recipe.path}: card.release_notes: no entry for {version.label}; the card's changelog would not mention this release",
+                hint=f"add {{version: {version.label}, notes: ...}} to card.release_notes, render the card and commit, then tag again",
+            )
     return destination
 
 
