@@ -629,15 +629,8 @@ def test_the_watch_workflow_runs_daily_and_on_demand_with_only_branch_and_pull_r
     ]
 
 
-def test_the_watch_workflow_pushes_the_proposal_and_opens_a_pull_request_with_the_card_review(
-    tmp_path: Path, release: Release, synthetic_pairs: dict[str, Path]
-) -> None:
-    project = release
-    project.prepare(tag=None)
-    project.repo.git.branch("-M", "main")
-    new_target = project.api.upload_folder(
-        repo_id=TARGET_REPO, folder_path=str(synthetic_pairs["redundant-target"]), commit_message="Restore the MTP layers"
-    ).oid
+def _gh_job_env(tmp_path: Path, event: str) -> tuple[dict[str, str], Path]:
+    """A job's environment on main with a stand-in `gh` that logs its calls; no Hub token in it."""
     tools = tmp_path / "tools"
     tools.mkdir()
     (tools / "gh").write_text(FAKE_GH)
@@ -650,12 +643,25 @@ def test_the_watch_workflow_pushes_the_proposal_and_opens_a_pull_request_with_th
         "HF_HOME": str(tmp_path / "hf-home"),
         "HF_HUB_DISABLE_XET": "1",
         "GITHUB_ACTIONS": "true",
-        "GITHUB_EVENT_NAME": "schedule",
+        "GITHUB_EVENT_NAME": event,
         "GITHUB_REF": "refs/heads/main",
         "GITHUB_REF_NAME": "main",
         "GITHUB_REF_TYPE": "branch",
         "GH_LOG": str(gh_log),
     }
+    return env, gh_log
+
+
+def test_the_watch_workflow_pushes_the_proposal_and_opens_a_pull_request_with_the_card_review(
+    tmp_path: Path, release: Release, synthetic_pairs: dict[str, Path]
+) -> None:
+    project = release
+    project.prepare(tag=None)
+    project.repo.git.branch("-M", "main")
+    new_target = project.api.upload_folder(
+        repo_id=TARGET_REPO, folder_path=str(synthetic_pairs["redundant-target"]), commit_message="Restore the MTP layers"
+    ).oid
+    env, gh_log = _gh_job_env(tmp_path, "schedule")
 
     github = {"ref": "refs/heads/main", "ref_name": "main", "ref_type": "branch", "event_name": "schedule", "repository": REPOSITORY}
     jobs = RunnerLikeRun(
@@ -709,24 +715,7 @@ def test_the_lock_workflow_proposes_a_pending_drafts_first_lock_and_then_has_not
     project = release
     commit_pending_draft(project)
     main = project.repo.commit("main")
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    (tools / "gh").write_text(FAKE_GH)
-    (tools / "gh").chmod(0o755)
-    gh_log = tmp_path / "gh.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-    env |= {
-        "PATH": f"{tools}{os.pathsep}{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(ROOT),
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "HF_HUB_DISABLE_XET": "1",
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_EVENT_NAME": "workflow_dispatch",
-        "GITHUB_REF": "refs/heads/main",
-        "GITHUB_REF_NAME": "main",
-        "GITHUB_REF_TYPE": "branch",
-        "GH_LOG": str(gh_log),
-    }
+    env, gh_log = _gh_job_env(tmp_path, "workflow_dispatch")
     workflow = yaml.safe_load(LOCK_WORKFLOW.read_text().replace("${{ inputs.draft }}", DRAFT))  # the dispatch input
 
     github = {
