@@ -151,6 +151,10 @@ RECIPES: dict[str, tuple[str, str]] = {
     ),
     "not a mapping": ("- just\n- a list\n", "recipe: must be a mapping"),
     "python tag": ("family: !!python/object/apply:os.system ['true']\n", "not valid YAML"),
+    "unclosed bracket": (
+        "family: step3p7\ncard:\n  title: [unclosed\n  tags: []\n",
+        "not valid YAML at line 4: expected ',' or ']', but got ':' (while parsing a flow sequence at line 3)",
+    ),
     "bad repo id": ("family: step3p7\nsource: {repo: 'not a repo'}\ntarget: {path: t}\nlicense: apache-2.0\n", "source.repo"),
     "bad revision": (
         "family: step3p7\nsource: {repo: org/name, revision: '..'}\ntarget: {path: t}\nlicense: apache-2.0\n",

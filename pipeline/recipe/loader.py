@@ -358,6 +358,10 @@ def load_recipe(path: Path) -> Recipe:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        # PyYAML notices an unclosed bracket or quote only lines later; name where it was opened too.
+        opened = getattr(exc, "context_mark", None)
+        if opened is not None and mark is not None and opened.line != mark.line:
+            problem += f" ({getattr(exc, 'context', None) or 'started'} at line {opened.line + 1})"
         raise InputError(f"{path}: not valid YAML{where}: {problem}") from None
     try:
         return parse_recipe(data, path, name)
