@@ -7,6 +7,7 @@ returns the files it wrote with a short summary. The runner orders them; no stag
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +58,9 @@ class Context:
         """The recipe's family, configured with its `shared_weights` choice (checked when the recipe loads)."""
         return FAMILIES[self.recipe.family].with_shared_weights(self.recipe.shared_weights)
 
-    @property
+    @functools.cached_property
     def artifacts(self) -> Artifacts:
+        """Where the review files go; decided once per context (it lists the recipe's folder)."""
         local = tuple(ref.path for ref in (self.recipe.source, self.recipe.target) if isinstance(ref, LocalRef))
         return artifacts_for(self.recipe.path, local, self.workdir)
 
