@@ -6,6 +6,8 @@ process per storage root. Bind to loopback: even in strict mode its tokens are r
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import logging
 import socket
 import socketserver
@@ -35,8 +37,8 @@ TREE_PAGE_SIZE = 1000
 IDLE_CONNECTION_SECONDS = 30
 
 
-_CONNECTIONS_LOCK = threading.Lock()
-_IDLE = threading.Condition()
+_CONNECTION_NUMBERS = itertools.count(1)  # shared by both origins, so a number names one connection
+_OPEN = threading.Condition()  # guards every server's open connections
 
 
 class _ServerHandler(ServerHandler):
@@ -68,10 +70,6 @@ class _RequestHandler(WSGIRequestHandler):
     # back until the client's delayed ACK, about 40 ms per request on a kept-alive connection.
     disable_nagle_algorithm = True
 
-    def setup(self) -> None:
-        super().setup()
-        self.server.count_connection()  # type: ignore[attr-defined]
-
     def handle(self) -> None:
         self.close_connection = True
         self._handle_one()
@@ -94,12 +92,7 @@ class _RequestHandler(WSGIRequestHandler):
         app = cast(WSGIServer, self.server).get_app()
         if app is None:
             raise RuntimeError("the server has no WSGI app")
-        server = cast(_ThreadingWSGIServer, self.server)
-        server.request_started()
-        try:
-            handler.run(app)
-        finally:
-            server.request_finished()
+        handler.run(app)
         if not handler.reusable:
             self.close_connection = True
 
@@ -115,21 +108,26 @@ class _RequestHandler(WSGIRequestHandler):
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
-    connections = 0  # TCP connections accepted, to see keep-alive at work
-    in_flight = 0  # requests whose response is still being written
 
-    def count_connection(self) -> None:
-        with _CONNECTIONS_LOCK:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections = 0  # TCP connections accepted, to see keep-alive at work
+        self.open: dict[int, int] = {}  # socket id -> connection number, from accept until closed
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Called on the accepting thread, so connections are numbered in the order they were accepted.
+        with _OPEN:
             self.connections += 1
+            self.open[id(request)] = next(_CONNECTION_NUMBERS)
+        super().process_request(request, client_address)
 
-    def request_started(self) -> None:
-        with _IDLE:
-            self.in_flight += 1
-
-    def request_finished(self) -> None:
-        with _IDLE:
-            self.in_flight -= 1
-            _IDLE.notify_all()
+    def shutdown_request(self, request: Any) -> None:
+        try:
+            super().shutdown_request(request)
+        finally:
+            with _OPEN:
+                self.open.pop(id(request), None)
+                _OPEN.notify_all()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would look the host up in DNS (socket.getfqdn): skip it.
@@ -202,15 +200,37 @@ class HubServer:
         """TCP connections the Hub origin accepted so far (keep-alive makes this far below the requests)."""
         return self._httpd.connections if self._httpd is not None else 0
 
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Wait until no response is being written (e.g. to a client that was killed mid-body).
+    def open_connections(self) -> frozenset[int]:
+        """The numbers of the connections open now, on both origins."""
+        with _OPEN:
+            return self._open_numbers()
 
-        A killed client's responses keep streaming into their sockets for a moment; counting
-        traffic from zero should start after them. Returns False if still busy after `timeout`.
+    def wait_closed_since(self, before: frozenset[int], timeout: float = 10.0) -> bool:
+        """Wait until every connection opened since `before` was taken is closed.
+
+        A killed client leaves requests the server has not read yet, or not answered yet; counting
+        traffic from zero should start after them. A request of our own on a new connection goes
+        first, so each origin has accepted everything queued before it (accepts are in order).
+        Returns False if some are still open after `timeout`.
         """
-        servers = [self._httpd, *([self._cdn[0]] if self._cdn else [])]
-        with _IDLE:
-            return _IDLE.wait_for(lambda: all(s is None or s.in_flight == 0 for s in servers), timeout)
+        for server in self._origins():
+            host, port = server.server_address[:2]
+            probe = http.client.HTTPConnection(str(host), int(port), timeout=timeout)
+            try:
+                probe.request("GET", "/api/whoami-v2", headers={"Connection": "close"})
+                probe.getresponse().read()
+            finally:
+                probe.close()
+        with _OPEN:
+            newer = self._open_numbers() - before
+            return _OPEN.wait_for(lambda: not newer & self._open_numbers(), timeout)
+
+    def _open_numbers(self) -> frozenset[int]:
+        """Caller holds `_OPEN` (a reentrant lock)."""
+        return frozenset(number for server in self._origins() for number in server.open.values())
+
+    def _origins(self) -> list[_ThreadingWSGIServer]:
+        return [server for server in (self._httpd, self._cdn[0] if self._cdn else None) if server is not None]
 
     @property
     def url(self) -> str:
