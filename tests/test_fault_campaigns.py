@@ -134,6 +134,7 @@ def test_publish_killed_in_each_state_ends_in_exactly_one_release(release: Relea
         release.workdir = release.root / "build" / "fresh"  # nothing built there yet, so the fetch runs
     release.server.stats.reset()
     release.server.faults = faults
+    ours = release.server.open_connections()
 
     process = _publish_process(release)
     deadline = time.monotonic() + 120
@@ -144,10 +145,11 @@ def test_publish_killed_in_each_state_ends_in_exactly_one_release(release: Relea
     assert process.poll() is None, f"the kill must land while publish is {state}"
     process.send_signal(signal.SIGKILL)
     process.wait()
+    release.server.faults = FaultPlan()
+    assert release.server.wait_closed_since(ours), "the killed publish's requests are still being answered"
     published = release.tags() if release.api.repo_exists(DESTINATION) else {}
     assert "v1.0.1" not in published, "a killed publish leaves no tag"
 
-    release.server.faults = FaultPlan()
     rerun = _publish_process(release)
     assert rerun.wait(timeout=120) == 0, _stderr(rerun)
     commits = release.commits()
