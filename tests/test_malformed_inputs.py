@@ -166,6 +166,10 @@ RECIPES: dict[str, tuple[str, str]] = {
         "family: step3p7\nsource: {path: s}\ntarget: {path: t}\nlicense: apache-2.0\nmax_shard_size: 5 parsecs\n",
         "max_shard_size",
     ),
+    "too many connections": (
+        "family: step3p7\nsource: {path: s}\ntarget: {path: t}\nlicense: apache-2.0\nfetch: {connections: 64}\n",
+        "fetch.connections: must be at most 20, not 64",
+    ),
 }
 
 

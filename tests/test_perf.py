@@ -122,7 +122,7 @@ def test_the_allocation_peak_sees_a_preallocated_file_that_is_gone_at_the_end(tm
     assert render(rows(*_results(6.0, 61 * MIB), 8, 20.0)).splitlines()[0].startswith("| measure")
 
 
-@pytest.mark.parametrize("argv", [["--scale", "0"], ["--scale", "1.5"], ["--connections", "1"], ["--cap", "0"]])
+@pytest.mark.parametrize("argv", [["--scale", "0"], ["--scale", "1.5"], ["--connections", "1"], ["--connections", "21"], ["--cap", "0"]])
 def test_bad_settings_are_refused_before_any_work(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*argv, "--workdir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error:")

@@ -14,6 +14,7 @@ from pipeline import perf
 from pipeline.checkpoint.files import dump_json
 from pipeline.perf.cases import GROWTH, Bench, PerfError, disk_needed, draft_bytes, measure_grown, measure_main, scaled_spec
 from pipeline.perf.report import machine, render, rows
+from pipeline.recipe.loader import MAX_CONNECTIONS
 
 DEFAULT_SCALE = 0.25  # a 1.7 GB draft from a 2.7 GB source: the whole run takes about 5 minutes on 2 cores
 DEFAULT_CONNECTIONS = 8  # the recipe's default
@@ -59,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not 0 < args.scale <= 1 or args.connections < 2 or args.cap <= 0:
-        print("error: need 0 < --scale <= 1, --connections >= 2 and --cap > 0", file=sys.stderr)
+    if not 0 < args.scale <= 1 or not 2 <= args.connections <= MAX_CONNECTIONS or args.cap <= 0:
+        print(f"error: need 0 < --scale <= 1, 2 <= --connections <= {MAX_CONNECTIONS} and --cap > 0", file=sys.stderr)
+        print("hint: python -m pipeline.perf --help lists the defaults", file=sys.stderr)
         return 2
     parent = args.workdir or Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,11 @@ class LocalRef:
 ModelRef = HubRef | LocalRef
 
 
+# httpx2's default pool (huggingface_hub's client uses it) keeps 20 connections alive
+# (httpx2/_config.py: DEFAULT_LIMITS, max_keepalive_connections=20).
+MAX_CONNECTIONS = 20
+
+
 @dataclass(frozen=True)
 class FetchOptions:
     mode: str = "ranges"
@@ -280,11 +285,21 @@ def _check_release_fields(recipe: Recipe) -> None:
         raise ValueError(f"license: {recipe.license!r} has no section in card_templates/licenses/ yet; a release under it is refused")
 
 
+def _connections(value: object) -> int:
+    count = _positive_int(value)
+    if count > MAX_CONNECTIONS:
+        raise ValueError(
+            f"must be at most {MAX_CONNECTIONS}, not {count}: huggingface_hub's HTTP client keeps"
+            f" {MAX_CONNECTIONS} connections alive, so more would open a new connection for every part"
+        )
+    return count
+
+
 def _fetch(value: object) -> FetchOptions:
     section = Section(value, "fetch")
     options = FetchOptions(
         mode=section.convert("mode", _choice(FETCH_MODES), "ranges"),
-        connections=section.convert("connections", _positive_int, 8),
+        connections=section.convert("connections", _connections, 8),
     )
     section.finish()
     return options
