@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from huggingface_hub import HfApi, constants
+from huggingface_hub.utils import disable_progress_bars
 
 from pipeline.cli.output import Output
 from pipeline.errors import CheckFailed
@@ -35,8 +36,10 @@ DEMO_TOKEN = "hf_demo_token_for_the_embedded_hub"
 
 
 def _seed(api: HfApi, ref: HubRef, folder: Path, message: str) -> None:
+    """Stage the demo's inputs quietly: their upload bars would read as the release's own."""
     api.create_repo(ref.repo_id, exist_ok=True)
-    api.upload_folder(repo_id=ref.repo_id, folder_path=str(folder), commit_message=message)
+    with disable_progress_bars():
+        api.upload_folder(repo_id=ref.repo_id, folder_path=str(folder), commit_message=message)
 
 
 def _synthetic(root: Path) -> tuple[Path, Path]:
