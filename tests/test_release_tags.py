@@ -88,7 +88,7 @@ def test_select_refuses_a_tag_that_is_not_the_checked_out_commit(tmp_path: Path)
     missing = _drafts(tmp_path, "--tag", "one/v9.0.0")
 
     assert refused.code == 1 and "but HEAD is" in refused.stderr and "hint: check out the tag first" in refused.stderr
-    assert missing.code == 1 and "no such tag" in missing.stderr
+    assert missing.code == 2 and "no such tag" in missing.stderr
 
 
 def test_select_refuses_a_tagged_commit_that_is_not_on_the_default_branch(tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ def _tag_commit(repo: git.Repo, tag: str) -> str:
     try:
         return str(repo.tags[tag].commit.hexsha)
     except IndexError:
-        raise CheckFailed(
+        raise InputError(
             f"tag {tag!r}: no such tag in {repo.working_dir}", hint="fetch the tags (git fetch --tags) or create it: git tag <draft>/vX.Y.Z"
         ) from None
 
@@ -158,7 +158,9 @@ def release_version(start: Path, draft: str, single_draft: bool, tag: str | None
     repo = _open(start)
     if repo is None:
         if tag is not None:
-            raise CheckFailed(f"tag {tag!r}: {start} is not in a git checkout, so it carries no release tag")
+            raise CheckFailed(
+                f"tag {tag!r}: {start} is not in a git checkout, so it carries no release tag", hint="release from a clone of the project"
+            )
         return DEV_OUTSIDE_GIT
     state = git_state(start)
     if tag is not None:
@@ -265,7 +267,7 @@ def select_release(artifacts: Path, tag: str, merged_into: str | None = None) ->
     recipe = _releasable(artifacts, release.draft)
     repo = _open(artifacts)
     if repo is None:
-        raise CheckFailed(f"tag {tag!r}: {artifacts} is not in a git checkout")
+        raise CheckFailed(f"tag {tag!r}: {artifacts} is not in a git checkout", hint="release from a clone of the project")
     head = _check_head_is(repo, tag)
     if merged_into is not None:
         try:
