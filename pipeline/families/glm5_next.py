@@ -54,7 +54,7 @@ def _mtp_mlp_type(config: Mapping[str, Any], num_hidden_layers: int) -> tuple[st
     try:
         where, types = config_value(config, "mlp_layer_types")
     except KeyError:
-        where, types = "mlp_layer_types", None
+        where, types = f"{'text_config.' if isinstance(config.get('text_config'), Mapping) else ''}mlp_layer_types", None
     if types is None:
         types = ["dense"] * min(3, num_hidden_layers) + ["sparse"] * (num_hidden_layers - 3)
     if not isinstance(types, list) or not all(isinstance(kind, str) for kind in types):
