@@ -23,8 +23,8 @@ from pipeline.families.deepseek_v32 import DEEPSEEK_V32, INDEX_SIZES, INDEXER
 from pipeline.families.loader_names import DEEPSEEK_STACKED, _nextn_rewrite, _nextn_tail, spec_layer
 
 # Fields vLLM 0.33.0 reads from the draft's text config that transformers 5.20.2's Glm5NextTextConfig
-# does not declare (configuration_glm5_next.py:100-153), so config.json must carry them:
-# mtp.py:114, :317; model.py:256, :312, :380; attention.py:514.
+# does not declare (configuration_glm5_next.py:100-153), so config.json must carry them: mtp.py:317;
+# model.py:256, :312, :380; attention.py:514. The count, num_nextn_predict_layers (mtp.py:114), is read below.
 UNDECLARED = {
     "topk_method": str,
     "scoring_func": str,
