@@ -22,7 +22,7 @@ from tests.conftest import run_cli
 from tests.safetensors_reader import drop_tensor, folder_tensor_hashes, rename_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
-NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo", "glm4_moe_lite", "qwen3_5", "qwen3_5_moe", "deepseek_v32")
+NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo", "glm4_moe_lite", "qwen3_5", "qwen3_5_moe", "deepseek_v32", "glm5_next")
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
 # The nextn head without the copies vLLM replaces (`embed_tokens`, `shared_head.head`): the default `shared_weights: omit`.
@@ -39,6 +39,8 @@ MLA = [
 ROUTER = ["mlp.gate.weight", "mlp.gate.e_score_correction_bias"]
 # DeepSeek-V3.2's lightning indexer in every MTP layer (vLLM 0.33.0 deepseek_v32/attention.py:50-87, 164-200).
 INDEXER = [f"self_attn.indexer.{p}" for p in ("wq_b.weight", "wk.weight", "weights_proj.weight", "k_norm.weight", "k_norm.bias")]
+# GLM-5 next's indexer adds two bare kpool parameters, stored without `.weight` (vLLM 0.33.0 glm5next/common/attention.py:218-226).
+KPOOL = ["self_attn.indexer.index_kpool_compress_ape", "self_attn.indexer.index_kpool_compress_gate"]
 MTP_BLOCK = ["fc.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight", "norm.weight"]
 
 
@@ -89,6 +91,8 @@ DRAFT_TENSORS = {
         + ["self_attn.o_proj.weight"]
         + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")],
     ),
+    # GLM-5 next: DeepSeek-V3.2's layer with the kpool indexer; no shared_head.head exists (vLLM 0.33.0 glm5next/common/mtp.py:62-66).
+    "glm5_next": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + INDEXER + KPOOL + ROUTER + EXPERTS + _shared("shared_experts")),
 }
 DRAFT_COUNTS = {
     "deepseek_v3": 30,
@@ -99,6 +103,7 @@ DRAFT_COUNTS = {
     "qwen3_5": 15,
     "qwen3_5_moe": 29,
     "deepseek_v32": 35,
+    "glm5_next": 37,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
@@ -110,6 +115,7 @@ SHARED_COPIES = {
     "mimo": {"model.embed_tokens.weight", "lm_head.weight"},
     "qwen3_5": {"model.embed_tokens.weight", "lm_head.weight"},
     "qwen3_5_moe": {"model.embed_tokens.weight", "lm_head.weight"},
+    "glm5_next": {"model.layers.4.embed_tokens.weight"},
 }
 # Shapes that follow from the tiny configs: hidden 64, vocab 256, 4 heads; see synthetic_families.
 SHAPES = {
@@ -153,6 +159,13 @@ SHAPES = {
         "model.mtp_layers.0.self_attn.q_proj.bias": (64,),
         "model.mtp_layers.0.mlp.down_proj.weight": (64, 96),
     },
+    # NoPE MLA (qk_rope_head_dim 0), index_kpool 4, index_head_dim 16.
+    "glm5_next": {
+        "model.layers.4.self_attn.q_b_proj.weight": (4 * 8, 32),
+        "model.layers.4.self_attn.kv_a_proj_with_mqa.weight": (16, 64),
+        "model.layers.4.self_attn.indexer.index_kpool_compress_ape": (4, 16),
+        "model.layers.4.self_attn.indexer.index_kpool_compress_gate": (16, 64),
+    },
 }
 # One MTP tensor per family whose absence the build must refuse.
 MISSING = {
@@ -164,6 +177,7 @@ MISSING = {
     "mimo": "model.mtp_layers.0.input_proj.weight",
     "qwen3_5": "mtp.pre_fc_norm_hidden.weight",
     "qwen3_5_moe": "mtp.layers.0.mlp.shared_expert_gate.weight",
+    "glm5_next": "model.layers.4.self_attn.indexer.index_kpool_compress_ape",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -175,6 +189,7 @@ MTP_LAYERS = {
     "mimo": range(0, 1),
     "qwen3_5": range(0, 1),
     "qwen3_5_moe": range(0, 1),
+    "glm5_next": range(4, 5),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 
@@ -297,6 +312,7 @@ ERRORS = {
     "mimo": "ValueError",
     "qwen3_5": "ValueError",
     "qwen3_5_moe": "ValueError",
+    "glm5_next": "KeyError",
 }
 UNLOADABLE = [
     ("deepseek_v3", "model.layers.4.enorm.weight", "layers.4.enorm.weight", "layers.4.enorm.weight"),
@@ -335,6 +351,7 @@ UNLOADABLE = [
         "model.mtp_layers.1.final_layernorm.weight",
         "model.mtp_layers.1.final_layernorm.weight",
     ),
+    ("glm5_next", "model.layers.4.eh_proj.weight", "layers.4.eh_proj.weight", "layers.4.eh_proj.weight"),
 ]
 
 
@@ -446,9 +463,11 @@ def test_shared_weights_copy_ships_the_copies_and_omit_reports_what_it_saves(fam
     recipe = _recipe(tmp_path / "omit", family, source, target, "card: {credit: mtp-draft-pipeline (synthetic weights)}\n")
     result = run_cli("build", "--recipe", str(recipe), "--workdir", str(tmp_path / "omit" / "work"))
     assert result.code == 0, result.stderr
-    # Two [256, 64] BF16 copies: 2 * 256 * 64 * 2 bytes.
+    # [256, 64] BF16 copies, 256 * 64 * 2 bytes each.
+    count = len(SHARED_COPIES[family])
+    copies = "1 copy" if count == 1 else f"{count} copies"
     assert (
-        f"shared_weights: omit leaves out 2 copies vLLM replaces ({', '.join(sorted(SHARED_COPIES[family], key=_order(family)))}), saving 65536 bytes"
+        f"shared_weights: omit leaves out {copies} vLLM replaces ({', '.join(sorted(SHARED_COPIES[family], key=_order(family)))}), saving {count * 32768} bytes"
         in (result.stderr + result.stdout)
     )
     index = json.loads((tmp_path / "omit" / "work" / "draft" / "model.safetensors.index.json").read_text())

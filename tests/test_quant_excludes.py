@@ -122,6 +122,7 @@ MISSING = {
         "mimo": "model.layers.4*",
         "qwen3_5": "mtp.layers.0*",
         "qwen3_5_moe": "mtp.layers.0*",
+        "glm5_next": "model.layers.4*",
     },
     "compressed-tensors": {
         "deepseek_v3": "re:model\\.layers\\.4\\.",
@@ -132,6 +133,7 @@ MISSING = {
         "mimo": "re:model\\.layers\\.4\\.",
         "qwen3_5": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
         "qwen3_5_moe": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
+        "glm5_next": "re:model\\.layers\\.4\\.",
     },
     "fp8": {
         "deepseek_v3": "model.layers.4.self_attn.fused_qkv_a_proj",
@@ -142,6 +144,8 @@ MISSING = {
         "mimo": "model.layers.4.self_attn.qkv_proj",
         "qwen3_5": "mtp.layers.0.self_attn.qkv_proj",
         "qwen3_5_moe": "mtp.layers.0.self_attn.qkv_proj",
+        # Attention is never quantized in this family (glm5next/common/model.py:408): the experts are the first module.
+        "glm5_next": "model.layers.4.mlp.experts",
     },
 }
 

@@ -19,7 +19,8 @@ class OmittedCopies:
     def line(self) -> str:
         if not self.names:
             return "shared_weights: copy: the embedding and head copies ship"
-        return f"shared_weights: omit leaves out {len(self.names)} copies vLLM replaces ({', '.join(self.names)}), saving {self.source_bytes} bytes"
+        copies = "1 copy" if len(self.names) == 1 else f"{len(self.names)} copies"
+        return f"shared_weights: omit leaves out {copies} vLLM replaces ({', '.join(self.names)}), saving {self.source_bytes} bytes"
 
 
 def omitted_copies(source: ModelSource, family: Family) -> OmittedCopies:

@@ -50,7 +50,6 @@ NOT_YET: dict[str, str] = {
     "NemotronHMTPModel": NOT_REPLAYED,
     "LongCatFlashMTPModel": NOT_REPLAYED,
     "GlmOcrMTPModel": "multimodal-only: routed from `GlmOcrForConditionalGeneration`, an OCR model (registry.py:436)",
-    "Glm5NextMTPModel": _packaged("glm5next"),
     "OpenPanguMTPModel": NOT_REPLAYED,
     "ParseAuxMTPModel": "multimodal-only: routed from `RadioMBartPrefixForCausalLM` (Nemotron Parse), a document-image model (registry.py:648, speculative.py:721-732)",
     "Step5MTP": _packaged("step5"),

@@ -200,6 +200,18 @@ def _mimo(spec: FamilySpec) -> dict[str, Any]:
     }
 
 
+def _glm5_next(spec: FamilySpec) -> dict[str, Any]:
+    """GLM-5.3-Flash's multimodal shape, the text model under `text_config` (no vision tower): NoPE MLA
+    as transformers 5.20.2 requires, and the fields vLLM 0.33.0 reads that transformers does not declare."""
+    text = {**_mla_moe(spec), "qk_rope_head_dim": 0, "mlp_layer_types": ["dense"] + ["sparse"] * (spec.num_hidden_layers - 1)}
+    del text["first_k_dense_replace"]
+    text.update(model_type="glm5_next_text", num_key_value_heads=4, hidden_act="silu", n_group=1, topk_group=1, norm_topk_prob=True)
+    text.update(topk_method="noaux_tc", scoring_func="sigmoid", mhc=False, mla_use_nope=True, indexer_rope_interleave=False)
+    text.update(index_topk=8, index_n_heads=2, index_head_dim=16, index_kpool=4, routed_scaling_factor=1.0)
+    config = {"architectures": ["Glm5NextForConditionalGeneration"], "model_type": "glm5_next", "tie_word_embeddings": False}
+    return {**config, "text_config": {**_text(spec), **text}}
+
+
 CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v3": _deepseek_v3,
     "deepseek_v32": _deepseek_v32,
@@ -209,6 +221,7 @@ CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "mimo": _mimo,
     "qwen3_5": lambda spec: _qwen3_5(spec, moe=False),
     "qwen3_5_moe": lambda spec: _qwen3_5(spec, moe=True),
+    "glm5_next": _glm5_next,
 }
 NVFP4_CONFIG = {
     "quant_method": "modelopt",
@@ -228,6 +241,7 @@ MTP_EXCLUDES = {
     "mimo": "model.layers.{nh}*",
     "qwen3_5": "mtp*",
     "qwen3_5_moe": "mtp*",
+    "glm5_next": "model.layers.{nh}*",
 }
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
