@@ -93,13 +93,15 @@ class QuantModule:
     (the checkpoint parts it fuses). `kind` is `linear`, `experts` (one FusedMoE module) or
     `head` (a ParallelLMHead, quantized by ModelOpt and compressed-tensors but not by FP8).
     `unquantized_under` names vLLM quantization configs under which the module is forced
-    unquantized (Qwen3-Next's `fc` under `modelopt_fp4`)."""
+    unquantized (Qwen3-Next's `fc` under `modelopt_fp4`); `when` names a geometry flag the
+    module exists under, as for `LayerTensor`."""
 
     prefix: str
     kind: Literal["linear", "experts", "head"] = "linear"
     shards: tuple[str, ...] = ()
     unquantized_under: tuple[str, ...] = ()
     shared: bool = False
+    when: str | None = None
 
 
 # (checkpoint name, geometry, the parameters the module declares) -> the parameter filled, or None.
@@ -200,7 +202,7 @@ class Family:
         modules: dict[str, QuantModule] = {}
         for layer in geometry.mtp_layers:
             for module in self.quant_modules:
-                if module.shared and self.shared_weights == "omit":
+                if (module.shared and self.shared_weights == "omit") or (module.when is not None and module.when not in geometry.flags):
                     continue
                 prefix = module.prefix.format(layer=self.param_layer(geometry, layer))
                 modules.setdefault(prefix, replace(module, prefix=prefix))
