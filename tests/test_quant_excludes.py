@@ -122,6 +122,7 @@ MISSING = {
         "mimo": "model.layers.4*",
         "qwen3_5": "mtp.layers.0*",
         "qwen3_5_moe": "mtp.layers.0*",
+        "kimi_k3": "model.layers.4*",
     },
     "compressed-tensors": {
         "deepseek_v3": "re:model\\.layers\\.4\\.",
@@ -132,6 +133,7 @@ MISSING = {
         "mimo": "re:model\\.layers\\.4\\.",
         "qwen3_5": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
         "qwen3_5_moe": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
+        "kimi_k3": "re:model\\.layers\\.4\\.",
     },
     "fp8": {
         "deepseek_v3": "model.layers.4.self_attn.fused_qkv_a_proj",
@@ -142,6 +144,7 @@ MISSING = {
         "mimo": "model.layers.4.self_attn.qkv_proj",
         "qwen3_5": "mtp.layers.0.self_attn.qkv_proj",
         "qwen3_5_moe": "mtp.layers.0.self_attn.qkv_proj",
+        "kimi_k3": "model.layers.4.self_attn.fused_qkv_a_g_proj",
     },
 }
 
