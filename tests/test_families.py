@@ -583,3 +583,32 @@ def test_a_kimi_k3_layout_the_family_does_not_know_is_refused_by_field(field: st
 
     with pytest.raises(ValueError, match=message):
         FAMILIES["kimi_k3"].read_geometry(config)
+
+
+def test_a_kimi_k3_source_with_attention_residual_weights_in_its_mtp_layer_builds_without_them(family_root: Path, tmp_path: Path) -> None:
+    """vLLM 0.33.0 builds Kimi K3's MTP block without the attention-residual weights and skips them
+    when loading (kimi_k3/nvidia/mtp.py:96-98, 392-397): the build neither refuses nor ships them."""
+    source = Path(shutil.copytree(family_root / "kimi_k3" / "source", tmp_path / "source"))
+    rename_tensor(source, "model.layers.0.input_layernorm.weight", "model.layers.4.self_attention_res_norm.weight")
+    rename_tensor(source, "model.layers.1.input_layernorm.weight", "model.layers.4.mlp_res_norm.weight")
+
+    _, workdir = _build(tmp_path, "kimi_k3", source, family_root / "kimi_k3" / "no-mtp")
+
+    assert set(folder_tensor_hashes(workdir / "draft")) == DRAFT_TENSORS["kimi_k3"]
+    assert json.loads((workdir / "verify.json").read_text())["passed"] is True
+
+
+def test_a_kimi_k3_source_with_an_mtp_tensor_vllm_does_not_know_is_still_refused(family_root: Path, tmp_path: Path) -> None:
+    source = Path(shutil.copytree(family_root / "kimi_k3" / "source", tmp_path / "source"))
+    rename_tensor(source, "model.layers.0.input_layernorm.weight", "model.layers.4.self_attn.k_norm.weight")
+
+    result = run_cli(
+        "build",
+        "--recipe",
+        str(_recipe(tmp_path, "kimi_k3", source, family_root / "kimi_k3" / "no-mtp")),
+        "--workdir",
+        str(tmp_path / "work"),
+    )
+
+    assert result.code == 1
+    assert "1 MTP tensor(s) the kimi_k3 family does not know, first model.layers.4.self_attn.k_norm.weight" in result.stderr

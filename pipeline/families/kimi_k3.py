@@ -209,6 +209,12 @@ def replay(name: str, geometry: Geometry, params: Collection[str]) -> str | None
     return name
 
 
+# The base model's attention-residual weights (nvidia/model.py:796-821); the MTP block is built without
+# them (nvidia/mtp.py:96-98) and its loader skips them (:392-397), so a source may carry them unshipped.
+ATTENTION_RESIDUAL = tuple(
+    f"{name}.weight" for name in ("self_attention_res_norm", "self_attention_res_proj", "mlp_res_norm", "mlp_res_proj")
+)
+
 KIMI_K3 = Family(
     name="kimi_k3",
     summary="Kimi K3: MoE MTP layers at num_hidden_layers with gated MLA and latent MoE; its embed_tokens and shared_head.head are optional copies",
@@ -224,6 +230,7 @@ KIMI_K3 = Family(
     replay=replay,
     read_geometry=read_geometry,
     quant_modules=QUANT_MODULES,
+    skipped_suffixes=ATTENTION_RESIDUAL,
     vllm_file="vllm/models/kimi_k3/nvidia/mtp.py",
     facts=(
         "vLLM 0.33.0 config/speculative.py:785-793: model_type kimi_k3 routes to KimiK3MTP (architecture KimiK3MTPModel); n_predict is text_config.num_nextn_predict_layers",
@@ -234,7 +241,9 @@ KIMI_K3 = Family(
         "vLLM 0.33.0 vllm/models/kimi_k3/nvidia/mtp.py:317-404: language_model. is stripped, model.layers.L. kept (bare layers.L. is matched by nvidia/model.py:1546-1560 but never renamed, so it is skipped), DeepSeek's .mtp_block. rewrite (:426-457), experts w1/w3 -> w13 and w2 -> w2; any name without a parameter is dropped silently (:377-397); at least one tensor per MTP layer must load (:406-422)",
         "vLLM 0.33.0 kimi_k3/nvidia/mtp.py:80-95, 104-106, 158: the module reads the target's text config and quant_config (llm_base_proposer.py:1303-1316, model_loader/utils.py:98-101 pass the target's VllmConfig); eh_proj is built with quant_config=None, the router too (nvidia/model.py:437-443)",
         "vLLM 0.33.0 llm_base_proposer.py:1418-1575: embed_tokens and shared_head.head are replaced by the target's",
-        "unverified: checkpoint layout unverified (no public checkpoint read); the MTP layer's attention-residual weights (self_attention_res_*, mlp_res_*), which vLLM skips (nvidia/mtp.py:392-397), are refused as unknown MTP tensors if a release ships them",
+        "vLLM 0.33.0 kimi_k3/nvidia/mtp.py:96-98, 392-397: the MTP block is built without the attention-residual weights (self_attention_res_*, mlp_res_*) and the loader skips them, so a source's copies are left out of the draft",
+        "vLLM 0.33.0 kimi_k3/amd/mtp.py (ROCm) fuses the same three checkpoint names into fused_qkv_a_proj; the replay and module prefixes here are the CUDA build's",
+        "unverified: checkpoint layout unverified (no public checkpoint read): whether the release's MTP layer carries attention-residual weights, and whether it stores the layer under model.layers.N. or language_model.model.layers.N.",
     ),
     card_notes=(
         "vLLM reads only `model.layers.{num_hidden_layers}.*` from this draft and builds it with the target's quantization config: the MTP loads in BF16 only if the target's exclude list covers that layer (`eh_proj` and the router are never quantized).",
