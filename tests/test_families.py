@@ -22,7 +22,18 @@ from tests.conftest import run_cli
 from tests.safetensors_reader import drop_tensor, folder_tensor_hashes, rename_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
-NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo", "glm4_moe_lite", "qwen3_5", "qwen3_5_moe", "deepseek_v32", "glm5_next")
+NEW_FAMILIES = (
+    "deepseek_v3",
+    "glm4_moe",
+    "qwen3_next",
+    "mimo",
+    "glm4_moe_lite",
+    "qwen3_5",
+    "qwen3_5_moe",
+    "deepseek_v32",
+    "glm5_next",
+    "kimi_k3",
+)
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
 # The nextn head without the copies vLLM replaces (`embed_tokens`, `shared_head.head`): the default `shared_weights: omit`.
@@ -42,6 +53,16 @@ INDEXER = [f"self_attn.indexer.{p}" for p in ("wq_b.weight", "wk.weight", "weigh
 # GLM-5 next's indexer adds two bare kpool parameters, stored without `.weight` (vLLM 0.33.0 glm5next/common/attention.py:218-226).
 KPOOL = ["self_attn.indexer.index_kpool_compress_ape", "self_attn.indexer.index_kpool_compress_gate"]
 MTP_BLOCK = ["fc.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight", "norm.weight"]
+# Kimi K3's MTP layer (vLLM 0.33.0 kimi_k3/nvidia/mla.py:217-303, model.py:437-504): MLA with the output
+# gate, and `block_sparse_moe` with w1/w2/w3 experts, a shared expert and latent projections.
+KIMI_K3_LAYER = (
+    MLA
+    + ["self_attn.g_proj.weight"]
+    + [f"block_sparse_moe.{p}" for p in ("gate.weight", "gate.e_score_correction_bias")]
+    + [f"block_sparse_moe.experts.{e}.w{w}.weight" for e in range(4) for w in (1, 2, 3)]
+    + [f"block_sparse_moe.shared_experts.{p}_proj.weight" for p in ("gate", "up", "down")]
+    + [f"block_sparse_moe.routed_expert_{p}.weight" for p in ("down_proj", "norm", "up_proj")]
+)
 
 
 def _shared(name: str) -> list[str]:
@@ -82,6 +103,7 @@ DRAFT_TENSORS = {
         "mtp.layers.0.", NORMS + QKV + ["self_attn.o_proj.weight"] + QK_NORM + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")]
     ),
     "qwen3_5_moe": QWEN_MOE_MTP,
+    "kimi_k3": _under("model.layers.4.", NEXTN_HEAD + NORMS + KIMI_K3_LAYER),
     "mimo": _under(
         "model.mtp_layers.0.",
         ["token_layernorm.weight", "hidden_layernorm.weight", "input_proj.weight", "final_layernorm.weight"]
@@ -104,6 +126,7 @@ DRAFT_COUNTS = {
     "qwen3_5_moe": 29,
     "deepseek_v32": 35,
     "glm5_next": 37,
+    "kimi_k3": 34,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
@@ -116,6 +139,7 @@ SHARED_COPIES = {
     "qwen3_5": {"model.embed_tokens.weight", "lm_head.weight"},
     "qwen3_5_moe": {"model.embed_tokens.weight", "lm_head.weight"},
     "glm5_next": {"model.layers.4.embed_tokens.weight"},
+    "kimi_k3": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
 }
 # Shapes that follow from the tiny configs: hidden 64, vocab 256, 4 heads; see synthetic_families.
 SHAPES = {
@@ -166,6 +190,14 @@ SHAPES = {
         "model.layers.4.self_attn.indexer.index_kpool_compress_ape": (4, 16),
         "model.layers.4.self_attn.indexer.index_kpool_compress_gate": (16, 64),
     },
+    # 4 heads of v_head_dim 8; experts in the latent width 32 (routed_expert_hidden_size), moe_intermediate_size 24.
+    "kimi_k3": {
+        "model.layers.4.self_attn.g_proj.weight": (4 * 8, 64),
+        "model.layers.4.block_sparse_moe.experts.1.w1.weight": (24, 32),
+        "model.layers.4.block_sparse_moe.experts.2.w2.weight": (32, 24),
+        "model.layers.4.block_sparse_moe.routed_expert_down_proj.weight": (32, 64),
+        "model.layers.4.eh_proj.weight": (64, 128),
+    },
 }
 # One MTP tensor per family whose absence the build must refuse.
 MISSING = {
@@ -178,6 +210,7 @@ MISSING = {
     "qwen3_5": "mtp.pre_fc_norm_hidden.weight",
     "qwen3_5_moe": "mtp.layers.0.mlp.shared_expert_gate.weight",
     "glm5_next": "model.layers.4.self_attn.indexer.index_kpool_compress_ape",
+    "kimi_k3": "model.layers.4.block_sparse_moe.routed_expert_norm.weight",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -190,6 +223,7 @@ MTP_LAYERS = {
     "qwen3_5": range(0, 1),
     "qwen3_5_moe": range(0, 1),
     "glm5_next": range(4, 5),
+    "kimi_k3": range(4, 5),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 
@@ -313,6 +347,7 @@ ERRORS = {
     "qwen3_5": "ValueError",
     "qwen3_5_moe": "ValueError",
     "glm5_next": "KeyError",
+    "kimi_k3": "KeyError",
 }
 UNLOADABLE = [
     ("deepseek_v3", "model.layers.4.enorm.weight", "layers.4.enorm.weight", "layers.4.enorm.weight"),
@@ -352,6 +387,12 @@ UNLOADABLE = [
         "model.mtp_layers.1.final_layernorm.weight",
     ),
     ("glm5_next", "model.layers.4.eh_proj.weight", "layers.4.eh_proj.weight", "layers.4.eh_proj.weight"),
+    (
+        "kimi_k3",
+        "model.layers.4.block_sparse_moe.experts.0.w1.weight",
+        "model.layers.4.mlp.experts.0.w1.weight",
+        "model.layers.4.mtp_block.mlp.experts.routed_experts.w13_weight",
+    ),
 ]
 
 
@@ -519,3 +560,85 @@ def test_a_qwen3_5_config_with_per_layer_scales_is_refused_by_field() -> None:
 
     with pytest.raises(ValueError, match=r"^text_config\.layer_scale: per-layer scales"):
         FAMILIES["qwen3_5"].read_geometry(config)
+
+
+def test_a_kimi_k3_source_under_language_model_builds_the_layer_as_vllm_reads_it(family_root: Path, tmp_path: Path) -> None:
+    """The multimodal release may prefix its text weights with `language_model.`; vLLM 0.33.0's
+    KimiK3MTP strips it (kimi_k3/nvidia/mtp.py:324-325), and the draft stores bare `model.layers.N.*`."""
+    source = Path(shutil.copytree(family_root / "kimi_k3" / "source", tmp_path / "source"))
+    original = folder_tensor_hashes(source)
+    for name in DRAFT_TENSORS["kimi_k3"]:
+        rename_tensor(source, name, "language_model." + name)
+
+    _, workdir = _build(tmp_path, "kimi_k3", source, family_root / "kimi_k3" / "no-mtp")
+
+    produced = folder_tensor_hashes(workdir / "draft")
+    assert set(produced) == DRAFT_TENSORS["kimi_k3"]
+    assert all(original[name] == sha for name, sha in produced.items())
+    assert json.loads((workdir / "verify.json").read_text())["passed"] is True
+
+
+def test_a_kimi_k3_config_without_latent_moe_puts_its_experts_in_the_hidden_width() -> None:
+    """Without routed_expert_hidden_size vLLM builds no latent projections and sizes the experts
+    by hidden_size (kimi_k3/nvidia/model.py:383-389, 510-514)."""
+    config = family_config("kimi_k3")
+    del config["text_config"]["routed_expert_hidden_size"]
+    family = FAMILIES["kimi_k3"]
+    geometry = family.read_geometry(config)
+
+    shapes = {tensor.name: tensor.shape for tensor in family.expected_tensors(geometry)}
+    assert shapes["model.layers.4.block_sparse_moe.experts.0.w1.weight"] == (24, 64)
+    assert shapes["model.layers.4.block_sparse_moe.experts.0.w2.weight"] == (64, 24)
+    assert len(shapes) == 31 and not [name for name in shapes if "routed_expert_" in name]
+    assert not [module.prefix for module in family.quant_module_prefixes(geometry) if "routed_expert_" in module.prefix]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("mla_use_output_gate", False, r"^text_config\.mla_use_output_gate: must be true \(this family knows the gated"),
+        ("mla_use_nope", False, r"^text_config\.mla_use_nope: must be true \(vLLM 0\.33\.0 asserts it"),
+        ("first_k_dense_replace", 5, r"^text_config\.first_k_dense_replace: MTP layer 4 would be a dense MLP layer"),
+        (
+            "linear_attn_config",
+            {"kda_layers": [1, 2, 5], "full_attn_layers": [3, 4]},
+            r"^text_config\.linear_attn_config\.kda_layers: names MTP layer 4",
+        ),
+        ("num_shared_experts", 0, r"^text_config\.num_shared_experts: must be an integer >= 1"),
+    ],
+)
+def test_a_kimi_k3_layout_the_family_does_not_know_is_refused_by_field(field: str, value: object, message: str) -> None:
+    config = family_config("kimi_k3")
+    config["text_config"][field] = value
+
+    with pytest.raises(ValueError, match=message):
+        FAMILIES["kimi_k3"].read_geometry(config)
+
+
+def test_a_kimi_k3_source_with_attention_residual_weights_in_its_mtp_layer_builds_without_them(family_root: Path, tmp_path: Path) -> None:
+    """vLLM 0.33.0 builds Kimi K3's MTP block without the attention-residual weights and skips them
+    when loading (kimi_k3/nvidia/mtp.py:96-98, 392-397): the build neither refuses nor ships them."""
+    source = Path(shutil.copytree(family_root / "kimi_k3" / "source", tmp_path / "source"))
+    rename_tensor(source, "model.layers.0.input_layernorm.weight", "model.layers.4.self_attention_res_norm.weight")
+    rename_tensor(source, "model.layers.1.input_layernorm.weight", "model.layers.4.mlp_res_norm.weight")
+
+    _, workdir = _build(tmp_path, "kimi_k3", source, family_root / "kimi_k3" / "no-mtp")
+
+    assert set(folder_tensor_hashes(workdir / "draft")) == DRAFT_TENSORS["kimi_k3"]
+    assert json.loads((workdir / "verify.json").read_text())["passed"] is True
+
+
+def test_a_kimi_k3_source_with_an_mtp_tensor_vllm_does_not_know_is_still_refused(family_root: Path, tmp_path: Path) -> None:
+    source = Path(shutil.copytree(family_root / "kimi_k3" / "source", tmp_path / "source"))
+    rename_tensor(source, "model.layers.0.input_layernorm.weight", "model.layers.4.self_attn.k_norm.weight")
+
+    result = run_cli(
+        "build",
+        "--recipe",
+        str(_recipe(tmp_path, "kimi_k3", source, family_root / "kimi_k3" / "no-mtp")),
+        "--workdir",
+        str(tmp_path / "work"),
+    )
+
+    assert result.code == 1
+    assert "1 MTP tensor(s) the kimi_k3 family does not know, first model.layers.4.self_attn.k_norm.weight" in result.stderr

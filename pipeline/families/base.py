@@ -93,13 +93,15 @@ class QuantModule:
     (the checkpoint parts it fuses). `kind` is `linear`, `experts` (one FusedMoE module) or
     `head` (a ParallelLMHead, quantized by ModelOpt and compressed-tensors but not by FP8).
     `unquantized_under` names vLLM quantization configs under which the module is forced
-    unquantized (Qwen3-Next's `fc` under `modelopt_fp4`)."""
+    unquantized (Qwen3-Next's `fc` under `modelopt_fp4`); `when` names a geometry flag the
+    module exists under, as for `LayerTensor`."""
 
     prefix: str
     kind: Literal["linear", "experts", "head"] = "linear"
     shards: tuple[str, ...] = ()
     unquantized_under: tuple[str, ...] = ()
     shared: bool = False
+    when: str | None = None
 
 
 # (checkpoint name, geometry, the parameters the module declares) -> the parameter filled, or None.
@@ -141,6 +143,9 @@ class Family:
     shared_weights_choices: tuple[SharedWeights, ...] = SHARED_WEIGHTS_CHOICES
     vllm_release: str = "0.33.0"
     vllm_file: str = ""  # the model file the loader rules were read from, under vllm/model_executor/models/ unless it starts with vllm/
+    # Suffixes of source tensors in an MTP layer that vLLM's loader skips (Kimi K3's attention-residual
+    # weights): known, so not refused as foreign, and never shipped.
+    skipped_suffixes: tuple[str, ...] = ()
     # What vLLM raises for a name it matches but cannot place: `params_dict[name]` in hand-written
     # loaders, AutoWeightsLoader's "There is no module or parameter named" (models/utils.py:442-448).
     unknown_name_error: str = "KeyError"
@@ -188,7 +193,9 @@ class Family:
 
     def known_source_names(self, geometry: Geometry) -> set[str]:
         """Every source name of an MTP tensor this family knows, shipped or not."""
-        return {name for tensor in self._tensors(geometry) for name in tensor.source_names}
+        layer_prefixes = [self.layer_prefix(template, layer) for template in self.source_prefixes for layer in geometry.mtp_layers]
+        skipped = {prefix + suffix for prefix in layer_prefixes for suffix in self.skipped_suffixes}
+        return skipped | {name for tensor in self._tensors(geometry) for name in tensor.source_names}
 
     def vllm_param(self, name: str, geometry: Geometry) -> str | None:
         """The parameter vLLM's loader fills with checkpoint tensor `name`, or None when it skips it;
@@ -200,7 +207,7 @@ class Family:
         modules: dict[str, QuantModule] = {}
         for layer in geometry.mtp_layers:
             for module in self.quant_modules:
-                if module.shared and self.shared_weights == "omit":
+                if (module.shared and self.shared_weights == "omit") or (module.when is not None and module.when not in geometry.flags):
                     continue
                 prefix = module.prefix.format(layer=self.param_layer(geometry, layer))
                 modules.setdefault(prefix, replace(module, prefix=prefix))

@@ -57,7 +57,6 @@ NOT_YET: dict[str, str] = {
     "InternS2MobiusMTP": NOT_REPLAYED,
     "HYV3MTPModel": NOT_REPLAYED,
     "HYV4MTPModel": _packaged("hy_v4"),
-    "KimiK3MTPModel": _packaged("kimi_k3"),
     "TransformersForMTP": TRANSFORMERS_BACKEND,
     "TransformersMoEForMTP": TRANSFORMERS_BACKEND,
 }

@@ -49,11 +49,15 @@ def _insert_block(name: str, layer: int) -> str:
     return name.replace(f"model.layers.{layer}.", f"model.layers.{layer}.mtp_block.")
 
 
-def _expert(name: str, geometry: Geometry) -> str | None:
+# FusedMoE's checkpoint names for the gate, up and down projections, with the parameter each fills.
+GATE_UP_DOWN = (("gate_proj", "w13"), ("up_proj", "w13"), ("down_proj", "w2"))
+
+
+def _expert(name: str, geometry: Geometry, parts: tuple[tuple[str, str], ...] = GATE_UP_DOWN) -> str | None:
     """FusedMoE's per-expert mapping (layers/fused_moe/routed_experts.py:1220-1290): checkpoint
-    `experts.{e}.{gate,up,down}_proj.` becomes `experts.routed_experts.{w13,w2}_`."""
+    `experts.{e}.{gate,up,down}_proj.` (or the model's own `parts`) becomes `experts.routed_experts.{w13,w2}_`."""
     for expert in range(geometry.num_experts):
-        for part, fused in (("gate_proj", "w13"), ("up_proj", "w13"), ("down_proj", "w2")):
+        for part, fused in parts:
             marker = f"experts.{expert}.{part}."
             if marker in name:
                 return name.replace(marker, f"experts.routed_experts.{fused}_")

@@ -212,6 +212,35 @@ def _glm5_next(spec: FamilySpec) -> dict[str, Any]:
     return {**config, "text_config": {**_text(spec), **text}}
 
 
+def _kimi_k3(spec: FamilySpec) -> dict[str, Any]:
+    """The multimodal release's shape: a `KimiLinearConfig` under `text_config` (vLLM 0.33.0
+    transformers_utils/configs/kimi_k3.py:86-111, speculative.py:785-793), KDA backbone layers with
+    the last one MLA, gated NoPE MLA and a latent MoE. No vision tower."""
+    mla = {
+        key: value for key, value in _mla_moe(spec).items() if key not in ("n_routed_experts", "n_shared_experts", "num_experts_per_tok")
+    }
+    text = {
+        "model_type": "kimi_linear",
+        **_text(spec),
+        **mla,
+        "mla_use_nope": True,
+        "mla_use_output_gate": True,
+        "routed_expert_hidden_size": 32,
+        "latent_moe_use_norm": True,
+        "num_experts": spec.experts,
+        "num_experts_per_token": 2,
+        "num_shared_experts": 1,
+        "moe_layer_freq": 1,
+        "hidden_act": "silu",
+        "linear_attn_config": {
+            "kda_layers": list(range(1, spec.num_hidden_layers)),
+            "full_attn_layers": [spec.num_hidden_layers],
+            "use_full_rank_gate": True,
+        },
+    }
+    return {"architectures": ["KimiK3ForConditionalGeneration"], "model_type": "kimi_k3", "tie_word_embeddings": False, "text_config": text}
+
+
 CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v3": _deepseek_v3,
     "deepseek_v32": _deepseek_v32,
@@ -222,6 +251,7 @@ CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "qwen3_5": lambda spec: _qwen3_5(spec, moe=False),
     "qwen3_5_moe": lambda spec: _qwen3_5(spec, moe=True),
     "glm5_next": _glm5_next,
+    "kimi_k3": _kimi_k3,
 }
 NVFP4_CONFIG = {
     "quant_method": "modelopt",
@@ -242,6 +272,7 @@ MTP_EXCLUDES = {
     "qwen3_5": "mtp*",
     "qwen3_5_moe": "mtp*",
     "glm5_next": "model.layers.{nh}*",
+    "kimi_k3": "model.layers.{nh}*",
 }
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
