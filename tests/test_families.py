@@ -22,7 +22,7 @@ from tests.conftest import run_cli
 from tests.safetensors_reader import drop_tensor, folder_tensor_hashes, rename_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
-NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo", "glm4_moe_lite", "qwen3_5", "qwen3_5_moe", "deepseek_v32")
+NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo", "glm4_moe_lite", "qwen3_5", "qwen3_5_moe", "deepseek_v32", "minimax_m3")
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
 # The nextn head without the copies vLLM replaces (`embed_tokens`, `shared_head.head`): the default `shared_weights: omit`.
@@ -40,6 +40,17 @@ ROUTER = ["mlp.gate.weight", "mlp.gate.e_score_correction_bias"]
 # DeepSeek-V3.2's lightning indexer in every MTP layer (vLLM 0.33.0 deepseek_v32/attention.py:50-87, 164-200).
 INDEXER = [f"self_attn.indexer.{p}" for p in ("wq_b.weight", "wk.weight", "weights_proj.weight", "k_norm.weight", "k_norm.bias")]
 MTP_BLOCK = ["fc.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight", "norm.weight"]
+# MiniMax M3: a predictor layer around `transformer_layer`, its sparse attention fusing the indexer's
+# index_q/index_k projections and its MoE block under `block_sparse_moe` (vLLM 0.33.0 minimax_m3/nvidia/mtp.py:41-67, model.py:195-488).
+MINIMAX_ATTENTION = [f"self_attn.{p}.weight" for p in ("q_proj", "k_proj", "v_proj", "index_q_proj", "index_k_proj", "o_proj")] + [
+    f"self_attn.{p}_norm.weight" for p in ("q", "k", "index_q", "index_k")
+]
+MINIMAX_MOE = [
+    f"block_sparse_moe.{p}"
+    for p in ["gate.weight", "e_score_correction_bias"]
+    + [f"shared_experts.{p}_proj.weight" for p in ("gate", "up", "down")]
+    + [f"experts.{e}.w{w}.weight" for e in range(4) for w in (1, 2, 3)]
+]
 
 
 def _shared(name: str) -> list[str]:
@@ -89,6 +100,11 @@ DRAFT_TENSORS = {
         + ["self_attn.o_proj.weight"]
         + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")],
     ),
+    "minimax_m3": _under(
+        "model.mtp.layers.0.",
+        ["enorm.weight", "hnorm.weight", "eh_proj.weight", "final_layernorm.weight"]
+        + [f"transformer_layer.{name}" for name in NORMS + MINIMAX_ATTENTION + MINIMAX_MOE],
+    ),
 }
 DRAFT_COUNTS = {
     "deepseek_v3": 30,
@@ -99,6 +115,7 @@ DRAFT_COUNTS = {
     "qwen3_5": 15,
     "qwen3_5_moe": 29,
     "deepseek_v32": 35,
+    "minimax_m3": 33,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
@@ -110,6 +127,7 @@ SHARED_COPIES = {
     "mimo": {"model.embed_tokens.weight", "lm_head.weight"},
     "qwen3_5": {"model.embed_tokens.weight", "lm_head.weight"},
     "qwen3_5_moe": {"model.embed_tokens.weight", "lm_head.weight"},
+    "minimax_m3": {"model.embed_tokens.weight", "lm_head.weight"},
 }
 # Shapes that follow from the tiny configs: hidden 64, vocab 256, 4 heads; see synthetic_families.
 SHAPES = {
@@ -153,6 +171,15 @@ SHAPES = {
         "model.mtp_layers.0.self_attn.q_proj.bias": (64,),
         "model.mtp_layers.0.mlp.down_proj.weight": (64, 96),
     },
+    # 4 heads x 16, 2 KV heads, 2 index heads of width 16 and one index key head (linear.py:1435-1445).
+    "minimax_m3": {
+        "model.mtp.layers.0.transformer_layer.self_attn.q_proj.weight": (4 * 16, 64),
+        "model.mtp.layers.0.transformer_layer.self_attn.index_q_proj.weight": (2 * 16, 64),
+        "model.mtp.layers.0.transformer_layer.self_attn.index_k_proj.weight": (16, 64),
+        "model.mtp.layers.0.transformer_layer.block_sparse_moe.experts.1.w2.weight": (64, 24),
+        "model.mtp.layers.0.transformer_layer.block_sparse_moe.e_score_correction_bias": (4,),
+        "model.mtp.layers.0.eh_proj.weight": (64, 128),
+    },
 }
 # One MTP tensor per family whose absence the build must refuse.
 MISSING = {
@@ -164,6 +191,7 @@ MISSING = {
     "mimo": "model.mtp_layers.0.input_proj.weight",
     "qwen3_5": "mtp.pre_fc_norm_hidden.weight",
     "qwen3_5_moe": "mtp.layers.0.mlp.shared_expert_gate.weight",
+    "minimax_m3": "model.mtp.layers.0.transformer_layer.block_sparse_moe.e_score_correction_bias",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -175,6 +203,7 @@ MTP_LAYERS = {
     "mimo": range(0, 1),
     "qwen3_5": range(0, 1),
     "qwen3_5_moe": range(0, 1),
+    "minimax_m3": range(0, 1),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 

@@ -122,6 +122,7 @@ MISSING = {
         "mimo": "model.layers.4*",
         "qwen3_5": "mtp.layers.0*",
         "qwen3_5_moe": "mtp.layers.0*",
+        "minimax_m3": "model.layers.0*",
     },
     "compressed-tensors": {
         "deepseek_v3": "re:model\\.layers\\.4\\.",
@@ -132,6 +133,7 @@ MISSING = {
         "mimo": "re:model\\.layers\\.4\\.",
         "qwen3_5": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
         "qwen3_5_moe": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
+        "minimax_m3": "re:model\\.layers\\.0\\.",
     },
     "fp8": {
         "deepseek_v3": "model.layers.4.self_attn.fused_qkv_a_proj",
@@ -142,6 +144,7 @@ MISSING = {
         "mimo": "model.layers.4.self_attn.qkv_proj",
         "qwen3_5": "mtp.layers.0.self_attn.qkv_proj",
         "qwen3_5_moe": "mtp.layers.0.self_attn.qkv_proj",
+        "minimax_m3": "model.layers.0.eh_proj",
     },
 }
 
