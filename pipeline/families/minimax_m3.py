@@ -28,6 +28,7 @@ from pipeline.families.base import (
 )
 from pipeline.families.common import EMBED_AND_HEAD_COPIES as PLAIN_COPIES
 from pipeline.families.common import cols, concat_proj, hidden, read_sizes, rows
+from pipeline.families.common import head_dim as head_width
 
 SPARSE = "sparse_attention"
 COUNT_KEY = "num_mtp_modules"
@@ -88,10 +89,6 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
     )
 
 
-def _head_width(g: Geometry, a: Attention) -> tuple[int, ...]:
-    return (a.head_dim,)
-
-
 def _index_width(g: Geometry, a: Attention) -> tuple[int, ...]:
     return (g.sizes["index_dim"],)
 
@@ -116,8 +113,8 @@ LAYER_TENSORS = (
     LayerTensor(f"{ATTN}index_q_proj.weight", lambda g, a: (g.sizes["index_heads"] * g.sizes["index_dim"], g.hidden_size), QKV),
     LayerTensor(f"{ATTN}index_k_proj.weight", lambda g, a: (g.sizes["index_dim"], g.hidden_size), QKV),
     LayerTensor(f"{ATTN}o_proj.weight", lambda g, a: (g.hidden_size, a.heads * a.head_dim), f"{ATTN}o_proj.weight"),
-    LayerTensor(f"{ATTN}q_norm.weight", _head_width, f"{ATTN}q_norm.weight"),
-    LayerTensor(f"{ATTN}k_norm.weight", _head_width, f"{ATTN}k_norm.weight"),
+    LayerTensor(f"{ATTN}q_norm.weight", head_width, f"{ATTN}q_norm.weight"),
+    LayerTensor(f"{ATTN}k_norm.weight", head_width, f"{ATTN}k_norm.weight"),
     LayerTensor(f"{ATTN}index_q_norm.weight", _index_width, f"{ATTN}index_q_norm.weight"),
     LayerTensor(f"{ATTN}index_k_norm.weight", _index_width, f"{ATTN}index_k_norm.weight"),
     LayerTensor(f"{MOE}gate.weight", lambda g, a: (g.num_experts, g.hidden_size), f"{MOE}gate.weight"),
@@ -212,7 +209,7 @@ FACTS = (
     "vLLM 0.33.0 minimax_m3/nvidia/mtp.py:313-321: at least one tensor per MTP layer is required",
     "vLLM 0.33.0 minimax_m3/nvidia/mtp.py:47, :156-165 and nvidia/model.py:696: eh_proj, the decoder layer's linears and lm_head take vllm_config.quant_config, the target's (llm_base_proposer.py:1265-1316), under the prefixes model.layers.{i}.*; the router is unquantized",
     "vLLM 0.33.0 llm_base_proposer.py:1418-1575: embed_tokens and lm_head are replaced by the target's (with the V2 runner and pipeline parallelism above 1 a shipped embedding is kept, nvidia/mtp.py:150-152, :323-328)",
-    "unverified: checkpoint layout unverified (no public checkpoint read); names follow the loader (language_model.model.mtp.layers.{i}.transformer_layer.* in the VL release per nvidia/mtp.py:208-210); FP8 weight_scale_inv tensors are refused as unknown MTP tensors; the attention module is registered as model.layers.{i}.self_attn.attn (model.py:553-556), a name a text-only target's layer i would also hold",
+    "unverified: checkpoint layout unverified (no public checkpoint read); names follow the loader (language_model.model.mtp.layers.{i}.transformer_layer.* in the VL release per nvidia/mtp.py:208-210); FP8 weight_scale_inv tensors are refused as unknown MTP tensors; the attention module is registered as model.layers.{i}.self_attn.attn (model.py:552-556), a name a text-only target's layer i would also hold",
 )
 CARD_NOTES = (
     "vLLM assumes one MTP layer when the config has no `num_mtp_modules`; set `num_speculative_tokens` explicitly.",
