@@ -33,6 +33,7 @@ NEW_FAMILIES = (
     "deepseek_v32",
     "glm5_next",
     "kimi_k3",
+    "minimax_m3",
 )
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
@@ -63,6 +64,17 @@ KIMI_K3_LAYER = (
     + [f"block_sparse_moe.shared_experts.{p}_proj.weight" for p in ("gate", "up", "down")]
     + [f"block_sparse_moe.routed_expert_{p}.weight" for p in ("down_proj", "norm", "up_proj")]
 )
+# MiniMax M3: a predictor layer around `transformer_layer`, its sparse attention fusing the indexer's
+# index_q/index_k projections and its MoE block under `block_sparse_moe` (vLLM 0.33.0 minimax_m3/nvidia/mtp.py:41-67, model.py:195-488).
+MINIMAX_ATTENTION = [f"self_attn.{p}.weight" for p in ("q_proj", "k_proj", "v_proj", "index_q_proj", "index_k_proj", "o_proj")] + [
+    f"self_attn.{p}_norm.weight" for p in ("q", "k", "index_q", "index_k")
+]
+MINIMAX_MOE = [
+    f"block_sparse_moe.{p}"
+    for p in ["gate.weight", "e_score_correction_bias"]
+    + [f"shared_experts.{p}_proj.weight" for p in ("gate", "up", "down")]
+    + [f"experts.{e}.w{w}.weight" for e in range(4) for w in (1, 2, 3)]
+]
 
 
 def _shared(name: str) -> list[str]:
@@ -115,6 +127,11 @@ DRAFT_TENSORS = {
     ),
     # GLM-5 next: DeepSeek-V3.2's layer with the kpool indexer; no shared_head.head exists (vLLM 0.33.0 glm5next/common/mtp.py:62-66).
     "glm5_next": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + INDEXER + KPOOL + ROUTER + EXPERTS + _shared("shared_experts")),
+    "minimax_m3": _under(
+        "model.mtp.layers.0.",
+        ["enorm.weight", "hnorm.weight", "eh_proj.weight", "final_layernorm.weight"]
+        + [f"transformer_layer.{name}" for name in NORMS + MINIMAX_ATTENTION + MINIMAX_MOE],
+    ),
 }
 DRAFT_COUNTS = {
     "deepseek_v3": 30,
@@ -127,6 +144,7 @@ DRAFT_COUNTS = {
     "deepseek_v32": 35,
     "glm5_next": 37,
     "kimi_k3": 34,
+    "minimax_m3": 33,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
@@ -140,6 +158,7 @@ SHARED_COPIES = {
     "qwen3_5_moe": {"model.embed_tokens.weight", "lm_head.weight"},
     "glm5_next": {"model.layers.4.embed_tokens.weight"},
     "kimi_k3": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
+    "minimax_m3": {"model.embed_tokens.weight", "lm_head.weight"},
 }
 # Shapes that follow from the tiny configs: hidden 64, vocab 256, 4 heads; see synthetic_families.
 SHAPES = {
@@ -198,6 +217,15 @@ SHAPES = {
         "model.layers.4.block_sparse_moe.routed_expert_down_proj.weight": (32, 64),
         "model.layers.4.eh_proj.weight": (64, 128),
     },
+    # 4 heads x 16, 2 KV heads, 2 index heads of width 16 and one index key head (linear.py:1435-1445).
+    "minimax_m3": {
+        "model.mtp.layers.0.transformer_layer.self_attn.q_proj.weight": (4 * 16, 64),
+        "model.mtp.layers.0.transformer_layer.self_attn.index_q_proj.weight": (2 * 16, 64),
+        "model.mtp.layers.0.transformer_layer.self_attn.index_k_proj.weight": (16, 64),
+        "model.mtp.layers.0.transformer_layer.block_sparse_moe.experts.1.w2.weight": (64, 24),
+        "model.mtp.layers.0.transformer_layer.block_sparse_moe.e_score_correction_bias": (4,),
+        "model.mtp.layers.0.eh_proj.weight": (64, 128),
+    },
 }
 # One MTP tensor per family whose absence the build must refuse.
 MISSING = {
@@ -211,6 +239,7 @@ MISSING = {
     "qwen3_5_moe": "mtp.layers.0.mlp.shared_expert_gate.weight",
     "glm5_next": "model.layers.4.self_attn.indexer.index_kpool_compress_ape",
     "kimi_k3": "model.layers.4.block_sparse_moe.routed_expert_norm.weight",
+    "minimax_m3": "model.mtp.layers.0.transformer_layer.block_sparse_moe.e_score_correction_bias",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -224,6 +253,7 @@ MTP_LAYERS = {
     "qwen3_5_moe": range(0, 1),
     "glm5_next": range(4, 5),
     "kimi_k3": range(4, 5),
+    "minimax_m3": range(0, 1),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 

@@ -124,6 +124,7 @@ MISSING = {
         "qwen3_5_moe": "mtp.layers.0*",
         "glm5_next": "model.layers.4*",
         "kimi_k3": "model.layers.4*",
+        "minimax_m3": "model.layers.0*",
     },
     "compressed-tensors": {
         "deepseek_v3": "re:model\\.layers\\.4\\.",
@@ -136,6 +137,7 @@ MISSING = {
         "qwen3_5_moe": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
         "glm5_next": "re:model\\.layers\\.4\\.",
         "kimi_k3": "re:model\\.layers\\.4\\.",
+        "minimax_m3": "re:model\\.layers\\.0\\.",
     },
     "fp8": {
         "deepseek_v3": "model.layers.4.self_attn.fused_qkv_a_proj",
@@ -149,6 +151,7 @@ MISSING = {
         # Attention is never quantized in this family (glm5next/common/model.py:408): the experts are the first module.
         "glm5_next": "model.layers.4.mlp.experts",
         "kimi_k3": "model.layers.4.self_attn.fused_qkv_a_g_proj",
+        "minimax_m3": "model.layers.0.eh_proj",
     },
 }
 

@@ -31,6 +31,7 @@ NON_STEP = (
     "qwen3_5_moe",
     "glm5_next",
     "kimi_k3",
+    "minimax_m3",
 )
 # The parameters the proposer replaces with the target's (llm_base_proposer.py:1418-1575), by family.
 REPLACED = {
@@ -45,6 +46,7 @@ REPLACED = {
     # GLM-5 next's layer builds no head: the proposer sets the target's in (llm_base_proposer.py:1560-1575).
     "glm5_next": {"model.embed_tokens.weight"},
     "kimi_k3": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
+    "minimax_m3": {"model.embed_tokens.weight", "lm_head.weight"},
 }
 
 

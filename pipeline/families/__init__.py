@@ -10,13 +10,27 @@ from pipeline.families.glm4_moe_lite import GLM4_MOE_LITE
 from pipeline.families.glm5_next import GLM5_NEXT
 from pipeline.families.kimi_k3 import KIMI_K3
 from pipeline.families.mimo import MIMO
+from pipeline.families.minimax_m3 import MINIMAX_M3
 from pipeline.families.qwen3_5 import QWEN3_5, QWEN3_5_MOE
 from pipeline.families.qwen3_next import QWEN3_NEXT
 from pipeline.families.step3p7 import STEP3P7
 
 FAMILIES: dict[str, Family] = {
     family.name: family
-    for family in (STEP3P7, DEEPSEEK_V3, GLM4_MOE, QWEN3_NEXT, MIMO, GLM4_MOE_LITE, QWEN3_5, QWEN3_5_MOE, DEEPSEEK_V32, GLM5_NEXT, KIMI_K3)
+    for family in (
+        STEP3P7,
+        DEEPSEEK_V3,
+        GLM4_MOE,
+        QWEN3_NEXT,
+        MIMO,
+        GLM4_MOE_LITE,
+        QWEN3_5,
+        QWEN3_5_MOE,
+        DEEPSEEK_V32,
+        GLM5_NEXT,
+        KIMI_K3,
+        MINIMAX_M3,
+    )
 }
 
 __all__ = ["FAMILIES", "ExpectedTensor", "Family", "Geometry"]

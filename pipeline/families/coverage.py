@@ -35,7 +35,6 @@ NOT_YET: dict[str, str] = {
     "Dots3NoteMTPModel": _packaged("dots3_note"),
     "DeepSeekV4MTPModel": _packaged("deepseek_v4"),
     "BailingMoeV3MTPModel": NOT_REPLAYED,
-    "MiniMaxM3MTP": _packaged("minimax_m3"),
     "BailingMoeV25MTPModel": NOT_REPLAYED,
     "InklingMTPModel": _packaged("inkling"),
     "Gemma4MTPModel": (

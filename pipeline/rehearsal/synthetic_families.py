@@ -241,6 +241,33 @@ def _kimi_k3(spec: FamilySpec) -> dict[str, Any]:
     return {"architectures": ["KimiK3ForConditionalGeneration"], "model_type": "kimi_k3", "tie_word_embeddings": False, "text_config": text}
 
 
+def _minimax_m3(spec: FamilySpec) -> dict[str, Any]:
+    """The VL release's shape: the text model, MTP count and indexer widths included, under `text_config`
+    (vLLM 0.33.0 promotes it: speculative.py:1117-1133; fields read by minimax_m3/nvidia/model.py). No vision tower."""
+    text = {
+        "model_type": "minimax_m3_text",
+        **_text(spec),
+        "num_mtp_modules": spec.num_mtp_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "hidden_act": "swigluoai",
+        "intermediate_size": 24,
+        "num_local_experts": spec.experts,
+        "num_experts_per_tok": 2,
+        "n_shared_experts": 1,
+        "scoring_func": "sigmoid",
+        "use_routing_bias": True,
+        "sparse_attention_config": {"sparse_index_dim": 16, "sparse_num_index_heads": 2, "sparse_topk_blocks": 4, "sparse_block_size": 16},
+    }
+    return {
+        "architectures": ["MiniMaxM3SparseForConditionalGeneration"],
+        "model_type": "minimax_m3_vl",
+        "tie_word_embeddings": False,
+        "text_config": text,
+    }
+
+
 CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v3": _deepseek_v3,
     "deepseek_v32": _deepseek_v32,
@@ -252,6 +279,7 @@ CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "qwen3_5_moe": lambda spec: _qwen3_5(spec, moe=True),
     "glm5_next": _glm5_next,
     "kimi_k3": _kimi_k3,
+    "minimax_m3": _minimax_m3,
 }
 NVFP4_CONFIG = {
     "quant_method": "modelopt",
@@ -273,6 +301,8 @@ MTP_EXCLUDES = {
     "qwen3_5_moe": "mtp*",
     "glm5_next": "model.layers.{nh}*",
     "kimi_k3": "model.layers.{nh}*",
+    # vLLM builds MiniMax M3's MTP as model.layers.{i} from 0; a VL target's own layers are language_model.model.layers.
+    "minimax_m3": "model.layers.*",
 }
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
