@@ -8,12 +8,14 @@ from pipeline.families.deepseek_v32 import DEEPSEEK_V32
 from pipeline.families.glm4_moe import GLM4_MOE
 from pipeline.families.glm4_moe_lite import GLM4_MOE_LITE
 from pipeline.families.mimo import MIMO
+from pipeline.families.nemotron_h import NEMOTRON_H
 from pipeline.families.qwen3_5 import QWEN3_5, QWEN3_5_MOE
 from pipeline.families.qwen3_next import QWEN3_NEXT
 from pipeline.families.step3p7 import STEP3P7
 
 FAMILIES: dict[str, Family] = {
-    family.name: family for family in (STEP3P7, DEEPSEEK_V3, GLM4_MOE, QWEN3_NEXT, MIMO, GLM4_MOE_LITE, QWEN3_5, QWEN3_5_MOE, DEEPSEEK_V32)
+    family.name: family
+    for family in (STEP3P7, DEEPSEEK_V3, GLM4_MOE, QWEN3_NEXT, MIMO, GLM4_MOE_LITE, QWEN3_5, QWEN3_5_MOE, DEEPSEEK_V32, NEMOTRON_H)
 }
 
 __all__ = ["FAMILIES", "ExpectedTensor", "Family", "Geometry"]
