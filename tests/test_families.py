@@ -34,6 +34,7 @@ NEW_FAMILIES = (
     "glm5_next",
     "kimi_k3",
     "minimax_m3",
+    "nemotron_h",
 )
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
@@ -75,6 +76,15 @@ MINIMAX_MOE = [
     + [f"shared_experts.{p}_proj.weight" for p in ("gate", "up", "down")]
     + [f"experts.{e}.w{w}.weight" for e in range(4) for w in (1, 2, 3)]
 ]
+# Nemotron-H's MTP step, pattern `*E` (vLLM 0.33.0 nemotron_h_mtp.py:257-292): the first layer holds the input
+# norms and projection and the attention, the last the MoE (non-gated experts) and the final norm.
+NEMOTRON_START = ["enorm.weight", "hnorm.weight", "eh_proj.weight"]
+NEMOTRON_ATTENTION = ["norm.weight"] + [f"mixer.{p}_proj.weight" for p in "qkvo"]
+NEMOTRON_MOE = (
+    ["norm.weight", "mixer.gate.weight", "mixer.gate.e_score_correction_bias", "final_layernorm.weight"]
+    + [f"mixer.experts.{e}.{p}_proj.weight" for e in range(4) for p in ("up", "down")]
+    + [f"mixer.shared_experts.{p}_proj.weight" for p in ("up", "down")]
+)
 
 
 def _shared(name: str) -> list[str]:
@@ -132,6 +142,7 @@ DRAFT_TENSORS = {
         ["enorm.weight", "hnorm.weight", "eh_proj.weight", "final_layernorm.weight"]
         + [f"transformer_layer.{name}" for name in NORMS + MINIMAX_ATTENTION + MINIMAX_MOE],
     ),
+    "nemotron_h": _under("mtp.layers.0.", NEMOTRON_START + NEMOTRON_ATTENTION) | _under("mtp.layers.1.", NEMOTRON_MOE),
 }
 DRAFT_COUNTS = {
     "deepseek_v3": 30,
@@ -145,6 +156,7 @@ DRAFT_COUNTS = {
     "glm5_next": 37,
     "kimi_k3": 34,
     "minimax_m3": 33,
+    "nemotron_h": 22,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
@@ -159,7 +171,10 @@ SHARED_COPIES = {
     "glm5_next": {"model.layers.4.embed_tokens.weight"},
     "kimi_k3": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "minimax_m3": {"model.embed_tokens.weight", "lm_head.weight"},
+    "nemotron_h": set(),  # no embedding or head of its own (nemotron_h_mtp.py:255, 372)
 }
+# The families that offer `shared_weights: copy`.
+COPYING = tuple(family for family in NEW_FAMILIES if SHARED_COPIES[family])
 # Shapes that follow from the tiny configs: hidden 64, vocab 256, 4 heads; see synthetic_families.
 SHAPES = {
     "deepseek_v3": {
@@ -226,6 +241,12 @@ SHAPES = {
         "model.mtp.layers.0.transformer_layer.block_sparse_moe.e_score_correction_bias": (4,),
         "model.mtp.layers.0.eh_proj.weight": (64, 128),
     },
+    "nemotron_h": {
+        "mtp.layers.0.eh_proj.weight": (64, 128),
+        "mtp.layers.0.mixer.k_proj.weight": (2 * 16, 64),
+        "mtp.layers.1.mixer.experts.3.up_proj.weight": (24, 64),
+        "mtp.layers.1.mixer.gate.e_score_correction_bias": (4,),
+    },
 }
 # One MTP tensor per family whose absence the build must refuse.
 MISSING = {
@@ -240,6 +261,7 @@ MISSING = {
     "glm5_next": "model.layers.4.self_attn.indexer.index_kpool_compress_ape",
     "kimi_k3": "model.layers.4.block_sparse_moe.routed_expert_norm.weight",
     "minimax_m3": "model.mtp.layers.0.transformer_layer.block_sparse_moe.e_score_correction_bias",
+    "nemotron_h": "mtp.layers.1.final_layernorm.weight",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -254,6 +276,7 @@ MTP_LAYERS = {
     "glm5_next": range(4, 5),
     "kimi_k3": range(4, 5),
     "minimax_m3": range(0, 1),
+    "nemotron_h": range(0, 2),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 
@@ -528,7 +551,7 @@ def test_a_glm46_shaped_source_builds_and_verifies_with_either_shared_weights_ch
     assert json.loads((copy / "verify.json").read_text())["passed"] is True
 
 
-@pytest.mark.parametrize("family", NEW_FAMILIES)
+@pytest.mark.parametrize("family", COPYING)
 def test_shared_weights_copy_ships_the_copies_and_omit_reports_what_it_saves(family: str, family_root: Path, tmp_path: Path) -> None:
     source, target = family_root / family / "source", family_root / family / "no-mtp"
     recipe = _recipe(tmp_path / "omit", family, source, target, "card: {credit: mtp-draft-pipeline (synthetic weights)}\n")
@@ -558,14 +581,23 @@ def _order(family: str) -> Any:
     return lambda name: 0 if "embed_tokens" in name else 1
 
 
-def test_a_step_recipe_asking_to_omit_its_copies_is_refused_in_one_line(family_root: Path, tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, "step3p7", family_root / "step3p7" / "source", family_root / "step3p7" / "no-mtp", "shared_weights: omit\n")
+@pytest.mark.parametrize(
+    ("family", "asked", "only", "why"),
+    [
+        ("step3p7", "omit", "copy", "per-layer heads"),  # Step keeps its own heads and reads its embedding
+        ("nemotron_h", "copy", "omit", "no embedding or head"),  # NemotronHMTP has neither (nemotron_h_mtp.py:255, 372)
+    ],
+)
+def test_a_recipe_asking_for_a_shared_weights_choice_its_family_lacks_is_refused_in_one_line(
+    family: str, asked: str, only: str, why: str, family_root: Path, tmp_path: Path
+) -> None:
+    recipe = _recipe(tmp_path, family, family_root / family / "source", family_root / family / "no-mtp", f"shared_weights: {asked}\n")
 
     result = run_cli("inspect", "--recipe", str(recipe))
 
     assert result.code == 2
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error) == 1 and "shared_weights: must be copy for step3p7" in error[0] and "per-layer heads" in error[0]
+    assert len(error) == 1 and f"shared_weights: must be {only} for {family}" in error[0] and why in error[0]
 
 
 def test_a_qwen3_5_source_with_two_mtp_layers_in_its_text_config_builds_both(tmp_path: Path) -> None:
@@ -672,3 +704,79 @@ def test_a_kimi_k3_source_with_an_mtp_tensor_vllm_does_not_know_is_still_refused
 
     assert result.code == 1
     assert "1 MTP tensor(s) the kimi_k3 family does not know, first model.layers.4.self_attn.k_norm.weight" in result.stderr
+
+
+def test_verify_refuses_a_nemotron_h_tensor_vllm_would_drop_without_a_word(family_root: Path, tmp_path: Path) -> None:
+    """NemotronHMTP skips a name it has no parameter for instead of raising (nemotron_h_mtp.py:532-536):
+    a misplaced final norm would leave the real one at its initial value, so verify names it."""
+    source, target = family_root / "nemotron_h" / "source", family_root / "nemotron_h" / "no-mtp"
+    recipe, workdir = _build(tmp_path, "nemotron_h", source, target)
+    rename_tensor(workdir / "draft", "mtp.layers.1.final_layernorm.weight", "mtp.layers.0.final_layernorm.weight")
+
+    result = run_cli("verify", "--recipe", str(recipe), "--workdir", str(workdir))
+
+    assert result.code == 1
+    loader = next(c for c in json.loads((workdir / "verify.json").read_text())["checks"] if c["id"] == "loader.names")
+    assert (
+        loader["evidence"]
+        == "mtp.layers.0.final_layernorm.weight: vLLM 0.33.0 NemotronHMTP skips this tensor, so the draft must not ship it"
+    )
+
+
+def test_a_nemotron_h_source_with_latent_moe_builds_its_latent_projections(tmp_path: Path) -> None:
+    """With moe_latent_size the experts work in the latent width between fc1/fc2 (vLLM 0.33.0 nemotron_h.py:152-213)."""
+    spec = FamilySpec(moe_latent_size=32)
+    source = write_family_source(tmp_path / "source", "nemotron_h", spec)
+    target = write_family_target(tmp_path / "target", "nemotron_h", spec)
+
+    _, workdir = _build(tmp_path, "nemotron_h", source, target)
+
+    latent = {f"mtp.layers.1.mixer.{p}_latent_proj.weight" for p in ("fc1", "fc2")}
+    produced = folder_tensor_hashes(workdir / "draft")
+    assert set(produced) == DRAFT_TENSORS["nemotron_h"] | latent
+    index = json.loads((workdir / "draft" / "model.safetensors.index.json").read_text())
+    shapes = {
+        "mtp.layers.1.mixer.fc1_latent_proj.weight": (32, 64),
+        "mtp.layers.1.mixer.fc2_latent_proj.weight": (64, 32),
+        "mtp.layers.1.mixer.experts.0.up_proj.weight": (24, 32),
+        "mtp.layers.1.mixer.experts.0.down_proj.weight": (32, 24),
+        "mtp.layers.1.mixer.shared_experts.up_proj.weight": (24, 64),
+    }
+    for name, shape in shapes.items():
+        with safe_open(str(workdir / "draft" / index["weight_map"][name]), framework="numpy") as handle:
+            assert tuple(handle.get_slice(name).get_shape()) == shape, name
+    assert json.loads((workdir / "verify.json").read_text())["passed"] is True
+
+
+def test_a_nemotron_h_mtp_layer_list_overrides_the_legacy_pattern() -> None:
+    """transformers 5.20.2 keeps a non-default mtp_layers_block_type over mtp_hybrid_override_pattern
+    and maps legacy names (configuration_nemotron_h.py:180-188); one layer then holds both ends of the step."""
+    config = {**family_config("nemotron_h"), "mtp_layers_block_type": ["attention"]}
+    geometry = FAMILIES["nemotron_h"].read_geometry(config)
+
+    names = {tensor.name for tensor in FAMILIES["nemotron_h"].expected_tensors(geometry)}
+    assert names == _under("mtp.layers.0.", NEMOTRON_START + NEMOTRON_ATTENTION + ["final_layernorm.weight"])
+
+
+@pytest.mark.parametrize("shared", [None, 0])
+def test_a_nemotron_h_moe_without_shared_experts_has_no_shared_expert_tensors(shared: int | None) -> None:
+    """n_shared_experts null or 0 builds no shared expert (vLLM 0.33.0 nemotron_h.py:178-179)."""
+    geometry = FAMILIES["nemotron_h"].read_geometry({**family_config("nemotron_h"), "n_shared_experts": shared})
+
+    names = {tensor.name for tensor in FAMILIES["nemotron_h"].expected_tensors(geometry)}
+    assert names == DRAFT_TENSORS["nemotron_h"] - _under("mtp.layers.1.", [f"mixer.shared_experts.{p}_proj.weight" for p in ("up", "down")])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mtp_hybrid_override_pattern": "*M"}, r"^mtp_hybrid_override_pattern: vLLM 0.33.0 builds only attention and MoE MTP layers"),
+        ({"mtp_layers_block_type": ["full_attention", "mlp"]}, r"^mtp_layers_block_type: vLLM 0.33.0 builds only attention and MoE"),
+        ({"num_nextn_predict_layers": 2}, r"^num_nextn_predict_layers: vLLM 0.33.0 NemotronHMTP supports exactly 1 MTP step"),
+        ({"mtp_layers_block_type": []}, r"^mtp_layers_block_type: must name at least one MTP layer"),
+        ({"mtp_hybrid_override_pattern": "*X"}, r"^mtp_hybrid_override_pattern: must be a string of M, E, \*, -"),
+    ],
+)
+def test_a_nemotron_h_config_vllm_cannot_build_is_refused_by_field(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FAMILIES["nemotron_h"].read_geometry({**family_config("nemotron_h"), **change})

@@ -86,7 +86,7 @@ def test_names_vllm_cannot_load_are_key_errors_or_skipped(family: str) -> None:
         assert known.vllm_param(name, geometry) is None, name
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", [name for name in sorted(FAMILIES) if "copy" in FAMILIES[name].shared_weights_choices])
 def test_a_draft_with_copies_fills_every_declared_parameter_with_names_vllm_consumes(family: str) -> None:
     upstream, geometry = _upstream(family), _geometry(family)
     draft = FAMILIES[family].with_shared_weights("copy")
@@ -135,3 +135,27 @@ def test_every_family_names_the_vllm_release_and_file_its_rules_come_from() -> N
         assert any(f"vLLM 0.33.0 {family.vllm_file}" in fact for fact in family.facts), family.name
         confirmed = " ".join(fact for fact in family.facts if not fact.startswith("unverified"))
         assert "unverified" not in confirmed, family.name
+
+
+def test_a_nemotron_h_draft_fills_every_declared_parameter_without_an_embedding_or_head() -> None:
+    """NemotronHMTP declares neither (nemotron_h_mtp.py:255, 333-334, 372): nothing is shared, nothing to copy."""
+    upstream, geometry = _upstream("nemotron_h"), _geometry("nemotron_h")
+    names = [tensor.name for tensor in FAMILIES["nemotron_h"].expected_tensors(geometry)]
+
+    assert len(names) == len(set(names)) == 22
+    assert {upstream["consumes"]["names"][name] for name in names} == set(upstream["params"]["names"])
+    assert not any("embed" in param or "lm_head" in param for param in upstream["params"]["names"])
+
+
+def test_nemotron_h_names_no_name_vllm_would_raise_on() -> None:
+    """Its loader skips every name without a parameter (nemotron_h_mtp.py:482-487, 512-513, 532-536)."""
+    assert _upstream("nemotron_h")["key_errors"]["names"] == {}
+
+
+def test_nemotron_h_refuses_to_ship_copies_it_has_none_of() -> None:
+    with pytest.raises(ValueError, match="must be omit for nemotron_h: vLLM's NemotronHMTP has no embedding or head of its own"):
+        FAMILIES["nemotron_h"].with_shared_weights("copy")
+
+
+def test_nemotron_h_builds_its_mtp_from_the_drafts_own_quantization() -> None:
+    assert _upstream("nemotron_h")["quantization"]["built_from"] == FAMILIES["nemotron_h"].quantization_from == "draft"

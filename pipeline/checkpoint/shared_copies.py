@@ -26,7 +26,7 @@ class OmittedCopies:
 def omitted_copies(source: ModelSource, family: Family) -> OmittedCopies:
     """The shared copies `family` (as configured) leaves out, sized from the source's shard headers
     (only the headers of shards holding one are read)."""
-    if family.shared_weights != "omit":
+    if family.shared_weights != "omit" or not family.shared_names():
         return OmittedCopies((), 0)
     geometry = family.read_geometry(read_config(source))
     index = read_weight_index(source)

@@ -11,6 +11,7 @@ from pipeline.families.glm5_next import GLM5_NEXT
 from pipeline.families.kimi_k3 import KIMI_K3
 from pipeline.families.mimo import MIMO
 from pipeline.families.minimax_m3 import MINIMAX_M3
+from pipeline.families.nemotron_h import NEMOTRON_H
 from pipeline.families.qwen3_5 import QWEN3_5, QWEN3_5_MOE
 from pipeline.families.qwen3_next import QWEN3_NEXT
 from pipeline.families.step3p7 import STEP3P7
@@ -30,6 +31,7 @@ FAMILIES: dict[str, Family] = {
         GLM5_NEXT,
         KIMI_K3,
         MINIMAX_M3,
+        NEMOTRON_H,
     )
 }
 

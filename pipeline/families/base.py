@@ -55,6 +55,8 @@ class LayerTensor:
     `shared` marks a copy vLLM replaces with the target's weight after loading (the recipe's
     `shared_weights` decides whether it ships); `fallback_sources` are whole source names tried
     after the per-layer ones (GLM-4.6 keeps only the top-level `lm_head` and embedding).
+    `in_layer`, given the geometry and an MTP layer number, says whether that layer has the tensor
+    (Nemotron-H's MTP layers differ by type and position); None: every MTP layer has it.
     """
 
     suffix: str
@@ -64,6 +66,7 @@ class LayerTensor:
     top_level: bool = False
     shared: bool = False
     fallback_sources: tuple[str, ...] = ()
+    in_layer: Callable[[Geometry, int], bool] | None = None
 
     def suffixes(self, geometry: Geometry) -> list[str]:
         if self.when is not None and self.when not in geometry.flags:
@@ -159,6 +162,8 @@ class Family:
 
     @property
     def shared_weights_reason(self) -> str:
+        if "copy" not in self.shared_weights_choices:
+            return f"vLLM's {self.vllm_class} has no embedding or head of its own and always uses the target's, so there is nothing to copy"
         if self.quantization_from == "draft":
             return f"vLLM's {self.vllm_class} keeps the draft's own per-layer heads and reads its embedding, so they always ship"
         return f"vLLM's {self.vllm_class} replaces the draft's embedding and heads with the target's; copies matter only with pipeline parallelism above 1"
@@ -254,9 +259,12 @@ class Family:
             out_prefix = self.layer_prefix(self.output_prefix, layer)
             param_prefix = self.layer_prefix(self.param_prefix or self.output_prefix, self.param_layer(geometry, layer))
             for tensor in self.layer_tensors:
+                suffixes = tensor.suffixes(geometry)
+                if not suffixes or (tensor.in_layer is not None and not tensor.in_layer(geometry, layer)):
+                    continue  # the shape of a tensor the geometry lacks may not be computable
                 shape = tensor.shape(geometry, attention)
                 param = tensor.param if tensor.top_level else param_prefix + tensor.param
-                for suffix in tensor.suffixes(geometry):
+                for suffix in suffixes:
                     sources = tuple(self.layer_prefix(p, layer) + suffix for p in self.source_prefixes) + tensor.fallback_sources
                     expected.append(ExpectedTensor(out_prefix + suffix, shape, sources, param, tensor.shared))
         return expected

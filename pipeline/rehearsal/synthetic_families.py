@@ -51,6 +51,8 @@ class FamilySpec:
     license: str = "apache-2.0"
     # False: a GLM-4.6-shaped source, whose MTP layer has no embed_tokens / shared_head.head of its own.
     per_layer_heads: bool = True
+    # Nemotron-H only: the latent size its MoE experts work in (None: the hidden size).
+    moe_latent_size: int | None = None
 
 
 def _text(spec: FamilySpec) -> dict[str, Any]:
@@ -268,6 +270,42 @@ def _minimax_m3(spec: FamilySpec) -> dict[str, Any]:
     }
 
 
+def _nemotron_h(spec: FamilySpec) -> dict[str, Any]:
+    """The fields vLLM 0.33.0's nemotron_h.py / nemotron_h_mtp.py read, in the legacy pattern form
+    (`hybrid_override_pattern`, `mtp_hybrid_override_pattern`) that transformers still accepts."""
+    config = {
+        "architectures": ["NemotronHForCausalLM"],
+        "model_type": "nemotron_h",
+        **_text(spec),
+        "layer_norm_epsilon": 1e-05,
+        "hybrid_override_pattern": ("M*ME" * spec.num_hidden_layers)[: spec.num_hidden_layers],
+        "num_nextn_predict_layers": spec.num_mtp_layers,
+        "mtp_hybrid_override_pattern": "*E",
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "mamba_num_heads": 8,
+        "mamba_head_dim": 16,
+        "ssm_state_size": 16,
+        "n_groups": 1,
+        "mlp_hidden_act": "relu2",
+        "mlp_bias": False,
+        "n_routed_experts": spec.experts,
+        "n_shared_experts": 1,
+        "moe_intermediate_size": 24,
+        "moe_shared_expert_intermediate_size": 24,
+        "num_experts_per_tok": 2,
+        "n_group": 1,
+        "topk_group": 1,
+        "norm_topk_prob": True,
+        "routed_scaling_factor": 1.0,
+    }
+    config.pop("rms_norm_eps")
+    if spec.moe_latent_size is not None:
+        config["moe_latent_size"] = spec.moe_latent_size
+    return config
+
+
 CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v3": _deepseek_v3,
     "deepseek_v32": _deepseek_v32,
@@ -280,6 +318,7 @@ CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "glm5_next": _glm5_next,
     "kimi_k3": _kimi_k3,
     "minimax_m3": _minimax_m3,
+    "nemotron_h": _nemotron_h,
 }
 NVFP4_CONFIG = {
     "quant_method": "modelopt",
@@ -303,6 +342,7 @@ MTP_EXCLUDES = {
     "kimi_k3": "model.layers.{nh}*",
     # vLLM builds MiniMax M3's MTP as model.layers.{i} from 0; a VL target's own layers are language_model.model.layers.
     "minimax_m3": "model.layers.*",
+    "nemotron_h": "mtp*",  # read by no vLLM code: NemotronHMTP takes the draft's own quantization
 }
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
@@ -347,7 +387,7 @@ def family_config(
 def mtp_tensors(family: Family, config: dict[str, Any], *, per_layer_heads: bool = True) -> list[SyntheticTensor]:
     """Every MTP tensor the family knows (shared copies included) under its first source name, BF16;
     the extras are backbone tensors. Without `per_layer_heads` the layer's own shared copies are left out."""
-    full = family.with_shared_weights("copy")
+    full = family.with_shared_weights("copy") if "copy" in family.shared_weights_choices else family
     extras = {extra.name for extra in family.extra_tensors}
     expected = [
         t for t in full.expected_tensors(family.read_geometry(config)) if t.name not in extras and (per_layer_heads or not t.shared)
