@@ -22,7 +22,18 @@ from tests.conftest import run_cli
 from tests.safetensors_reader import drop_tensor, folder_tensor_hashes, rename_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
-NEW_FAMILIES = ("deepseek_v3", "glm4_moe", "qwen3_next", "mimo", "glm4_moe_lite", "qwen3_5", "qwen3_5_moe", "deepseek_v32", "glm5_next")
+NEW_FAMILIES = (
+    "deepseek_v3",
+    "glm4_moe",
+    "qwen3_next",
+    "mimo",
+    "glm4_moe_lite",
+    "qwen3_5",
+    "qwen3_5_moe",
+    "deepseek_v32",
+    "glm5_next",
+    "deepseek_v4",
+)
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
 # The nextn head without the copies vLLM replaces (`embed_tokens`, `shared_head.head`): the default `shared_weights: omit`.
@@ -42,6 +53,19 @@ INDEXER = [f"self_attn.indexer.{p}" for p in ("wq_b.weight", "wk.weight", "weigh
 # GLM-5 next's indexer adds two bare kpool parameters, stored without `.weight` (vLLM 0.33.0 glm5next/common/attention.py:218-226).
 KPOOL = ["self_attn.indexer.index_kpool_compress_ape", "self_attn.indexer.index_kpool_compress_gate"]
 MTP_BLOCK = ["fc.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight", "norm.weight"]
+# DeepSeek-V4's own names (vLLM 0.33.0 deepseek_v4/nvidia/mtp.py:98-144, nvidia/model.py:585-665, attention.py:250-288):
+# separate e/h projections, hyper-connection mixing weights, and the MoE's w1/w2/w3.
+V4_HEAD = ["enorm.weight", "hnorm.weight", "e_proj.weight", "h_proj.weight", "norm.weight", "hc_head_fn", "hc_head_base", "hc_head_scale"]
+V4_DECODER = ["attn_norm.weight", "ffn_norm.weight"] + [f"hc_{p}_{k}" for p in ("attn", "ffn") for k in ("fn", "base", "scale")]
+V4_ATTN = [
+    f"attn.{p}"
+    for p in ("wq_a.weight", "wkv.weight", "q_norm.weight", "wq_b.weight", "kv_norm.weight", "wo_a.weight", "wo_b.weight", "attn_sink")
+]
+V4_MOE = (
+    ["ffn.gate.weight", "ffn.gate.bias"]
+    + [f"ffn.experts.{e}.w{i}.weight" for e in range(4) for i in (1, 2, 3)]
+    + [f"ffn.shared_experts.w{i}.weight" for i in (1, 2, 3)]
+)
 
 
 def _shared(name: str) -> list[str]:
@@ -93,6 +117,7 @@ DRAFT_TENSORS = {
     ),
     # GLM-5 next: DeepSeek-V3.2's layer with the kpool indexer; no shared_head.head exists (vLLM 0.33.0 glm5next/common/mtp.py:62-66).
     "glm5_next": _under("model.layers.4.", NEXTN_HEAD + NORMS + MLA + INDEXER + KPOOL + ROUTER + EXPERTS + _shared("shared_experts")),
+    "deepseek_v4": _under("mtp.0.", V4_HEAD + V4_DECODER + V4_ATTN + V4_MOE),
 }
 DRAFT_COUNTS = {
     "deepseek_v3": 30,
@@ -104,6 +129,7 @@ DRAFT_COUNTS = {
     "qwen3_5_moe": 29,
     "deepseek_v32": 35,
     "glm5_next": 37,
+    "deepseek_v4": 41,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
@@ -116,6 +142,7 @@ SHARED_COPIES = {
     "qwen3_5": {"model.embed_tokens.weight", "lm_head.weight"},
     "qwen3_5_moe": {"model.embed_tokens.weight", "lm_head.weight"},
     "glm5_next": {"model.layers.4.embed_tokens.weight"},
+    "deepseek_v4": {"mtp.0.emb.tok_emb.weight", "mtp.0.head.weight"},
 }
 # Shapes that follow from the tiny configs: hidden 64, vocab 256, 4 heads; see synthetic_families.
 SHAPES = {
@@ -166,6 +193,14 @@ SHAPES = {
         "model.layers.4.self_attn.indexer.index_kpool_compress_ape": (4, 16),
         "model.layers.4.self_attn.indexer.index_kpool_compress_gate": (16, 64),
     },
+    # hc_mult 2: hyper-connection mixes of (2 + 2) x 2 rows over 2 x 64; 2 output groups of rank 8.
+    "deepseek_v4": {
+        "mtp.0.hc_attn_fn": (8, 128),
+        "mtp.0.hc_head_fn": (2, 128),
+        "mtp.0.attn.wo_a.weight": (2 * 8, 4 * 16 // 2),
+        "mtp.0.attn.wq_b.weight": (4 * 16, 32),
+        "mtp.0.attn.wkv.weight": (16, 64),
+    },
 }
 # One MTP tensor per family whose absence the build must refuse.
 MISSING = {
@@ -178,6 +213,7 @@ MISSING = {
     "qwen3_5": "mtp.pre_fc_norm_hidden.weight",
     "qwen3_5_moe": "mtp.layers.0.mlp.shared_expert_gate.weight",
     "glm5_next": "model.layers.4.self_attn.indexer.index_kpool_compress_ape",
+    "deepseek_v4": "mtp.0.hc_attn_fn",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -190,6 +226,7 @@ MTP_LAYERS = {
     "qwen3_5": range(0, 1),
     "qwen3_5_moe": range(0, 1),
     "glm5_next": range(4, 5),
+    "deepseek_v4": range(0, 1),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 
@@ -313,6 +350,7 @@ ERRORS = {
     "qwen3_5": "ValueError",
     "qwen3_5_moe": "ValueError",
     "glm5_next": "KeyError",
+    "deepseek_v4": "KeyError",
 }
 UNLOADABLE = [
     ("deepseek_v3", "model.layers.4.enorm.weight", "layers.4.enorm.weight", "layers.4.enorm.weight"),
@@ -352,6 +390,9 @@ UNLOADABLE = [
         "model.mtp_layers.1.final_layernorm.weight",
     ),
     ("glm5_next", "model.layers.4.eh_proj.weight", "layers.4.eh_proj.weight", "layers.4.eh_proj.weight"),
+    # vLLM's own name is renamed again by V4's substring rules (deepseek_v4/nvidia/mtp.py:362-373).
+    ("deepseek_v4", "mtp.0.norm.weight", "mtp.0.shared_head.norm.weight", "model.layers.4.shared_head.shared_head.norm.weight"),
+    ("deepseek_v4", "mtp.0.attn_norm.weight", "layers.4.attn_norm.weight", "layers.4.attn_norm.weight"),
 ]
 
 
@@ -484,7 +525,7 @@ def test_shared_weights_copy_ships_the_copies_and_omit_reports_what_it_saves(fam
 
 def _order(family: str) -> Any:
     """The copies in the family's output order: extras before layer tensors, embedding first."""
-    return lambda name: 0 if "embed_tokens" in name else 1
+    return lambda name: 0 if "embed_tokens" in name or "tok_emb" in name else 1
 
 
 def test_a_step_recipe_asking_to_omit_its_copies_is_refused_in_one_line(family_root: Path, tmp_path: Path) -> None:

@@ -123,6 +123,7 @@ MISSING = {
         "qwen3_5": "mtp.layers.0*",
         "qwen3_5_moe": "mtp.layers.0*",
         "glm5_next": "model.layers.4*",
+        "deepseek_v4": "model.layers.4*",
     },
     "compressed-tensors": {
         "deepseek_v3": "re:model\\.layers\\.4\\.",
@@ -134,6 +135,7 @@ MISSING = {
         "qwen3_5": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
         "qwen3_5_moe": "re:mtp\\.layers\\.0\\., re:mtp\\.fc$",
         "glm5_next": "re:model\\.layers\\.4\\.",
+        "deepseek_v4": "re:model\\.layers\\.4\\.",
     },
     "fp8": {
         "deepseek_v3": "model.layers.4.self_attn.fused_qkv_a_proj",
@@ -146,6 +148,7 @@ MISSING = {
         "qwen3_5_moe": "mtp.layers.0.self_attn.qkv_proj",
         # Attention is never quantized in this family (glm5next/common/model.py:408): the experts are the first module.
         "glm5_next": "model.layers.4.mlp.experts",
+        "deepseek_v4": "model.layers.4.e_proj",
     },
 }
 

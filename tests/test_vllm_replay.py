@@ -20,7 +20,18 @@ from pipeline.rehearsal.synthetic import SyntheticSpec, step_config
 from pipeline.rehearsal.synthetic_families import family_config
 
 UPSTREAM = Path(__file__).resolve().parent / "data" / "vllm-0.33.0"
-NON_STEP = ("deepseek_v3", "deepseek_v32", "glm4_moe", "glm4_moe_lite", "qwen3_next", "mimo", "qwen3_5", "qwen3_5_moe", "glm5_next")
+NON_STEP = (
+    "deepseek_v3",
+    "deepseek_v32",
+    "glm4_moe",
+    "glm4_moe_lite",
+    "qwen3_next",
+    "mimo",
+    "qwen3_5",
+    "qwen3_5_moe",
+    "glm5_next",
+    "deepseek_v4",
+)
 # The parameters the proposer replaces with the target's (llm_base_proposer.py:1418-1575), by family.
 REPLACED = {
     "deepseek_v3": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
@@ -33,6 +44,7 @@ REPLACED = {
     "qwen3_5_moe": {"model.embed_tokens.weight", "lm_head.weight"},
     # GLM-5 next's layer builds no head: the proposer sets the target's in (llm_base_proposer.py:1560-1575).
     "glm5_next": {"model.embed_tokens.weight"},
+    "deepseek_v4": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
 }
 
 

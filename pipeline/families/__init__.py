@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.families.base import ExpectedTensor, Family, Geometry
 from pipeline.families.deepseek_v3 import DEEPSEEK_V3
+from pipeline.families.deepseek_v4 import DEEPSEEK_V4
 from pipeline.families.deepseek_v32 import DEEPSEEK_V32
 from pipeline.families.glm4_moe import GLM4_MOE
 from pipeline.families.glm4_moe_lite import GLM4_MOE_LITE
@@ -15,7 +16,19 @@ from pipeline.families.step3p7 import STEP3P7
 
 FAMILIES: dict[str, Family] = {
     family.name: family
-    for family in (STEP3P7, DEEPSEEK_V3, GLM4_MOE, QWEN3_NEXT, MIMO, GLM4_MOE_LITE, QWEN3_5, QWEN3_5_MOE, DEEPSEEK_V32, GLM5_NEXT)
+    for family in (
+        STEP3P7,
+        DEEPSEEK_V3,
+        GLM4_MOE,
+        QWEN3_NEXT,
+        MIMO,
+        GLM4_MOE_LITE,
+        QWEN3_5,
+        QWEN3_5_MOE,
+        DEEPSEEK_V32,
+        GLM5_NEXT,
+        DEEPSEEK_V4,
+    )
 }
 
 __all__ = ["FAMILIES", "ExpectedTensor", "Family", "Geometry"]
