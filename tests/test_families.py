@@ -560,3 +560,21 @@ def test_a_qwen3_5_config_with_per_layer_scales_is_refused_by_field() -> None:
 
     with pytest.raises(ValueError, match=r"^text_config\.layer_scale: per-layer scales"):
         FAMILIES["qwen3_5"].read_geometry(config)
+
+
+def test_a_deepseek_v4_config_decides_the_router_bias_and_shared_experts_and_refuses_vision() -> None:
+    """vLLM 0.33.0 builds e_score_correction_bias only under topk_method noaux_tc and no shared experts
+    when n_shared_experts is null (deepseek_v4/nvidia/model.py:301-334); vision configs add bias_vl (:311-318)."""
+    family = FAMILIES["deepseek_v4"]
+    config = family_config("deepseek_v4")
+    names = {tensor.name for tensor in family.expected_tensors(family.read_geometry(config))}
+    assert {"mtp.0.ffn.gate.bias", "mtp.0.ffn.shared_experts.w2.weight"} <= names
+
+    plain = {**config, "topk_method": None, "n_shared_experts": None}
+    names = {tensor.name for tensor in family.expected_tensors(family.read_geometry(plain))}
+    assert len(names) == DRAFT_COUNTS["deepseek_v4"] - 4 and not any("gate.bias" in n or "shared_experts" in n for n in names)
+
+    with pytest.raises(ValueError, match=r"^vision_n_layers: the vision model's MoE gates carry bias_vl"):
+        family.read_geometry({**config, "vision_n_layers": 2})
+    with pytest.raises(ValueError, match=r"^o_groups: must divide num_attention_heads x head_dim \(64\), found 3"):
+        family.read_geometry({**config, "o_groups": 3})

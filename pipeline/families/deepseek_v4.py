@@ -46,7 +46,8 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
     flags = set()
     if config.get("topk_method") == "noaux_tc":  # the router's correction bias (nvidia/model.py:301-309)
         flags.add("router_bias")
-    if not ("n_shared_experts" in config and config["n_shared_experts"] is None):  # nvidia/model.py:320-334
+    sizes["shared_intermediate_size"] = 0  # null n_shared_experts: no shared experts (nvidia/model.py:320-334)
+    if config.get("n_shared_experts", 0) is not None:
         sizes["shared_intermediate_size"] = sizes["moe_intermediate_size"] * require_int(config, "n_shared_experts")
         flags.add("shared_experts")
     if config.get("expert_dtype") == "fp8":  # which scale name the loader gives expert `.scale` tensors (mtp.py:403-407)
