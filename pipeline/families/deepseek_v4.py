@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.families.base import Attention, Family, Geometry, LayerTensor, QuantModule, require_int
 from pipeline.families.common import NEXTN_HEAD_MODULE, ShapeRule, cols, hidden, read_sizes, rows, vocab_rows
-from pipeline.families.deepseek_v4_names import deepseek_v4_mtp
+from pipeline.families.deepseek_v4_names import deepseek_v4_mtp, target_module_rename
 
 FULL = "full_attention"
 COUNT_DEFAULT = 1  # transformers 5.20.2 configuration_deepseek_v4.py:159; vLLM reads the attribute (speculative.py:772)
@@ -201,6 +201,7 @@ DEEPSEEK_V4 = Family(
     count_default=COUNT_DEFAULT,
     quant_modules=QUANT_MODULES,
     vllm_file="vllm/models/deepseek_v4/nvidia/mtp.py",
+    target_module_rename=target_module_rename,
     facts=(
         "vLLM 0.33.0 config/speculative.py:765-776: model_type deepseek_v4 routes to DeepSeekV4MTPModel (registry.py:718) with n_predict = num_nextn_predict_layers; deepseek_v41 gets no MTP architecture and method mtp is refused for it (:1474-1484)",
         "vLLM 0.33.0 vllm/models/deepseek_v4/__init__.py:17-48: CUDA loads nvidia/mtp.py; ROCm's amd/mtp.py and XPU's xpu/mtp.py read the same checkpoint names",
@@ -211,7 +212,7 @@ DEEPSEEK_V4 = Family(
         "vLLM 0.33.0 vllm/models/deepseek_v4/nvidia/model.py:276-334: the MTP layer's gate is never a hash gate (its index is past num_hash_layers); e_score_correction_bias exists only with topk_method noaux_tc; vision configs add bias_vl, refused here",
         "vLLM 0.33.0 vllm/models/deepseek_v4/nvidia/mtp.py:504-520: at least one tensor per MTP layer must load",
         "vLLM 0.33.0 v1/spec_decode/llm_base_proposer.py:1418-1575: the embedding and every shared_head.head are replaced by the target's (the embedding only with pipeline parallelism 1)",
-        "vLLM 0.33.0 model_loader/utils.py:367-386: the target's quantization config has its module lists renamed by DeepseekV4ForCausalLM's mapper (nvidia/model.py:1226-1269; layers. -> model.layers., mtp. -> model.mtp.) before the draft is built; exclude entries are matched here as written, so name vLLM's modules (model.layers.{num_hidden_layers}*)",
+        "vLLM 0.33.0 model_loader/utils.py:367-386: the target's quantization config has its module lists renamed by DeepseekV4ForCausalLM's mapper (nvidia/model.py:1226-1269; layers. -> model.layers., mtp. -> model.mtp., shared_experts.w2 -> down_proj) before the draft is built with it, so layers.N* covers the MTP modules and mtp.0* does not; ROCm alone re-keys model.mtp.{i}. onto them (quant_config.py:33-57, called only by amd/mtp.py:301)",
         "unverified: checkpoint layout unverified (no public checkpoint read); the official releases store FP8 linears and FP4 or FP8 experts with .scale tensors (quant_config.py:60-78), so the family expects a BF16 conversion and refuses scale tensors as unknown MTP tensors",
     ),
     card_notes=(

@@ -96,3 +96,55 @@ def deepseek_v4_mtp(name: str, geometry: Geometry, params: Collection[str]) -> s
             name = name.replace(".ffn.gate.bias", ".ffn.gate.e_score_correction_bias")
         return name
     return _routed_expert(name, geometry)
+
+
+# DeepseekV4ForCausalLM's hf_to_vllm_mapper (nvidia/model.py:1226-1269) as `get_rename_mapper` keeps
+# it (models/utils.py:180-199: mappings to None dropped). vLLM applies it to the target's
+# quantization module lists when it builds the target (model_loader/utils.py:367-386), before the
+# draft is built with that same config; WeightsMapper applies regex, substring, prefix, then suffix
+# rules, each list in order (models/utils.py:108-145).
+def _scale_rules(geometry: Geometry) -> tuple[tuple[re.Pattern[str], str], ...]:
+    if "fp8_experts" in geometry.flags:
+        return (
+            (re.compile(r"(\.experts\.\d+\.w[123]\.base_layer)\.scale$"), r"\1.weight_scale_inv"),
+            (re.compile(r"\.scale$"), ".weight_scale_inv"),
+        )
+    return (
+        (re.compile(r"(\.experts\.\d+\.w[123]\.base_layer)\.scale$"), r"\1.weight_scale"),
+        (re.compile(r"(\.experts\.\d+\.w[123])\.scale$"), r"\1.weight_scale"),
+        (re.compile(r"\.scale$"), ".weight_scale_inv"),
+    )
+
+
+TARGET_SUBSTRINGS = ((".shared_experts.w2", ".shared_experts.down_proj"),)
+TARGET_PREFIXES = (
+    ("layers.", "model.layers."),
+    ("embed.", "model.embed."),
+    ("norm.", "model.norm."),
+    ("hc_head", "model.hc_head"),
+    ("mtp.", "model.mtp."),
+)
+TARGET_SUFFIXES = (
+    ("head.weight", "lm_head.weight"),
+    ("embed.weight", "embed_tokens.weight"),
+    (".ffn.gate.bias", ".ffn.gate.e_score_correction_bias"),
+)
+
+
+def target_module_rename(name: str, geometry: Geometry) -> str:
+    """A module name of the target's quantization config as vLLM renames it for DeepSeek-V4:
+    `layers.N.*` becomes `model.layers.N.*`, so a checkpoint-form entry can cover the MTP's modules,
+    while `mtp.{i}.*` becomes `model.mtp.{i}.*`, which names none of them on CUDA."""
+    for pattern, new in _scale_rules(geometry):
+        if pattern.search(name):
+            name = pattern.sub(new, name)
+    for old, new in TARGET_SUBSTRINGS:
+        if old in name:
+            name = name.replace(old, new, 1)
+    for old, new in TARGET_PREFIXES:
+        if name.startswith(old):
+            name = name.replace(old, new, 1)
+    for old, new in TARGET_SUFFIXES:
+        if name.endswith(old):
+            name = new.join(name.rsplit(old, 1))
+    return name
