@@ -2,8 +2,8 @@
 
 Facts: vLLM 0.33.0's `vllm/models/deepseek_v4/nvidia/mtp.py` and `nvidia/model.py` (the CUDA build;
 ROCm's `amd/mtp.py` reads the same names), with transformers 5.20.2's `DeepseekV4Config`. The
-shape is DeepSeek's nextn layer after the backbone (vLLM numbers it `model.layers.{num_hidden_layers
-+ i}`, its head `model.layers.L.head`, its decoder under `.mtp_block.`), but the checkpoint counts
+shape is DeepSeek's nextn layer after the backbone (vLLM numbers it `model.layers.{nh + i}` for
+nh = num_hidden_layers, its head `model.layers.L.head`, its decoder under `.mtp_block.`), but the checkpoint counts
 the layers from 0 as `mtp.{i}.*` and every tensor has V4's own name: separate `e_proj` / `h_proj`
 instead of `eh_proj`, the `hc_*` mixing weights of the manifold-constrained hyper-connections,
 `attn.{wq_a,wkv,q_norm,wq_b,kv_norm,wo_a,wo_b,attn_sink}` and `ffn.experts.{e}.w1..w3`. An MTP layer
