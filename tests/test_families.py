@@ -35,6 +35,7 @@ NEW_FAMILIES = (
     "kimi_k3",
     "minimax_m3",
     "nemotron_h",
+    "deepseek_v4",
 )
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
@@ -84,6 +85,19 @@ NEMOTRON_MOE = (
     ["norm.weight", "mixer.gate.weight", "mixer.gate.e_score_correction_bias", "final_layernorm.weight"]
     + [f"mixer.experts.{e}.{p}_proj.weight" for e in range(4) for p in ("up", "down")]
     + [f"mixer.shared_experts.{p}_proj.weight" for p in ("up", "down")]
+)
+# DeepSeek-V4's own names (vLLM 0.33.0 deepseek_v4/nvidia/mtp.py:98-144, nvidia/model.py:585-665, attention.py:250-288):
+# separate e/h projections, hyper-connection mixing weights, and the MoE's w1/w2/w3.
+V4_HEAD = ["enorm.weight", "hnorm.weight", "e_proj.weight", "h_proj.weight", "norm.weight", "hc_head_fn", "hc_head_base", "hc_head_scale"]
+V4_DECODER = ["attn_norm.weight", "ffn_norm.weight"] + [f"hc_{p}_{k}" for p in ("attn", "ffn") for k in ("fn", "base", "scale")]
+V4_ATTN = [
+    f"attn.{p}"
+    for p in ("wq_a.weight", "wkv.weight", "q_norm.weight", "wq_b.weight", "kv_norm.weight", "wo_a.weight", "wo_b.weight", "attn_sink")
+]
+V4_MOE = (
+    ["ffn.gate.weight", "ffn.gate.bias"]
+    + [f"ffn.experts.{e}.w{i}.weight" for e in range(4) for i in (1, 2, 3)]
+    + [f"ffn.shared_experts.w{i}.weight" for i in (1, 2, 3)]
 )
 
 
@@ -143,6 +157,7 @@ DRAFT_TENSORS = {
         + [f"transformer_layer.{name}" for name in NORMS + MINIMAX_ATTENTION + MINIMAX_MOE],
     ),
     "nemotron_h": _under("mtp.layers.0.", NEMOTRON_START + NEMOTRON_ATTENTION) | _under("mtp.layers.1.", NEMOTRON_MOE),
+    "deepseek_v4": _under("mtp.0.", V4_HEAD + V4_DECODER + V4_ATTN + V4_MOE),
 }
 DRAFT_COUNTS = {
     "deepseek_v3": 30,
@@ -157,6 +172,7 @@ DRAFT_COUNTS = {
     "kimi_k3": 34,
     "minimax_m3": 33,
     "nemotron_h": 22,
+    "deepseek_v4": 41,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
@@ -172,6 +188,7 @@ SHARED_COPIES = {
     "kimi_k3": {"model.layers.4.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "minimax_m3": {"model.embed_tokens.weight", "lm_head.weight"},
     "nemotron_h": set(),  # no embedding or head of its own (nemotron_h_mtp.py:255, 372)
+    "deepseek_v4": {"mtp.0.emb.tok_emb.weight", "mtp.0.head.weight"},
 }
 # The families that offer `shared_weights: copy`.
 COPYING = tuple(family for family in NEW_FAMILIES if SHARED_COPIES[family])
@@ -247,6 +264,14 @@ SHAPES = {
         "mtp.layers.1.mixer.experts.3.up_proj.weight": (24, 64),
         "mtp.layers.1.mixer.gate.e_score_correction_bias": (4,),
     },
+    # hc_mult 2: hyper-connection mixes of (2 + 2) x 2 rows over 2 x 64; 2 output groups of rank 8.
+    "deepseek_v4": {
+        "mtp.0.hc_attn_fn": (8, 128),
+        "mtp.0.hc_head_fn": (2, 128),
+        "mtp.0.attn.wo_a.weight": (2 * 8, 4 * 16 // 2),
+        "mtp.0.attn.wq_b.weight": (4 * 16, 32),
+        "mtp.0.attn.wkv.weight": (16, 64),
+    },
 }
 # One MTP tensor per family whose absence the build must refuse.
 MISSING = {
@@ -262,6 +287,7 @@ MISSING = {
     "kimi_k3": "model.layers.4.block_sparse_moe.routed_expert_norm.weight",
     "minimax_m3": "model.mtp.layers.0.transformer_layer.block_sparse_moe.e_score_correction_bias",
     "nemotron_h": "mtp.layers.1.final_layernorm.weight",
+    "deepseek_v4": "mtp.0.hc_attn_fn",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -277,6 +303,7 @@ MTP_LAYERS = {
     "kimi_k3": range(4, 5),
     "minimax_m3": range(0, 1),
     "nemotron_h": range(0, 2),
+    "deepseek_v4": range(0, 1),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 
@@ -401,6 +428,7 @@ ERRORS = {
     "qwen3_5_moe": "ValueError",
     "glm5_next": "KeyError",
     "kimi_k3": "KeyError",
+    "deepseek_v4": "KeyError",
 }
 UNLOADABLE = [
     ("deepseek_v3", "model.layers.4.enorm.weight", "layers.4.enorm.weight", "layers.4.enorm.weight"),
@@ -446,6 +474,9 @@ UNLOADABLE = [
         "model.layers.4.mlp.experts.0.w1.weight",
         "model.layers.4.mtp_block.mlp.experts.routed_experts.w13_weight",
     ),
+    # vLLM's own name is renamed again by V4's substring rules (deepseek_v4/nvidia/mtp.py:362-373).
+    ("deepseek_v4", "mtp.0.norm.weight", "mtp.0.shared_head.norm.weight", "model.layers.4.shared_head.shared_head.norm.weight"),
+    ("deepseek_v4", "mtp.0.attn_norm.weight", "layers.4.attn_norm.weight", "layers.4.attn_norm.weight"),
 ]
 
 
@@ -578,7 +609,7 @@ def test_shared_weights_copy_ships_the_copies_and_omit_reports_what_it_saves(fam
 
 def _order(family: str) -> Any:
     """The copies in the family's output order: extras before layer tensors, embedding first."""
-    return lambda name: 0 if "embed_tokens" in name else 1
+    return lambda name: 0 if "embed_tokens" in name or "tok_emb" in name else 1
 
 
 @pytest.mark.parametrize(
@@ -780,3 +811,21 @@ def test_a_nemotron_h_moe_without_shared_experts_has_no_shared_expert_tensors(sh
 def test_a_nemotron_h_config_vllm_cannot_build_is_refused_by_field(change: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         FAMILIES["nemotron_h"].read_geometry({**family_config("nemotron_h"), **change})
+
+
+def test_a_deepseek_v4_config_decides_the_router_bias_and_shared_experts_and_refuses_vision() -> None:
+    """vLLM 0.33.0 builds e_score_correction_bias only under topk_method noaux_tc and no shared experts
+    when n_shared_experts is null (deepseek_v4/nvidia/model.py:301-334); vision configs add bias_vl (:311-318)."""
+    family = FAMILIES["deepseek_v4"]
+    config = family_config("deepseek_v4")
+    names = {tensor.name for tensor in family.expected_tensors(family.read_geometry(config))}
+    assert {"mtp.0.ffn.gate.bias", "mtp.0.ffn.shared_experts.w2.weight"} <= names
+
+    plain = {**config, "topk_method": None, "n_shared_experts": None}
+    names = {tensor.name for tensor in family.expected_tensors(family.read_geometry(plain))}
+    assert len(names) == DRAFT_COUNTS["deepseek_v4"] - 4 and not any("gate.bias" in n or "shared_experts" in n for n in names)
+
+    with pytest.raises(ValueError, match=r"^vision_n_layers: the vision model's MoE gates carry bias_vl"):
+        family.read_geometry({**config, "vision_n_layers": 2})
+    with pytest.raises(ValueError, match=r"^o_groups: must divide num_attention_heads x head_dim \(64\), found 3"):
+        family.read_geometry({**config, "o_groups": 3})

@@ -19,11 +19,12 @@ from pipeline.families.quant_excludes import (
     coverage,
     fp8_skipped,
     modelopt_excluded,
+    mtp_coverage,
     read_target_quantization,
 )
 from pipeline.recipe.layout import Artifacts
 from pipeline.recipe.loader import load_recipe
-from pipeline.rehearsal.synthetic_families import QUANT_FORMS, write_family_source, write_family_target
+from pipeline.rehearsal.synthetic_families import QUANT_FORMS, family_config, write_family_source, write_family_target
 from pipeline.stages.card import CardStageInputs, render_card
 from tests.conftest import run_cli
 
@@ -125,6 +126,7 @@ MISSING = {
         "glm5_next": "model.layers.4*",
         "kimi_k3": "model.layers.4*",
         "minimax_m3": "model.layers.0*",
+        "deepseek_v4": "model.layers.4*",
     },
     "compressed-tensors": {
         "deepseek_v3": "re:model\\.layers\\.4\\.",
@@ -138,6 +140,7 @@ MISSING = {
         "glm5_next": "re:model\\.layers\\.4\\.",
         "kimi_k3": "re:model\\.layers\\.4\\.",
         "minimax_m3": "re:model\\.layers\\.0\\.",
+        "deepseek_v4": "re:model\\.layers\\.4\\.",
     },
     "fp8": {
         "deepseek_v3": "model.layers.4.self_attn.fused_qkv_a_proj",
@@ -152,6 +155,7 @@ MISSING = {
         "glm5_next": "model.layers.4.mlp.experts",
         "kimi_k3": "model.layers.4.self_attn.fused_qkv_a_g_proj",
         "minimax_m3": "model.layers.0.eh_proj",
+        "deepseek_v4": "model.layers.4.e_proj",
     },
 }
 
@@ -261,3 +265,52 @@ def test_verify_says_a_nemotron_h_draft_takes_no_quantization_from_the_target(tm
         "NemotronHMTP builds the MTP from the draft's own config, which has no quantization_config"
     )
     assert "quantization_config" not in json.loads((tmp_path / "work" / "draft" / "config.json").read_text())
+
+
+# DeepSeek-V4's exclude entries in the checkpoint's own names: vLLM renames them with the target
+# model's mapper before the draft is built (model_loader/utils.py:367-386, deepseek_v4/nvidia/model.py:1251-1268).
+V4_FP8_CHECKPOINT_NAMES = [
+    *(f"layers.4.{module}" for module in ("e_proj", "h_proj", "attn.wq_a", "attn.wkv", "attn.wq_b", "attn.wo_a", "attn.wo_b")),
+    *(f"layers.4.ffn.shared_experts.w{i}" for i in (1, 3, 2)),
+    "layers.4.ffn.experts",
+]
+
+
+@pytest.mark.parametrize(
+    ("section", "covered"),
+    [
+        (
+            {"quant_method": "modelopt", "quant_algo": "NVFP4", "ignore": ["lm_head", "layers.4*"]},
+            True,
+        ),  # -> model.layers.4, model.layers.4.*
+        ({"quant_method": "modelopt", "quant_algo": "NVFP4", "ignore": ["lm_head", "mtp.0*"]}, False),  # -> model.mtp.0, model.mtp.0.*
+        ({"quant_method": "modelopt", "quant_algo": "NVFP4", "ignore": ["lm_head", "mtp*"]}, False),
+        ({"quant_method": "compressed-tensors", "ignore": ["lm_head", *V4_FP8_CHECKPOINT_NAMES[:-1]]}, False),  # experts need .0.w1-w3
+        (
+            {
+                "quant_method": "compressed-tensors",
+                "ignore": [*V4_FP8_CHECKPOINT_NAMES[:-1], *(f"layers.4.ffn.experts.0.w{i}" for i in (1, 2, 3))],
+            },
+            True,
+        ),
+        ({"quant_method": "fp8", "activation_scheme": "dynamic", "modules_to_not_convert": V4_FP8_CHECKPOINT_NAMES}, True),
+        (
+            {
+                "quant_method": "fp8",
+                "activation_scheme": "dynamic",
+                "modules_to_not_convert": [f"mtp.0.{n[9:]}" for n in V4_FP8_CHECKPOINT_NAMES],
+            },
+            False,
+        ),
+    ],
+)
+def test_deepseek_v4_exclude_entries_are_matched_after_vllms_rename_of_the_target_names(section: dict[str, object], covered: bool) -> None:
+    family = FAMILIES["deepseek_v4"]
+    geometry = family.read_geometry(family_config("deepseek_v4"))
+
+    result = mtp_coverage(family, geometry, {"quantization_config": section}, None)
+
+    assert result is not None and result.covered is covered
+    assert result.quantization is not None and list(result.quantization.patterns) == next(
+        v for k, v in section.items() if isinstance(v, list)
+    )

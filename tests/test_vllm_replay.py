@@ -32,6 +32,7 @@ NON_STEP = (
     "glm5_next",
     "kimi_k3",
     "minimax_m3",
+    "deepseek_v4",
 )
 # The parameters the proposer replaces with the target's (llm_base_proposer.py:1418-1575), by family.
 REPLACED = {
@@ -47,6 +48,7 @@ REPLACED = {
     "glm5_next": {"model.embed_tokens.weight"},
     "kimi_k3": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "minimax_m3": {"model.embed_tokens.weight", "lm_head.weight"},
+    "deepseek_v4": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.families.base import ExpectedTensor, Family, Geometry
 from pipeline.families.deepseek_v3 import DEEPSEEK_V3
+from pipeline.families.deepseek_v4 import DEEPSEEK_V4
 from pipeline.families.deepseek_v32 import DEEPSEEK_V32
 from pipeline.families.glm4_moe import GLM4_MOE
 from pipeline.families.glm4_moe_lite import GLM4_MOE_LITE
@@ -32,6 +33,7 @@ FAMILIES: dict[str, Family] = {
         KIMI_K3,
         MINIMAX_M3,
         NEMOTRON_H,
+        DEEPSEEK_V4,
     )
 }
 

@@ -152,6 +152,9 @@ class Family:
     # What vLLM raises for a name it matches but cannot place: `params_dict[name]` in hand-written
     # loaders, AutoWeightsLoader's "There is no module or parameter named" (models/utils.py:442-448).
     unknown_name_error: str = "KeyError"
+    # How vLLM renames the target's quantization module lists before building the MTP (the target
+    # class's hf_to_vllm_mapper, model_loader/utils.py:367-386); None: entries are matched as written.
+    target_module_rename: Callable[[str, Geometry], str] | None = None
 
     def with_shared_weights(self, choice: str) -> Family:
         """This family shipping (`copy`) or leaving out (`omit`) the copies vLLM replaces; ValueError names the reason."""

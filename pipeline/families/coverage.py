@@ -33,7 +33,6 @@ NOT_YET: dict[str, str] = {
     "MiMoV2OmniMTPModel": "multimodal-only: routed from `MiMoV2OmniForCausalLM`, a multimodal model (registry.py:522)",
     "EagleDeepSeekMTPModel": "not an MTP layer copy: an EAGLE draft model (`EagleDeepseekV3ForCausalLM`, deepseek_eagle.py:194)",
     "Dots3NoteMTPModel": _packaged("dots3_note"),
-    "DeepSeekV4MTPModel": _packaged("deepseek_v4"),
     "BailingMoeV3MTPModel": NOT_REPLAYED,
     "BailingMoeV25MTPModel": NOT_REPLAYED,
     "InklingMTPModel": _packaged("inkling"),

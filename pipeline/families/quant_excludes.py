@@ -20,8 +20,8 @@ check assumes the usual `Linear` target and counts every module it does not igno
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from fnmatch import fnmatch
 from typing import Any
 
@@ -186,7 +186,28 @@ def mtp_coverage(family: Family, geometry: Geometry, config: Mapping[str, Any], 
     builds its MTP from the draft's own config (Step), where the target's quantization does not apply."""
     if family.quantization_from == "draft":
         return None
-    return coverage(family.quant_module_prefixes(geometry), read_target_quantization(config, quant_file))
+    quantization = read_target_quantization(config, quant_file)
+    modules = family.quant_module_prefixes(geometry)
+    rename = family.target_module_rename
+    if quantization is None or rename is None:
+        return coverage(modules, quantization)
+    renamed = replace(quantization, patterns=renamed_patterns(quantization, lambda name: rename(name, geometry)))
+    return Coverage(quantization, coverage(modules, renamed).uncovered)
+
+
+def renamed_patterns(quantization: TargetQuantization, rename: Callable[[str], str]) -> tuple[str, ...]:
+    """The exclude list after vLLM hands it the target model's rename mapper (`apply_vllm_mapper`):
+    ModelOpt first splits `X*` into `X` and `X.*` (modelopt.py:266-285), compressed-tensors renames
+    dotted entries that are not `re:` (compressed_tensors.py:129-155), FP8 renames every entry (fp8.py:153-155)."""
+    patterns = quantization.patterns
+    if quantization.method == "modelopt":
+        split = [(p[:-1], p[:-1] + ".*") if len(p) >= 2 and p[-1] == "*" and p[-2] != "." else (p,) for p in patterns]
+        return tuple(rename(part) for parts in split for part in parts)
+    if quantization.method == "compressed-tensors":
+        return tuple(rename(p) if "." in p and not p.startswith("re:") else p for p in patterns)
+    if quantization.method == "fp8":
+        return tuple(rename(p) for p in patterns)
+    return patterns
 
 
 def missing_patterns(result: Coverage) -> tuple[str, ...]:

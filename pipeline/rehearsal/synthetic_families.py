@@ -306,6 +306,45 @@ def _nemotron_h(spec: FamilySpec) -> dict[str, Any]:
     return config
 
 
+def _deepseek_v4(spec: FamilySpec) -> dict[str, Any]:
+    """The fields transformers 5.20.2's DeepseekV4Config declares and vLLM 0.33.0's V4 MTP layer reads
+    (nvidia/mtp.py:90-134, nvidia/model.py:220-339, 595-621, attention.py:216-243), plus `topk_method`."""
+    return {
+        "architectures": ["DeepseekV4ForCausalLM"],
+        "model_type": "deepseek_v4",
+        **_text(spec),
+        "num_nextn_predict_layers": spec.num_mtp_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 16,
+        "q_lora_rank": 32,
+        "partial_rotary_factor": 0.25,
+        "o_groups": 2,
+        "o_lora_rank": 8,
+        "moe_intermediate_size": 24,
+        "n_routed_experts": spec.experts,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 2,
+        "scoring_func": "sqrtsoftplus",
+        "topk_method": "noaux_tc",
+        "norm_topk_prob": True,
+        "routed_scaling_factor": 1.5,
+        "swiglu_limit": 10.0,
+        "hidden_act": "silu",
+        "hc_mult": 2,
+        "hc_sinkhorn_iters": 20,
+        "hc_eps": 1e-06,
+        "sliding_window": 128,
+        "layer_types": ["heavily_compressed_attention", "compressed_sparse_attention"] * (spec.num_hidden_layers // 2)
+        + ["heavily_compressed_attention"] * (spec.num_hidden_layers % 2),
+        "compress_rates": {"compressed_sparse_attention": 4, "heavily_compressed_attention": 128},
+        "mlp_layer_types": ["hash_moe"] + ["moe"] * (spec.num_hidden_layers - 1),
+        "index_n_heads": 2,
+        "index_head_dim": 16,
+        "index_topk": 8,
+    }
+
+
 CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v3": _deepseek_v3,
     "deepseek_v32": _deepseek_v32,
@@ -319,6 +358,7 @@ CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "kimi_k3": _kimi_k3,
     "minimax_m3": _minimax_m3,
     "nemotron_h": _nemotron_h,
+    "deepseek_v4": _deepseek_v4,
 }
 NVFP4_CONFIG = {
     "quant_method": "modelopt",
@@ -343,6 +383,7 @@ MTP_EXCLUDES = {
     # vLLM builds MiniMax M3's MTP as model.layers.{i} from 0; a VL target's own layers are language_model.model.layers.
     "minimax_m3": "model.layers.*",
     "nemotron_h": "mtp*",  # read by no vLLM code: NemotronHMTP takes the draft's own quantization
+    "deepseek_v4": "model.layers.{nh}*",
 }
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
