@@ -8,7 +8,8 @@ tensor's bytes at its final offset, and extract only writes the header into the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,8 @@ from pathlib import Path
 from pipeline.checkpoint.safetensors_format import encode_header
 
 SHARD_NAME = "model-{index:05d}-of-{count:05d}.safetensors"
-# Fits a core's L2 cache, so the second digest of each chunk reads it from cache, not from memory.
 HASH_CHUNK_BYTES = 1024 * 1024
+HASH_THREADS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,6 @@ class ShardLayout:
         return self.name.removesuffix(".safetensors")
 
 
-@dataclass(frozen=True)
-class ShardDigests:
-    """What one read of a shard found: each tensor's sha256 and the whole file's."""
-
-    tensors: Mapping[str, str]
-    file: str
-
-
 def group_tensors(slots: Sequence[TensorSlot], max_shard_bytes: int) -> list[list[TensorSlot]]:
     """Greedy split in the fixed tensor order; a tensor larger than the limit gets a shard alone."""
     groups: list[list[TensorSlot]] = [[]]
@@ -95,33 +88,38 @@ def lay_out(slots: Sequence[TensorSlot], max_shard_bytes: int) -> list[ShardLayo
     return shards
 
 
-def hash_shard(path: Path, layout: ShardLayout, progress: Callable[[int], None] = lambda count: None) -> ShardDigests | None:
-    """Each tensor's sha256 and the file's, in one read of a file laid out as `layout`.
+def hash_shard(path: Path, layout: ShardLayout, progress: Callable[[int], None] = lambda count: None) -> dict[str, str] | None:
+    """Each tensor's sha256 in a file laid out as `layout`; None when its size or header differ, or
+    it shrank while being read.
 
-    None when the file's size or header differ from the layout. Every byte feeds two digests, its
-    tensor's and the file's; the file's runs on a helper thread (hashlib releases the GIL on large
-    updates), so on two cores the pair costs about one hash.
+    Tensors are hashed on up to `HASH_THREADS` threads, largest first (hashlib releases the GIL on
+    large updates): one read of the shard, spread over the cores.
     """
     if not path.is_file() or path.stat().st_size != layout.size:
         return None
-    buffer = memoryview(bytearray(HASH_CHUNK_BYTES))  # reused: a fresh buffer per read costs page faults
-    tensors: dict[str, str] = {}
-    with open(path, "rb", buffering=0) as handle, ThreadPoolExecutor(max_workers=1, thread_name_prefix="file-digest") as side:
+    with open(path, "rb", buffering=0) as handle:
         if handle.read(len(layout.header)) != layout.header:
             return None
-        file_digest = hashlib.sha256(layout.header)
-        for placed in layout.tensors:
-            digest = hashlib.sha256()
-            remaining = placed.slot.nbytes
-            while remaining:
-                count = handle.readinto(buffer[: min(len(buffer), remaining)])
-                if not count:
-                    return None  # shrunk while being read
-                chunk = buffer[:count]
-                file_update = side.submit(file_digest.update, chunk)
-                digest.update(chunk)
-                file_update.result()  # both digests are done with the buffer before the next read
-                remaining -= count
-                progress(count)
-            tensors[placed.slot.name] = digest.hexdigest()
-    return ShardDigests(tensors, file_digest.hexdigest())
+    largest_first = sorted(layout.tensors, key=lambda placed: placed.slot.nbytes, reverse=True)
+    with ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="tensor-digest") as pool:
+        found = pool.map(lambda placed: _tensor_digest(path, placed, progress), largest_first)
+        digests = dict(zip((placed.slot.name for placed in largest_first), found, strict=True))
+    if any(digest is None for digest in digests.values()):
+        return None
+    return {placed.slot.name: str(digests[placed.slot.name]) for placed in layout.tensors}
+
+
+def _tensor_digest(path: Path, placed: PlacedTensor, progress: Callable[[int], None]) -> str | None:
+    digest = hashlib.sha256()
+    buffer = memoryview(bytearray(min(HASH_CHUNK_BYTES, placed.slot.nbytes)))  # reused for the tensor's chunks
+    remaining = placed.slot.nbytes
+    with open(path, "rb", buffering=0) as handle:
+        handle.seek(placed.offset)
+        while remaining:
+            count = handle.readinto(buffer[: min(len(buffer), remaining)])
+            if not count:
+                return None
+            digest.update(buffer[:count])
+            remaining -= count
+            progress(count)
+    return digest.hexdigest()

@@ -2,10 +2,10 @@
 
 Reads `<workdir>/fetch/fetch.json` and the landed shards under `fetch/shards/`. Each shard already
 holds its tensors' bytes at their final offsets; extract writes the deterministic header into the
-space fetch reserved, reads the shard once to hash every tensor and the whole file, checks each
-tensor's sha256 against fetch.json, and only then renames it to
-`<workdir>/draft/model-0000i-of-0000n.safetensors`. Then it writes `model.safetensors.index.json`
-and `<workdir>/extract.json` (per-tensor and per-file sha256). Output is deterministic: fixed tensor
+space fetch reserved, reads the shard once to hash every tensor, checks each tensor's sha256
+against fetch.json, and only then renames it to `<workdir>/draft/model-0000i-of-0000n.safetensors`.
+Then it writes `model.safetensors.index.json` and `<workdir>/extract.json` (per-tensor sha256;
+verify hashes the whole files). Output is deterministic: fixed tensor
 order (the family's), fixed header and metadata, so two builds of the same fetch are byte-identical.
 No byte of tensor data is written again. Refuses when a shard's bytes no longer match fetch.json.
 """
@@ -21,12 +21,12 @@ from huggingface_hub.utils import tqdm
 
 from pipeline.checkpoint.files import atomic_write_json, read_json, remove_stale_temp_files
 from pipeline.checkpoint.readers import INDEX_FILE
-from pipeline.checkpoint.shard_layout import ShardDigests, ShardLayout, TensorSlot, hash_shard, lay_out
+from pipeline.checkpoint.shard_layout import ShardLayout, TensorSlot, hash_shard, lay_out
 from pipeline.errors import CheckFailed, InputError
 from pipeline.recipe.layout import Workdir
 from pipeline.stages.context import Context, Stage, StageOutcome, file_digest
 
-SCHEMA = "mtp-extract/v1"
+SCHEMA = "mtp-extract/v2"  # v2: no per-shard file sha256 (verify records it)
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,10 @@ def run(inputs: ExtractInputs, show_progress: bool = True) -> ExtractResult:
                     "shard": layout.name,
                     "dtype": slot.dtype,
                     "shape": list(slot.shape),
-                    "sha256": found.tensors[slot.name],
+                    "sha256": found[slot.name],
                     "source_file": source_file[slot.name],
                 }
-            shards[layout.name] = {"size": layout.size, "sha256": found.file, "tensors": [p.slot.name for p in layout.tensors]}
+            shards[layout.name] = {"size": layout.size, "tensors": [p.slot.name for p in layout.tensors]}
 
     for stale in draft.glob("model-*-of-*.safetensors"):
         if stale.name not in shards:
@@ -102,8 +102,8 @@ def _layouts(manifest: dict[str, Any], max_shard_bytes: int, workdir: Workdir) -
     return layouts
 
 
-def _seal_or_reuse(workdir: Workdir, layout: ShardLayout, expected: dict[str, str], bar: Any) -> ShardDigests:
-    """The digests of the shard now under its final name: the landed one sealed, or a sealed one kept."""
+def _seal_or_reuse(workdir: Workdir, layout: ShardLayout, expected: dict[str, str], bar: Any) -> dict[str, str]:
+    """The tensor digests of the shard now under its final name: the landed one sealed, or a sealed one kept."""
     final = workdir.draft / layout.name
     landing = workdir.landed_shard(layout.name)
     if landing.is_file():
@@ -114,14 +114,14 @@ def _seal_or_reuse(workdir: Workdir, layout: ShardLayout, expected: dict[str, st
         found = hash_shard(landing, layout, bar.update)
         if found is None:
             raise InputError(f"{landing}: changed while it was being sealed", hint="run the fetch stage again")
-        changed = [name for name, sha in found.tensors.items() if sha != expected[name]]
+        changed = [name for name, sha in found.items() if sha != expected[name]]
         if changed:
             landing.unlink()  # never sealed: the next fetch lands this shard again
             raise CheckFailed(f"{landing}: bytes of {changed[0]} changed since fetch", hint="run the fetch stage again")
         os.replace(landing, final)
         return found
     kept = hash_shard(final, layout, bar.update)
-    if kept is None or any(kept.tensors[name] != expected[name] for name in kept.tensors):
+    if kept is None or any(sha != expected[name] for name, sha in kept.items()):
         raise InputError(f"{landing}: missing, and {final} does not hold this shard", hint="run the fetch stage again")
     return kept
 

@@ -224,7 +224,7 @@ def _still_landed(workdir: Workdir, shard: ShardLayout, previous: dict[str, Any]
     if landing.is_file():
         return landing.stat().st_size == shard.size
     sealed = hash_shard(workdir.draft / shard.name, shard)
-    return sealed is not None and dict(sealed.tensors) == previous.get("sha256")
+    return sealed is not None and sealed == previous.get("sha256")
 
 
 def _load_record(path: Path) -> dict[str, Any] | None:
