@@ -292,6 +292,11 @@ def config_value(config: Mapping[str, Any], key: str) -> tuple[str, Any]:
     raise KeyError(key)
 
 
+def field_path(config: Mapping[str, Any], key: str) -> str:
+    """How an error names `key`: under `text_config.` when the model's fields live there."""
+    return f"text_config.{key}" if isinstance(config.get("text_config"), Mapping) else key
+
+
 def require_int(config: Mapping[str, Any], key: str, *, minimum: int = 1, default: int | None = None) -> int:
     """A positive integer config field (or `default` when absent); ValueError names the dotted field."""
     try:
@@ -299,8 +304,7 @@ def require_int(config: Mapping[str, Any], key: str, *, minimum: int = 1, defaul
     except KeyError:
         if default is not None:
             return default
-        nested = isinstance(config.get("text_config"), Mapping)
-        raise ValueError(f"{'text_config.' if nested else ''}{key}: is required") from None
+        raise ValueError(f"{field_path(config, key)}: is required") from None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{where}: must be an integer >= {minimum}, found {value!r}")
     return value
