@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import RecipeMaker, run_cli
@@ -55,3 +57,12 @@ def test_card_renders_through_the_runner_so_status_sees_it(make_recipe: RecipeMa
 
     assert carded.code == 0 and json.loads(carded.stdout)["readme"].endswith("README.md")
     assert {row["stage"]: row["current"] for row in json.loads(status.stdout)["stages"]}["card"] is True
+
+
+def test_starting_the_cli_leaves_the_libraries_of_single_stages_unloaded() -> None:
+    """numpy (verify's scan), git (releases) and jinja2 (card) load where they are used: every
+    command's start-up, a stage's included, would otherwise pay for all three."""
+    probe = "import sys, pipeline.cli.main; print(sorted(m for m in ('numpy', 'git', 'jinja2') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert loaded == "[]"

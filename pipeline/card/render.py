@@ -13,9 +13,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from huggingface_hub import ModelCardData
 
 from pipeline import __version__
@@ -24,6 +23,9 @@ from pipeline.card.markdown import escape_cell
 from pipeline.errors import InputError
 from pipeline.families import Family
 from pipeline.recipe.loader import HubRef, Recipe
+
+if TYPE_CHECKING:
+    import jinja2
 
 # The required top-level card_templates/ folder, shipped inside this package as its data.
 TEMPLATES = Path(str(importlib.resources.files("pipeline.card") / "templates"))
@@ -37,6 +39,8 @@ NOT_GIVEN = "not given"  # a label no input file or recipe states
 
 def environment(folder: Path = TEMPLATES) -> jinja2.Environment:
     """The one template environment: strict undefined, no autoescape (Markdown), stable whitespace."""
+    import jinja2  # here, not at the top: only card rendering needs it, and it costs every command's start-up
+
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)),
         undefined=jinja2.StrictUndefined,
@@ -261,6 +265,8 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
 
 def render(inputs: CardInputs, templates: Path = TEMPLATES) -> str:
     """The whole README.md: front matter, then the body."""
+    import jinja2
+
     context = card_context(inputs)
     try:
         body = environment(templates).get_template(TEMPLATE).render(**context)

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from safetensors import safe_open
 
 from pipeline.checkpoint.files import sha256_file
@@ -93,13 +92,17 @@ class _NonFiniteCounter:
     """Counts NaN/Inf elements of a chunk with numpy, into scratch arrays allocated once per shard."""
 
     def __init__(self, chunk_bytes: int) -> None:
-        self._masked = np.empty(chunk_bytes, dtype=np.uint8)
-        self._hits = np.empty(chunk_bytes // 2, dtype=np.bool_)
+        import numpy  # here, not at the top: only verify scans, and numpy costs every command's start-up
+
+        self._np = numpy
+        self._masked = numpy.empty(chunk_bytes, dtype=numpy.uint8)
+        self._hits = numpy.empty(chunk_bytes // 2, dtype=numpy.bool_)
 
     def count(self, chunk: memoryview, dtype: str) -> int:
         if dtype not in NON_FINITE_MASKS:
             return 0
         layout, mask = NON_FINITE_MASKS[dtype]
+        np = self._np
         values = np.frombuffer(chunk, dtype=layout)
         masked = self._masked.view(layout)[: len(values)]
         hits = self._hits[: len(values)]

@@ -13,13 +13,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import git
+from typing import TYPE_CHECKING
 
 from pipeline.errors import CheckFailed, InputError
 from pipeline.recipe.layout import LOCK_FILE
 from pipeline.recipe.loader import RECIPE_FILE, Recipe, load_recipe
 from pipeline.recipe.lock import load_lock
+
+if TYPE_CHECKING:
+    import git
 
 SEMVER = re.compile(r"^v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 TAG_FORMS = "release tags are <draft>/vX.Y.Z, or vX.Y.Z with a single releasable draft; pre-releases (v1.0.0-rc1) are not released"
@@ -93,6 +95,8 @@ def parse_release_tag(tag: str, single_draft: str | None) -> ReleaseTag:
 
 
 def _open(start: Path) -> git.Repo | None:
+    import git  # here, not at the top: only the release commands read git, and it costs every command's start-up
+
     try:
         repo = git.Repo(start, search_parent_directories=True)
         repo.head.commit  # noqa: B018 (an empty repository has no HEAD commit)
@@ -270,6 +274,8 @@ def select_release(artifacts: Path, tag: str, merged_into: str | None = None) ->
         raise CheckFailed(f"tag {tag!r}: {artifacts} is not in a git checkout", hint="release from a clone of the project")
     head = _check_head_is(repo, tag)
     if merged_into is not None:
+        import git
+
         try:
             branch = repo.commit(merged_into)
         except (git.BadName, ValueError):
