@@ -19,10 +19,6 @@ from pipeline.families import FAMILIES
 NOT_REPLAYED = "not yet: its `load_weights` is not replayed here and no checkpoint of it has been read"
 
 
-def _packaged(package: str) -> str:
-    return f"not yet: lives in `vllm/models/{package}/`, split by hardware backend; its `load_weights` is not replayed here"
-
-
 TRANSFORMERS_BACKEND = (
     "not a model family: the Transformers modeling backend builds the MTP from the target's config (speculative.py:715-719)"
 )
@@ -32,10 +28,10 @@ NOT_YET: dict[str, str] = {
     "MiMoV2MTPModel": NOT_REPLAYED,
     "MiMoV2OmniMTPModel": "multimodal-only: routed from `MiMoV2OmniForCausalLM`, a multimodal model (registry.py:522)",
     "EagleDeepSeekMTPModel": "not an MTP layer copy: an EAGLE draft model (`EagleDeepseekV3ForCausalLM`, deepseek_eagle.py:194)",
-    "Dots3NoteMTPModel": _packaged("dots3_note"),
+    "Dots3NoteMTPModel": NOT_REPLAYED,
     "BailingMoeV3MTPModel": NOT_REPLAYED,
     "BailingMoeV25MTPModel": NOT_REPLAYED,
-    "InklingMTPModel": _packaged("inkling"),
+    "InklingMTPModel": NOT_REPLAYED,
     "Gemma4MTPModel": (
         "not an MTP layer copy: the draft is a separate assistant checkpoint (`gemma4_assistant`, speculative.py:1106-1115) with its own"
         " decoder layers, hidden size, `pre_projection` / `post_projection` and tied draft-width embedding (gemma4_mtp.py:336-403, 481-488);"
@@ -49,11 +45,11 @@ NOT_YET: dict[str, str] = {
     "GlmOcrMTPModel": "multimodal-only: routed from `GlmOcrForConditionalGeneration`, an OCR model (registry.py:436)",
     "OpenPanguMTPModel": NOT_REPLAYED,
     "ParseAuxMTPModel": "multimodal-only: routed from `RadioMBartPrefixForCausalLM` (Nemotron Parse), a document-image model (registry.py:648, speculative.py:721-732)",
-    "Step5MTP": _packaged("step5"),
-    "Qwen4ExpMTP": _packaged("qwen4_exp"),
+    "Step5MTP": NOT_REPLAYED,
+    "Qwen4ExpMTP": NOT_REPLAYED,
     "InternS2MobiusMTP": NOT_REPLAYED,
     "HYV3MTPModel": NOT_REPLAYED,
-    "HYV4MTPModel": _packaged("hy_v4"),
+    "HYV4MTPModel": NOT_REPLAYED,
     "TransformersForMTP": TRANSFORMERS_BACKEND,
     "TransformersMoEForMTP": TRANSFORMERS_BACKEND,
 }
