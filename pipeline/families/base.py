@@ -105,6 +105,9 @@ class QuantModule:
     unquantized_under: tuple[str, ...] = ()
     shared: bool = False
     when: str | None = None
+    # (list field of the target config, entry): built unquantized when that list holds the entry
+    # (LongCat-Flash's `eh_proj` under `disable_quant_module: [mtp]`).
+    unquantized_if: tuple[str, str] | None = None
 
 
 # (checkpoint name, geometry, the parameters the module declares) -> the parameter filled, or None.
@@ -136,6 +139,11 @@ class Family:
     # The loader's per-layer parameter prefix when it differs from `output_prefix` (Qwen3-Next: mtp. -> model.).
     param_prefix: str | None = None
     count_key: str = "num_nextn_predict_layers"
+    # The config field that counts the backbone's layers, compared with the target's (LongCat-Flash: num_layers).
+    layer_count_key: str = "num_hidden_layers"
+    # Parameters the vLLM module declares that no checkpoint name can fill, because the proposer
+    # always replaces them with the target's (LongCat-Flash's top-level `lm_head.weight`).
+    unfilled_params: tuple[str, ...] = ()
     count_default: int | None = None  # what vLLM assumes when the config lacks `count_key`
     # Whose quantization config vLLM builds the MTP module with: the draft's own (Step) or the target's.
     quantization_from: Literal["draft", "target"] = "target"
@@ -197,7 +205,7 @@ class Family:
 
     def declared_params(self, geometry: Geometry) -> set[str]:
         """Every parameter the vLLM MTP module declares for this geometry, shared copies included."""
-        return {tensor.param for tensor in self._tensors(geometry)}
+        return {tensor.param for tensor in self._tensors(geometry)} | set(self.unfilled_params)
 
     def known_source_names(self, geometry: Geometry) -> set[str]:
         """Every source name of an MTP tensor this family knows, shipped or not."""
