@@ -36,6 +36,7 @@ NEW_FAMILIES = (
     "minimax_m3",
     "nemotron_h",
     "deepseek_v4",
+    "longcat_flash",
 )
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
@@ -158,6 +159,16 @@ DRAFT_TENSORS = {
     ),
     "nemotron_h": _under("mtp.layers.0.", NEMOTRON_START + NEMOTRON_ATTENTION) | _under("mtp.layers.1.", NEMOTRON_MOE),
     "deepseek_v4": _under("mtp.0.", V4_HEAD + V4_DECODER + V4_ATTN + V4_MOE),
+    # LongCat-Flash: the model.mtp module's final norm beside one dense MLA layer, named as vLLM 0.33.0's
+    # rename table reads them (longcat_flash_mtp.py:183-210).
+    "longcat_flash": {"model.mtp.norm.weight"}
+    | _under(
+        "model.mtp.layers.0.",
+        ["enorm.m.weight", "hnorm.m.weight", "eh_proj.weight"]
+        + NORMS
+        + MLA
+        + [f"transformer_layer.mlp.{p}_proj.weight" for p in ("gate", "up", "down")],
+    ),
 }
 DRAFT_COUNTS = {
     "deepseek_v3": 30,
@@ -173,6 +184,7 @@ DRAFT_COUNTS = {
     "minimax_m3": 33,
     "nemotron_h": 22,
     "deepseek_v4": 41,
+    "longcat_flash": 16,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
@@ -189,7 +201,10 @@ SHARED_COPIES = {
     "minimax_m3": {"model.embed_tokens.weight", "lm_head.weight"},
     "nemotron_h": set(),  # no embedding or head of its own (nemotron_h_mtp.py:255, 372)
     "deepseek_v4": {"mtp.0.emb.tok_emb.weight", "mtp.0.head.weight"},
+    "longcat_flash": {"model.mtp.embed_tokens.weight"},  # its lm_head is never read from the draft (longcat_flash_mtp.py:311-316)
 }
+# Parameters vLLM declares that no checkpoint name fills: the proposer always puts the target's in.
+UNFILLED = {"longcat_flash": {"lm_head.weight"}}
 # The families that offer `shared_weights: copy`.
 COPYING = tuple(family for family in NEW_FAMILIES if SHARED_COPIES[family])
 # Shapes that follow from the tiny configs: hidden 64, vocab 256, 4 heads; see synthetic_families.
@@ -272,6 +287,14 @@ SHAPES = {
         "mtp.0.attn.wq_b.weight": (4 * 16, 32),
         "mtp.0.attn.wkv.weight": (16, 64),
     },
+    # 4 heads: q_b 4 x (8 + 4) over q_lora_rank 32, kv_a kv_lora_rank 16 + rope 4; dense MLP of ffn_hidden_size 96.
+    "longcat_flash": {
+        "model.mtp.layers.0.self_attn.q_b_proj.weight": (4 * (8 + 4), 32),
+        "model.mtp.layers.0.self_attn.kv_a_proj_with_mqa.weight": (16 + 4, 64),
+        "model.mtp.layers.0.transformer_layer.mlp.down_proj.weight": (64, 96),
+        "model.mtp.layers.0.eh_proj.weight": (64, 128),
+        "model.mtp.norm.weight": (64,),
+    },
 }
 # One MTP tensor per family whose absence the build must refuse.
 MISSING = {
@@ -288,6 +311,7 @@ MISSING = {
     "minimax_m3": "model.mtp.layers.0.transformer_layer.block_sparse_moe.e_score_correction_bias",
     "nemotron_h": "mtp.layers.1.final_layernorm.weight",
     "deepseek_v4": "mtp.0.hc_attn_fn",
+    "longcat_flash": "model.mtp.norm.weight",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -304,6 +328,7 @@ MTP_LAYERS = {
     "minimax_m3": range(0, 1),
     "nemotron_h": range(0, 2),
     "deepseek_v4": range(0, 1),
+    "longcat_flash": range(0, 1),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 
@@ -366,7 +391,7 @@ def test_a_build_of_the_synthetic_source_passes_verify_with_exactly_the_mtp_tens
     assert all(source_hashes[name] == sha for name, sha in produced.items())
     # vLLM 0.33.0 consumes every tensor and fills every parameter but the ones it takes from the target.
     consumes = _upstream(family)["consumes"]["names"]
-    replaced = {consumes[name] for name in SHARED_COPIES[family]}
+    replaced = {consumes[name] for name in SHARED_COPIES[family]} | UNFILLED.get(family, set())
     assert {consumes[name] for name in produced} == set(_upstream(family)["params"]["names"]) - replaced
     index = json.loads((draft / "model.safetensors.index.json").read_text())
     for name, shape in SHAPES[family].items():
@@ -429,6 +454,7 @@ ERRORS = {
     "glm5_next": "KeyError",
     "kimi_k3": "KeyError",
     "deepseek_v4": "KeyError",
+    "longcat_flash": "KeyError",
 }
 UNLOADABLE = [
     ("deepseek_v3", "model.layers.4.enorm.weight", "layers.4.enorm.weight", "layers.4.enorm.weight"),
@@ -477,6 +503,14 @@ UNLOADABLE = [
     # vLLM's own name is renamed again by V4's substring rules (deepseek_v4/nvidia/mtp.py:362-373).
     ("deepseek_v4", "mtp.0.norm.weight", "mtp.0.shared_head.norm.weight", "model.layers.4.shared_head.shared_head.norm.weight"),
     ("deepseek_v4", "mtp.0.attn_norm.weight", "layers.4.attn_norm.weight", "layers.4.attn_norm.weight"),
+    # Outside LongCat-Flash's rename table a name keeps its own (longcat_flash_mtp.py:276-277).
+    ("longcat_flash", "model.mtp.layers.0.enorm.m.weight", "model.mtp.layers.0.enorm.weight", "model.mtp.layers.0.enorm.weight"),
+    (
+        "longcat_flash",
+        "model.mtp.layers.0.transformer_layer.mlp.gate_proj.weight",
+        "model.mtp.layers.0.mlp.gate_proj.weight",
+        "model.mtp.layers.0.mlp.gate_up_proj.weight",
+    ),
 ]
 
 

@@ -127,6 +127,7 @@ MISSING = {
         "kimi_k3": "model.layers.4*",
         "minimax_m3": "model.layers.0*",
         "deepseek_v4": "model.layers.4*",
+        "longcat_flash": "eh_proj, model.layers.4*",
     },
     "compressed-tensors": {
         "deepseek_v3": "re:model\\.layers\\.4\\.",
@@ -141,6 +142,7 @@ MISSING = {
         "kimi_k3": "re:model\\.layers\\.4\\.",
         "minimax_m3": "re:model\\.layers\\.0\\.",
         "deepseek_v4": "re:model\\.layers\\.4\\.",
+        "longcat_flash": "re:eh_proj$, re:model\\.layers\\.4\\.",
     },
     "fp8": {
         "deepseek_v3": "model.layers.4.self_attn.fused_qkv_a_proj",
@@ -156,6 +158,7 @@ MISSING = {
         "kimi_k3": "model.layers.4.self_attn.fused_qkv_a_g_proj",
         "minimax_m3": "model.layers.0.eh_proj",
         "deepseek_v4": "model.layers.4.e_proj",
+        "longcat_flash": "eh_proj",
     },
 }
 

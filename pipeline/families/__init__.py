@@ -10,6 +10,7 @@ from pipeline.families.glm4_moe import GLM4_MOE
 from pipeline.families.glm4_moe_lite import GLM4_MOE_LITE
 from pipeline.families.glm5_next import GLM5_NEXT
 from pipeline.families.kimi_k3 import KIMI_K3
+from pipeline.families.longcat_flash import LONGCAT_FLASH
 from pipeline.families.mimo import MIMO
 from pipeline.families.minimax_m3 import MINIMAX_M3
 from pipeline.families.nemotron_h import NEMOTRON_H
@@ -34,6 +35,7 @@ FAMILIES: dict[str, Family] = {
         MINIMAX_M3,
         NEMOTRON_H,
         DEEPSEEK_V4,
+        LONGCAT_FLASH,
     )
 }
 
