@@ -139,11 +139,6 @@ class Family:
     # The loader's per-layer parameter prefix when it differs from `output_prefix` (Qwen3-Next: mtp. -> model.).
     param_prefix: str | None = None
     count_key: str = "num_nextn_predict_layers"
-    # The config field that counts the backbone's layers, compared with the target's (LongCat-Flash: num_layers).
-    layer_count_key: str = "num_hidden_layers"
-    # Parameters the vLLM module declares that no checkpoint name can fill, because the proposer
-    # always replaces them with the target's (LongCat-Flash's top-level `lm_head.weight`).
-    unfilled_params: tuple[str, ...] = ()
     count_default: int | None = None  # what vLLM assumes when the config lacks `count_key`
     # Whose quantization config vLLM builds the MTP module with: the draft's own (Step) or the target's.
     quantization_from: Literal["draft", "target"] = "target"
@@ -163,6 +158,11 @@ class Family:
     # How vLLM renames the target's quantization module lists before building the MTP (the target
     # class's hf_to_vllm_mapper, model_loader/utils.py:367-386); None: entries are matched as written.
     target_module_rename: Callable[[str, Geometry], str] | None = None
+    # The config field that counts the backbone's layers, compared with the target's (LongCat-Flash: num_layers).
+    layer_count_key: str = "num_hidden_layers"
+    # Parameters the vLLM module declares that no checkpoint name can fill, because the proposer
+    # always replaces them with the target's (LongCat-Flash's top-level `lm_head.weight`).
+    unfilled_params: tuple[str, ...] = ()
 
     def with_shared_weights(self, choice: str) -> Family:
         """This family shipping (`copy`) or leaving out (`omit`) the copies vLLM replaces; ValueError names the reason."""
