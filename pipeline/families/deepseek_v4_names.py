@@ -13,7 +13,7 @@ import re
 from collections.abc import Collection
 
 from pipeline.families.base import Geometry
-from pipeline.families.loader_names import spec_layer
+from pipeline.families.loader_names import W1_W2_W3, expert_param, spec_layer
 
 # WEIGHT_NAME_REMAPPING (mtp.py:362-366), applied as substring replacements in this order.
 V4_RENAMES = (
@@ -59,17 +59,6 @@ def _rewrite(name: str, layer: int) -> str:
     return name
 
 
-def _routed_expert(name: str, geometry: Geometry) -> str | None:
-    """FusedMoE's per-expert mapping with checkpoint names w1 / w2 / w3 (mtp.py:392-398;
-    fused_moe/routed_experts.py:1272-1287): the first `experts.{e}.{w}.` found in the name."""
-    for expert in range(geometry.num_experts):
-        for part, fused in (("w1", "w13"), ("w2", "w2"), ("w3", "w13")):
-            marker = f"experts.{expert}.{part}."
-            if marker in name:
-                return name.replace(marker, f"experts.routed_experts.{fused}_")
-    return None  # mtp.py:463-487: no mapping matches, so nothing loads and nothing is raised
-
-
 def deepseek_v4_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str | None:
     """`DeepSeekV4MTP.load_weights` (mtp.py:359-502) for one checkpoint name."""
     name = to_spec_layer_name(name, geometry)
@@ -95,7 +84,9 @@ def deepseek_v4_mtp(name: str, geometry: Geometry, params: Collection[str]) -> s
         if name.endswith(".ffn.gate.bias"):  # :489-495
             name = name.replace(".ffn.gate.bias", ".ffn.gate.e_score_correction_bias")
         return name
-    return _routed_expert(name, geometry)
+    # FusedMoE's per-expert mapping with w1 / w2 / w3 (mtp.py:392-398); an expert past n_routed_experts
+    # matches no mapping, so nothing loads and nothing is raised (:463-487).
+    return expert_param(name, geometry, W1_W2_W3)
 
 
 # DeepseekV4ForCausalLM's hf_to_vllm_mapper (nvidia/model.py:1226-1269) as `get_rename_mapper` keeps

@@ -20,7 +20,7 @@ from pipeline.families.base import Attention, Geometry, LayerTensor, config_valu
 from pipeline.families.common import layer_norms, moe_quant_modules, nextn_head, read_sizes, routed_experts, shared_experts
 from pipeline.families.deepseek_v3 import BLOCK, FULL, LAYER, MLA, MLA_SIZES
 from pipeline.families.deepseek_v32 import DEEPSEEK_V32, INDEX_SIZES, INDEXER
-from pipeline.families.loader_names import DEEPSEEK_STACKED, _nextn_rewrite, _nextn_tail, spec_layer
+from pipeline.families.loader_names import DEEPSEEK_STACKED, nextn_rewrite, nextn_tail, spec_layer
 
 # Fields vLLM 0.33.0 reads from the draft's text config that transformers 5.20.2's Glm5NextTextConfig
 # does not declare (configuration_glm5_next.py:100-153), so config.json must carry them: mtp.py:317;
@@ -128,7 +128,7 @@ def glm5_next_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str
     layer = spec_layer(name, geometry)
     if layer is None:
         return None  # :328-330: a top-level embedding too
-    return _nextn_tail(_nextn_rewrite(name, layer), layer, geometry, params, DEEPSEEK_STACKED)
+    return nextn_tail(nextn_rewrite(name, layer), layer, geometry, params, DEEPSEEK_STACKED)
 
 
 GLM5_NEXT = replace(

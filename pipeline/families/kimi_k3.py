@@ -20,7 +20,7 @@ from typing import Any
 from pipeline.families.base import Attention, Family, Geometry, LayerTensor, QuantModule, config_value, optional_flag, require_int
 from pipeline.families.common import NEXTN_HEAD_MODULE, ShapeRule, layer_norms, nextn_head, read_sizes
 from pipeline.families.deepseek_v3 import FUSED_QKV_A, MLA, MLA_SIZES
-from pipeline.families.loader_names import _expert, _nextn_rewrite
+from pipeline.families.loader_names import W1_W2_W3, expert_param, nextn_rewrite
 
 FULL = "full_attention"
 BLOCK = "mtp_block."
@@ -178,10 +178,6 @@ def _spec_layer(name: str, geometry: Geometry) -> int | None:
     return next((layer for layer in geometry.mtp_layers if f"layers.{layer}." in name), None)
 
 
-# KimiK3MTP names its experts' gate, down and up projections w1, w2 and w3 (nvidia/mtp.py:296-303).
-W1_W2_W3 = (("w1", "w13"), ("w2", "w2"), ("w3", "w13"))
-
-
 def replay(name: str, geometry: Geometry, params: Collection[str]) -> str | None:
     """`KimiK3MTP.load_weights` (nvidia/mtp.py:317-404) for one BF16 name: `language_model.` is dropped,
     DeepSeek's rewrite applies, and a name that reaches no parameter is skipped (:396-397); only the
@@ -192,14 +188,14 @@ def replay(name: str, geometry: Geometry, params: Collection[str]) -> str | None
     layer = _spec_layer(name, geometry)
     if layer is None:
         return None
-    name = _nextn_rewrite(name, layer)
+    name = nextn_rewrite(name, layer)
     for param, part in KIMI_STACKED:
         if part not in name or ".experts." in name:
             continue
         mapped = name.replace(part, param)
         if mapped in params:
             return mapped
-    expert = _expert(name, geometry, W1_W2_W3)
+    expert = expert_param(name, geometry, W1_W2_W3)  # w1 / w2 / w3 experts (nvidia/mtp.py:296-303)
     if expert is not None:
         return expert
     if name not in params:
