@@ -247,6 +247,9 @@ SHAPES = {
         "model.layers.4.block_sparse_moe.experts.1.w1.weight": (24, 32),
         "model.layers.4.block_sparse_moe.experts.2.w2.weight": (32, 24),
         "model.layers.4.block_sparse_moe.routed_expert_down_proj.weight": (32, 64),
+        # kimi_k3/nvidia/model.py:484-500: norm over the latent width, up-projection back to hidden.
+        "model.layers.4.block_sparse_moe.routed_expert_norm.weight": (32,),
+        "model.layers.4.block_sparse_moe.routed_expert_up_proj.weight": (64, 32),
         "model.layers.4.eh_proj.weight": (64, 128),
     },
     # 4 heads x 16, 2 KV heads, 2 index heads of width 16 and one index key head (linear.py:1435-1445).
@@ -271,6 +274,17 @@ SHAPES = {
         "mtp.0.attn.wo_a.weight": (2 * 8, 4 * 16 // 2),
         "mtp.0.attn.wq_b.weight": (4 * 16, 32),
         "mtp.0.attn.wkv.weight": (16, 64),
+        # nvidia/model.py:636-665: base (2 + hc_mult) x hc_mult, scale 3; nvidia/mtp.py:127-134: hc_mult and 1.
+        "mtp.0.hc_attn_base": (8,),
+        "mtp.0.hc_attn_scale": (3,),
+        "mtp.0.hc_ffn_base": (8,),
+        "mtp.0.hc_ffn_scale": (3,),
+        "mtp.0.hc_head_base": (2,),
+        "mtp.0.hc_head_scale": (1,),
+        # attention.py:250, 270, 281-288: a sink per head, kv_norm over head_dim, wo_b [hidden, o_groups x o_lora_rank].
+        "mtp.0.attn.attn_sink": (4,),
+        "mtp.0.attn.kv_norm.weight": (16,),
+        "mtp.0.attn.wo_b.weight": (64, 2 * 8),
     },
 }
 # One MTP tensor per family whose absence the build must refuse.
