@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline.families.base import Attention, Family, Geometry, LayerTensor, config_value, optional_flag, require_int
 from pipeline.families.common import concat_proj, hidden
+from pipeline.families.loader_names import _expert
 
 FULL = "full_attention"
 MOE = "moe"
@@ -233,12 +234,9 @@ def nemotron_h_mtp(name: str, geometry: Geometry, params: Collection[str]) -> st
         if part in name and ".mixer." in name:
             stacked = name.replace(part, param)
             return stacked if stacked in params else None  # :471-497
-    for expert in range(geometry.num_experts):
-        for part, fused in EXPERT_PARTS:
-            marker = f"experts.{expert}.{part}."
-            if marker in name:
-                mapped = name.replace(marker, f"experts.routed_experts.{fused}_")
-                return mapped if mapped in params else None  # :499-530
+    expert = _expert(name, geometry, EXPERT_PARTS)
+    if expert is not None:
+        return expert if expert in params else None  # :499-530
     return name if name in params else None  # :532-542
 
 
