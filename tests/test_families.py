@@ -789,6 +789,17 @@ def test_a_nemotron_h_mtp_layer_list_overrides_the_legacy_pattern() -> None:
     assert names == _under("mtp.layers.0.", NEMOTRON_START + NEMOTRON_ATTENTION + ["final_layernorm.weight"])
 
 
+def test_a_nemotron_h_config_in_transformers_aliases_reads_like_the_field_names() -> None:
+    """NemotronHConfig.attribute_map sends layer_types to layers_block_type and num_local_experts to
+    n_routed_experts (transformers 5.20.2 configuration_nemotron_h.py:84); set last, the alias wins."""
+    family, config = FAMILIES["nemotron_h"], family_config("nemotron_h")
+    aliased = {key: value for key, value in config.items() if key not in ("hybrid_override_pattern", "n_routed_experts")}
+    aliased |= {"layer_types": ["linear_attention", "full_attention"], "num_local_experts": 3}
+    geometry = family.read_geometry({**aliased, "n_routed_experts": 8, "layers_block_type": ["moe"] * 5})
+
+    assert (geometry.num_hidden_layers, geometry.num_experts) == (2, 3)
+
+
 @pytest.mark.parametrize("shared", [None, 0])
 def test_a_nemotron_h_moe_without_shared_experts_has_no_shared_expert_tensors(shared: int | None) -> None:
     """n_shared_experts null or 0 builds no shared expert (vLLM 0.33.0 nemotron_h.py:178-179)."""
