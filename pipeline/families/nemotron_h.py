@@ -271,7 +271,8 @@ NEMOTRON_H = Family(
     shared_weights_choices=("omit",),
     vllm_file="nemotron_h_mtp.py",
     facts=(
-        "vLLM 0.33.0 config/speculative.py:894-906: model_type nemotron_h (or nemotron_h_puzzle, not covered here) with num_nextn_predict_layers > 0 routes to NemotronHMTP (architecture NemotronHMTPModel), n_predict = num_nextn_predict_layers",
+        "vLLM 0.33.0 config/speculative.py:894-906: model_type nemotron_h (or nemotron_h_puzzle, not covered here) with num_nextn_predict_layers > 0 becomes nemotron_h_mtp, which routes to NemotronHMTP (architecture NemotronHMTPModel), n_predict = num_nextn_predict_layers",
+        "vLLM 0.33.0 transformers_utils/config.py:122-177, 425-450 and transformers 5.20.2 models/auto/auto_mappings.py:472: no config class is registered for model_type nemotron_h_mtp, so a config file of that type loads only as remote code, which a draft does not ship; it is not a route here",
         "vLLM 0.33.0 nemotron_h_mtp.py:237-253: the module reads the draft's own text config; num_nextn_predict_layers must be 1 (assert); the layers follow config.mtp_hybrid_override_pattern",
         "transformers 5.20.2 configuration_nemotron_h.py:180-188, 253-271: the MTP pattern comes from mtp_layers_block_type (default full_attention, moe, i.e. '*E'); a legacy mtp_hybrid_override_pattern counts only while that list is the default; :84 and configuration_utils.py:496-501: the aliases layer_types and num_local_experts set layers_block_type and n_routed_experts after the fields, so they win",
         "vLLM 0.33.0 nemotron_h_mtp.py:257-292: one layer per pattern character under mtp.layers.{i}, '*' attention and 'E' MoE (anything else raises NotImplementedError); the first has enorm, hnorm and eh_proj (:70-85), the last final_layernorm (:87-91)",
