@@ -528,9 +528,9 @@ def test_inspect_gives_each_family_the_right_verdict(family: str, variant: str, 
 
 
 def test_inspect_says_a_config_declares_the_count_only_when_it_does(family_root: Path, tmp_path: Path) -> None:
-    """Qwen3-Next's config lacks the count (vLLM assumes 1); the others declare it."""
+    """Qwen3-Next's config lacks the count (vLLM assumes 1); the others declare it, Nemotron-H as steps."""
     reasons = {}
-    for family in ("qwen3_next", "deepseek_v3"):
+    for family in ("qwen3_next", "deepseek_v3", "nemotron_h"):
         recipe = _recipe(tmp_path / family, family, family_root / family / "source", family_root / family / "no-mtp")
         reasons[family] = json.loads(run_cli("inspect", "--recipe", str(recipe), "--json").stdout)["reasons"][0]
 
@@ -538,6 +538,11 @@ def test_inspect_says_a_config_declares_the_count_only_when_it_does(family_root:
     assert (
         reasons["deepseek_v3"]
         == "the target ships none of the 30 MTP tensors of layers 4, although its config declares num_nextn_predict_layers: 1"
+    )
+    # num_nextn_predict_layers counts steps; the step runs one layer per MTP pattern character (nemotron_h_mtp.py:246-292).
+    assert reasons["nemotron_h"] == (
+        "the target ships none of the 22 MTP tensors of layers 0-1, although its config declares one MTP step of 2 layers "
+        "(num_nextn_predict_layers: 1)"
     )
 
 
