@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pipeline.families.base import Attention, Family, Geometry, LayerTensor, config_value, optional_flag, require_int
-from pipeline.families.common import concat_proj, hidden
+from pipeline.families.common import cols, concat_proj, hidden, matrix, rows
 from pipeline.families.loader_names import _expert
 
 FULL = "full_attention"
@@ -157,15 +157,6 @@ def _last(g: Geometry, layer: int) -> bool:
     return layer == g.mtp_layers.stop - 1  # has_end_norm (nemotron_h_mtp.py:268, 282)
 
 
-def _width(g: Geometry, size: str) -> int:
-    return g.hidden_size if size == "hidden" else g.sizes[size]
-
-
-def _matrix(rows: str, cols: str) -> Callable[[Geometry, Attention], tuple[int, ...]]:
-    """A `[rows, cols]` weight, each a `Geometry.sizes` key or "hidden"."""
-    return lambda g, a: (_width(g, rows), _width(g, cols))
-
-
 ATTENTION, MIXTURE = _of_type(FULL), _of_type(MOE)
 QKV = "mixer.qkv_proj.weight"
 LAYER_TENSORS = (
@@ -184,38 +175,34 @@ LAYER_TENSORS = (
     LayerTensor(
         "mixer.gate.e_score_correction_bias", lambda g, a: (g.num_experts,), "mixer.gate.e_score_correction_bias", in_layer=MIXTURE
     ),
-    LayerTensor(
-        "mixer.fc1_latent_proj.weight", _matrix("latent", "hidden"), "mixer.fc1_latent_proj.weight", when="latent_moe", in_layer=MIXTURE
-    ),
+    LayerTensor("mixer.fc1_latent_proj.weight", rows("latent"), "mixer.fc1_latent_proj.weight", when="latent_moe", in_layer=MIXTURE),
     LayerTensor(
         "mixer.fc1_latent_proj.bias", lambda g, a: (g.sizes["latent"],), "mixer.fc1_latent_proj.bias", when="latent_bias", in_layer=MIXTURE
     ),
-    LayerTensor(
-        "mixer.fc2_latent_proj.weight", _matrix("hidden", "latent"), "mixer.fc2_latent_proj.weight", when="latent_moe", in_layer=MIXTURE
-    ),
+    LayerTensor("mixer.fc2_latent_proj.weight", cols("latent"), "mixer.fc2_latent_proj.weight", when="latent_moe", in_layer=MIXTURE),
     LayerTensor("mixer.fc2_latent_proj.bias", hidden, "mixer.fc2_latent_proj.bias", when="latent_bias", in_layer=MIXTURE),
     LayerTensor(
         "mixer.experts.{expert}.up_proj.weight",
-        _matrix("moe_intermediate_size", "moe_hidden"),
+        matrix("moe_intermediate_size", "moe_hidden"),
         "mixer.experts.routed_experts.w13_weight",
         in_layer=MIXTURE,
     ),
     LayerTensor(
         "mixer.experts.{expert}.down_proj.weight",
-        _matrix("moe_hidden", "moe_intermediate_size"),
+        matrix("moe_hidden", "moe_intermediate_size"),
         "mixer.experts.routed_experts.w2_weight",
         in_layer=MIXTURE,
     ),
     LayerTensor(
         "mixer.shared_experts.up_proj.weight",
-        _matrix("shared_intermediate_size", "hidden"),
+        rows("shared_intermediate_size"),
         "mixer.shared_experts.up_proj.weight",
         when="shared_experts",
         in_layer=MIXTURE,
     ),
     LayerTensor(
         "mixer.shared_experts.down_proj.weight",
-        _matrix("hidden", "shared_intermediate_size"),
+        cols("shared_intermediate_size"),
         "mixer.shared_experts.down_proj.weight",
         when="shared_experts",
         in_layer=MIXTURE,
