@@ -542,9 +542,9 @@ def test_inspect_gives_each_family_the_right_verdict(family: str, variant: str, 
 
 
 def test_inspect_says_a_config_declares_the_count_only_when_it_does(family_root: Path, tmp_path: Path) -> None:
-    """Qwen3-Next's config lacks the count (vLLM assumes 1); the others declare it."""
+    """Qwen3-Next's config lacks the count (vLLM assumes 1); the others declare it, Nemotron-H as steps."""
     reasons = {}
-    for family in ("qwen3_next", "deepseek_v3"):
+    for family in ("qwen3_next", "deepseek_v3", "nemotron_h"):
         recipe = _recipe(tmp_path / family, family, family_root / family / "source", family_root / family / "no-mtp")
         reasons[family] = json.loads(run_cli("inspect", "--recipe", str(recipe), "--json").stdout)["reasons"][0]
 
@@ -552,6 +552,11 @@ def test_inspect_says_a_config_declares_the_count_only_when_it_does(family_root:
     assert (
         reasons["deepseek_v3"]
         == "the target ships none of the 30 MTP tensors of layers 4, although its config declares num_nextn_predict_layers: 1"
+    )
+    # num_nextn_predict_layers counts steps; the step runs one layer per MTP pattern character (nemotron_h_mtp.py:246-292).
+    assert reasons["nemotron_h"] == (
+        "the target ships none of the 22 MTP tensors of layers 0-1, although its config declares one MTP step of 2 layers "
+        "(num_nextn_predict_layers: 1)"
     )
 
 
@@ -801,6 +806,17 @@ def test_a_nemotron_h_mtp_layer_list_overrides_the_legacy_pattern() -> None:
 
     names = {tensor.name for tensor in FAMILIES["nemotron_h"].expected_tensors(geometry)}
     assert names == _under("mtp.layers.0.", NEMOTRON_START + NEMOTRON_ATTENTION + ["final_layernorm.weight"])
+
+
+def test_a_nemotron_h_config_in_transformers_aliases_reads_like_the_field_names() -> None:
+    """NemotronHConfig.attribute_map sends layer_types to layers_block_type and num_local_experts to
+    n_routed_experts (transformers 5.20.2 configuration_nemotron_h.py:84); set last, the alias wins."""
+    family, config = FAMILIES["nemotron_h"], family_config("nemotron_h")
+    aliased = {key: value for key, value in config.items() if key not in ("hybrid_override_pattern", "n_routed_experts")}
+    aliased |= {"layer_types": ["linear_attention", "full_attention"], "num_local_experts": 3}
+    geometry = family.read_geometry({**aliased, "n_routed_experts": 8, "layers_block_type": ["moe"] * 5})
+
+    assert (geometry.num_hidden_layers, geometry.num_experts) == (2, 3)
 
 
 @pytest.mark.parametrize("shared", [None, 0])

@@ -149,9 +149,30 @@ def test_a_nemotron_h_draft_fills_every_declared_parameter_without_an_embedding_
     assert not any("embed" in param or "lm_head" in param for param in upstream["params"]["names"])
 
 
-def test_nemotron_h_names_no_name_vllm_would_raise_on() -> None:
-    """Its loader skips every name without a parameter (nemotron_h_mtp.py:482-487, 512-513, 532-536)."""
+def test_nemotron_h_replay_never_names_a_parameter_the_module_lacks() -> None:
+    """Its loader skips every name without a parameter (nemotron_h_mtp.py:482-487, 512-513, 532-536), so
+    no name, however far from the layout, may replay to a parameter the module lacks (a KeyError)."""
+    family, geometry = FAMILIES["nemotron_h"], _geometry("nemotron_h")
     assert _upstream("nemotron_h")["key_errors"]["names"] == {}
+    names = [tensor.name for tensor in family.expected_tensors(geometry)]
+    moved = {"mtp.layers.0.": "mtp.layers.1.", "mtp.layers.1.": "mtp.layers.0."}
+    variants = {
+        variant
+        for name in names
+        for variant in (
+            name.replace(".weight", ".bias"),
+            name.replace(".weight", ".weight_scale"),
+            name.replace(".experts.0.", ".experts.9."),
+            next((name.replace(old, new) for old, new in moved.items() if name.startswith(old)), name),
+        )
+    } - set(names)
+
+    replayed = {name: family.vllm_param(name, geometry) for name in variants}
+
+    declared = family.declared_params(geometry)
+    assert all(family.vllm_param(name, geometry) in declared for name in names)
+    assert {name: param for name, param in replayed.items() if param is not None and param not in declared} == {}
+    assert sum(param is None for param in replayed.values()) > len(names)
 
 
 def test_nemotron_h_refuses_to_ship_copies_it_has_none_of() -> None:

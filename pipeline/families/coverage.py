@@ -35,8 +35,10 @@ NOT_YET: dict[str, str] = {
     "Gemma4MTPModel": (
         "not an MTP layer copy: the draft is a separate assistant checkpoint (`gemma4_assistant`, speculative.py:1106-1115) with its own"
         " decoder layers, hidden size, `pre_projection` / `post_projection` and tied draft-width embedding (gemma4_mtp.py:336-403, 481-488);"
-        " the release's loaders name none of these tensors (gemma4.py:1404-1419, gemma4_mm.py:1066-1078; unknown names raise,"
-        " utils.py:441-448), so a quantized release has none to drop, and the assistant keeps its own quantization (utils.py:985-1007)"
+        " the release's loaders (gemma4.py:1504-1506, gemma4_mm.py:2254-2274, whose ignore list holds only vision and audio"
+        " prefixes) map names through tables that name none of these tensors (gemma4.py:1404-1419, gemma4_mm.py:1066-1078; unknown"
+        " names raise, utils.py:441-448), so a quantized release has none to drop, and the assistant keeps its own quantization"
+        " (utils.py:985-1007)"
     ),
     "ErnieMTPModel": NOT_REPLAYED,
     "ExaoneMoeMTP": NOT_REPLAYED,
