@@ -128,3 +128,20 @@ def test_a_config_vllm_cannot_build_the_layer_from_is_refused_naming_the_field(c
     with pytest.raises(ValueError) as refused:
         FAMILIES["mimo_v2"].read_geometry(config)
     assert str(refused.value).startswith(message)
+
+
+def test_a_pro_shaped_source_with_a_fused_qkv_proj_is_refused_not_copied(tmp_path: Path) -> None:
+    """MiMo-V2-Pro stores one fused qkv_proj whose row order vLLM 0.33.0 describes two ways (mimo_v2_mtp.py:13-15
+    concatenated [Q; K; V], :293-299 FP8 chunks of [Q_c | K_c | V_c]); a BF16 copy is not covered."""
+    source = write_family_source(tmp_path / "source", "mimo_v2")
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "architectures": ["MiMoV2ForCausalLM"]}))
+    rename_tensor(source, f"{LAYER0}self_attn.q_proj.weight", f"{LAYER0}self_attn.qkv_proj.weight")
+    target = write_family_target(tmp_path / "target", "mimo_v2")
+    recipe = _recipe(tmp_path, source, target)
+
+    result = run_cli("build", "--recipe", str(recipe), "--workdir", str(tmp_path / "work"))
+
+    assert result.code == 1
+    assert f"MTP tensor(s) the mimo_v2 family does not know, first {LAYER0}self_attn.qkv_proj.weight" in result.stderr
+    assert not (tmp_path / "work" / "draft").exists()

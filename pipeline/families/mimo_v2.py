@@ -6,8 +6,8 @@ be narrower than keys, an optional per-head attention sink), `pre_mlp_layernorm`
 MLP and `final_layernorm`. The module reads the target's config and quantization config and
 declares exactly one layer (`mimo_v2_mtp.py:51-54, 177`), so the draft ships layer 0 whatever
 the config declares; names the loader cannot place are dropped without an error. The Pro release
-(`MiMoV2ForCausalLM`) stores a fused, pre-sharded `qkv_proj` and is not covered. No public
-checkpoint has been read here.
+(`MiMoV2ForCausalLM`) stores a fused `qkv_proj` whose row order the wheel describes two ways; it is
+not covered. No public checkpoint has been read here.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ FACTS = (
     "vLLM 0.33.0 mimo_v2_mtp.py:259-386: names without model.mtp or model.embed_tokens that do not start with lm_head are skipped; q/k/v fuse into qkv_proj and gate/up into gate_up_proj; a shipped qkv_proj loads as it is; every other name that is no parameter (layers 1 and up included) is dropped without an error",
     "vLLM 0.33.0 mimo_v2_mtp.py:75-77, 181-184, 230-234 and mimo_v2.py:295-302: eh_proj, embed_tokens, lm_head and o_proj (under an mtp.layers prefix) are unquantized; qkv_proj and the MLP take vllm_config.quant_config, the target's, as model.mtp.layers.0.*",
     "vLLM 0.33.0 llm_base_proposer.py:1418-1575: embed_tokens and lm_head are replaced by the target's",
-    "unverified: checkpoint layout unverified (no public checkpoint read); names follow the loader and its docstring (mimo_v2_mtp.py:8-18, Flash stores q_proj, k_proj, v_proj apart); the Pro release (MiMoV2ForCausalLM, speculative.py:806-829) stores a fused qkv_proj pre-sharded in num_key_value_heads chunks (:293-299) and is not covered; FP8 weight_scale_inv tensors are refused as unknown MTP tensors",
+    "unverified: checkpoint layout unverified (no public checkpoint read); names follow the loader and its docstring (mimo_v2_mtp.py:8-18, Flash stores q_proj, k_proj, v_proj apart); the Pro release (MiMoV2ForCausalLM, speculative.py:806-829) stores a fused qkv_proj, concatenated [Q;K;V] per the docstring (:13-15) but FP8 chunks of [Q_c|K_c|V_c] per num_key_value_heads per :293-299, loaded whole or cut into tp_size pieces when not FP8 (:339-344); it is not covered; FP8 weight_scale_inv tensors are refused as unknown MTP tensors",
 )
 CARD_NOTES = (
     "vLLM 0.33.0 builds and loads only the first MiMo-V2 MTP layer, so this draft ships `model.mtp.layers.0.*` alone.",
