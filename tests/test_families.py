@@ -36,6 +36,7 @@ NEW_FAMILIES = (
     "minimax_m3",
     "nemotron_h",
     "deepseek_v4",
+    "mimo_v2",
 )
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
@@ -158,6 +159,15 @@ DRAFT_TENSORS = {
     ),
     "nemotron_h": _under("mtp.layers.0.", NEMOTRON_START + NEMOTRON_ATTENTION) | _under("mtp.layers.1.", NEMOTRON_MOE),
     "deepseek_v4": _under("mtp.0.", V4_HEAD + V4_DECODER + V4_ATTN + V4_MOE),
+    # MiMo-V2-Flash: the first MTP layer only, a dense SWA layer with an attention sink (vLLM 0.33.0 mimo_v2_mtp.py:72-119).
+    "mimo_v2": _under(
+        "model.mtp.layers.0.",
+        ["enorm.weight", "hnorm.weight", "eh_proj.weight", "input_layernorm.weight"]
+        + QKV
+        + ["self_attn.o_proj.weight", "self_attn.attention_sink_bias", "pre_mlp_layernorm.weight"]
+        + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")]
+        + ["final_layernorm.weight"],
+    ),
 }
 DRAFT_COUNTS = {
     "deepseek_v3": 30,
@@ -173,6 +183,7 @@ DRAFT_COUNTS = {
     "minimax_m3": 33,
     "nemotron_h": 22,
     "deepseek_v4": 41,
+    "mimo_v2": 14,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
@@ -189,6 +200,7 @@ SHARED_COPIES = {
     "minimax_m3": {"model.embed_tokens.weight", "lm_head.weight"},
     "nemotron_h": set(),  # no embedding or head of its own (nemotron_h_mtp.py:255, 372)
     "deepseek_v4": {"mtp.0.emb.tok_emb.weight", "mtp.0.head.weight"},
+    "mimo_v2": {"model.embed_tokens.weight", "lm_head.weight"},
 }
 # The families that offer `shared_weights: copy`.
 COPYING = tuple(family for family in NEW_FAMILIES if SHARED_COPIES[family])
@@ -286,6 +298,14 @@ SHAPES = {
         "mtp.0.attn.kv_norm.weight": (16,),
         "mtp.0.attn.wo_b.weight": (64, 2 * 8),
     },
+    # 4 SWA heads of key width 16 and value width 8, 2 KV heads (swa_head_dim 16, swa_v_head_dim 8).
+    "mimo_v2": {
+        "model.mtp.layers.0.self_attn.k_proj.weight": (2 * 16, 64),
+        "model.mtp.layers.0.self_attn.v_proj.weight": (2 * 8, 64),
+        "model.mtp.layers.0.self_attn.o_proj.weight": (64, 4 * 8),
+        "model.mtp.layers.0.self_attn.attention_sink_bias": (4,),
+        "model.mtp.layers.0.eh_proj.weight": (64, 128),
+    },
 }
 # One MTP tensor per family whose absence the build must refuse.
 MISSING = {
@@ -302,6 +322,7 @@ MISSING = {
     "minimax_m3": "model.mtp.layers.0.transformer_layer.block_sparse_moe.e_score_correction_bias",
     "nemotron_h": "mtp.layers.1.final_layernorm.weight",
     "deepseek_v4": "mtp.0.hc_attn_fn",
+    "mimo_v2": "model.mtp.layers.0.self_attn.attention_sink_bias",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -318,6 +339,7 @@ MTP_LAYERS = {
     "minimax_m3": range(0, 1),
     "nemotron_h": range(0, 2),
     "deepseek_v4": range(0, 1),
+    "mimo_v2": range(0, 1),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 

@@ -127,6 +127,7 @@ MISSING = {
         "kimi_k3": "model.layers.4*",
         "minimax_m3": "model.layers.0*",
         "deepseek_v4": "model.layers.4*",
+        "mimo_v2": "model.mtp.layers.0*",
     },
     "compressed-tensors": {
         "deepseek_v3": "re:model\\.layers\\.4\\.",
@@ -141,6 +142,7 @@ MISSING = {
         "kimi_k3": "re:model\\.layers\\.4\\.",
         "minimax_m3": "re:model\\.layers\\.0\\.",
         "deepseek_v4": "re:model\\.layers\\.4\\.",
+        "mimo_v2": "re:model\\.mtp\\.layers\\.0\\.",
     },
     "fp8": {
         "deepseek_v3": "model.layers.4.self_attn.fused_qkv_a_proj",
@@ -156,6 +158,7 @@ MISSING = {
         "kimi_k3": "model.layers.4.self_attn.fused_qkv_a_g_proj",
         "minimax_m3": "model.layers.0.eh_proj",
         "deepseek_v4": "model.layers.4.e_proj",
+        "mimo_v2": "model.mtp.layers.0.self_attn.qkv_proj",
     },
 }
 

@@ -33,6 +33,7 @@ NON_STEP = (
     "kimi_k3",
     "minimax_m3",
     "deepseek_v4",
+    "mimo_v2",
 )
 # The parameters the proposer replaces with the target's (llm_base_proposer.py:1418-1575), by family.
 REPLACED = {
@@ -49,6 +50,7 @@ REPLACED = {
     "kimi_k3": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "minimax_m3": {"model.embed_tokens.weight", "lm_head.weight"},
     "deepseek_v4": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
+    "mimo_v2": {"model.embed_tokens.weight", "lm_head.weight"},
 }
 
 

@@ -227,6 +227,8 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
     if inputs.config is not None:
         # The family's count key, text_config first; Qwen3-Next's config may lack it and vLLM then assumes 1.
         n_predict = inputs.family.declared_mtp_count(inputs.config) or 0
+        if inputs.family.mtp_layer_limit is not None:
+            n_predict = min(n_predict, inputs.family.mtp_layer_limit)
     else:
         n_predict = len({t["name"].split(".")[2] for t in lock.get("tensors", []) if t["name"].startswith("model.layers.")})
     inspect = lock.get("inspect") or {}

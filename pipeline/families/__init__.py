@@ -11,6 +11,7 @@ from pipeline.families.glm4_moe_lite import GLM4_MOE_LITE
 from pipeline.families.glm5_next import GLM5_NEXT
 from pipeline.families.kimi_k3 import KIMI_K3
 from pipeline.families.mimo import MIMO
+from pipeline.families.mimo_v2 import MIMO_V2
 from pipeline.families.minimax_m3 import MINIMAX_M3
 from pipeline.families.nemotron_h import NEMOTRON_H
 from pipeline.families.qwen3_5 import QWEN3_5, QWEN3_5_MOE
@@ -34,6 +35,7 @@ FAMILIES: dict[str, Family] = {
         MINIMAX_M3,
         NEMOTRON_H,
         DEEPSEEK_V4,
+        MIMO_V2,
     )
 }
 

@@ -137,6 +137,8 @@ class Family:
     param_prefix: str | None = None
     count_key: str = "num_nextn_predict_layers"
     count_default: int | None = None  # what vLLM assumes when the config lacks `count_key`
+    # How many MTP layers vLLM builds whatever the config declares (MiMo-V2: one); None: as many as declared.
+    mtp_layer_limit: int | None = None
     # Whose quantization config vLLM builds the MTP module with: the draft's own (Step) or the target's.
     quantization_from: Literal["draft", "target"] = "target"
     quant_modules: tuple[QuantModule, ...] = ()

@@ -25,7 +25,6 @@ TRANSFORMERS_BACKEND = (
 
 # Why a registered MTP architecture is not supported, by registry key. Lines are vLLM 0.33.0's.
 NOT_YET: dict[str, str] = {
-    "MiMoV2MTPModel": NOT_REPLAYED,
     "MiMoV2OmniMTPModel": "multimodal-only: routed from `MiMoV2OmniForCausalLM`, a multimodal model (registry.py:522)",
     "EagleDeepSeekMTPModel": "not an MTP layer copy: an EAGLE draft model (`EagleDeepseekV3ForCausalLM`, deepseek_eagle.py:194)",
     "Dots3NoteMTPModel": NOT_REPLAYED,

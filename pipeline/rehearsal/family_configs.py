@@ -325,6 +325,27 @@ def _deepseek_v4(spec: FamilySpec) -> dict[str, Any]:
     }
 
 
+def _mimo_v2(spec: FamilySpec) -> dict[str, Any]:
+    """MiMo-V2-Flash's flat shape: the fields vLLM 0.33.0's MTP layer reads (mimo_v2_mtp.py:72-119), with
+    values narrower than keys and the attention sink on; the backbone's global-attention widths are left out."""
+    return {
+        "architectures": ["MiMoV2FlashForCausalLM"],
+        "model_type": "mimo_v2_flash",
+        **_text(spec),
+        "num_nextn_predict_layers": spec.num_mtp_layers,
+        "layernorm_epsilon": 1e-05,
+        "hidden_act": "silu",
+        "intermediate_size": 96,
+        "attention_bias": False,
+        "swa_num_attention_heads": 4,
+        "swa_num_key_value_heads": 2,
+        "swa_head_dim": 16,
+        "swa_v_head_dim": 8,
+        "add_swa_attention_sink_bias": True,
+        "sliding_window_size": 128,
+    }
+
+
 CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v3": _deepseek_v3,
     "deepseek_v32": _deepseek_v32,
@@ -339,4 +360,5 @@ CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "minimax_m3": _minimax_m3,
     "nemotron_h": _nemotron_h,
     "deepseek_v4": _deepseek_v4,
+    "mimo_v2": _mimo_v2,
 }

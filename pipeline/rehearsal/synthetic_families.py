@@ -58,6 +58,7 @@ MTP_EXCLUDES = {
     "minimax_m3": "model.layers.*",
     "nemotron_h": "mtp*",  # read by no vLLM code: NemotronHMTP takes the draft's own quantization
     "deepseek_v4": "model.layers.{nh}*",
+    "mimo_v2": "model.mtp*",  # vLLM builds the MTP as model.mtp.layers.0, the checkpoint's own name
 }
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
