@@ -37,6 +37,7 @@ NEW_FAMILIES = (
     "nemotron_h",
     "deepseek_v4",
     "mimo_v2",
+    "qwen4_exp",
 )
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
@@ -100,6 +101,19 @@ V4_MOE = (
     + [f"ffn.experts.{e}.w{i}.weight" for e in range(4) for i in (1, 2, 3)]
     + [f"ffn.shared_experts.w{i}.weight" for i in (1, 2, 3)]
 )
+
+# Qwen4 Exp's MTP block: two fc projections, their norms and the hyper-connection mixer without injection; the
+# layer has QSA attention with its indexer, Qwen3-Next's MoE and two gated hyper-connections
+# (vLLM 0.33.0 qwen4_exp/nvidia/mtp.py:195-256, model.py:191-279, qsa.py:413-437, indexer_qsa.py:132-146).
+QWEN4_EXP_BLOCK = ["fc_embedding.weight", "fc_hidden.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight"] + [
+    f"hyper_connection_mixer.{p}.weight" for p in ("hc_norm", "input_mix_weight_down", "input_mix_weight_up")
+]
+QWEN4_EXP_HC = [
+    f"{hc}_hyper_connection.{p}.weight"
+    for hc in ("attn", "mlp")
+    for p in ("hc_norm", "input_mix_weight_down", "block_inject_weight", "input_mix_weight_up")
+]
+QWEN4_EXP_INDEXER = [f"self_attn.indexer.{p}.weight" for p in ("index_qk_proj", "q_layernorm", "k_layernorm")]
 
 
 def _shared(name: str) -> list[str]:
@@ -168,6 +182,21 @@ DRAFT_TENSORS = {
         + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")]
         + ["final_layernorm.weight"],
     ),
+    "qwen4_exp": _under("mtp.", QWEN4_EXP_BLOCK)
+    | _under(
+        "mtp.layers.0.",
+        [
+            *QKV,
+            "self_attn.o_proj.weight",
+            *QK_NORM,
+            *QWEN4_EXP_INDEXER,
+            "mlp.gate.weight",
+            *EXPERTS,
+            *_shared("shared_expert"),
+            "mlp.shared_expert_gate.weight",
+            *QWEN4_EXP_HC,
+        ],
+    ),
 }
 DRAFT_COUNTS = {
     "deepseek_v3": 30,
@@ -184,6 +213,7 @@ DRAFT_COUNTS = {
     "nemotron_h": 22,
     "deepseek_v4": 41,
     "mimo_v2": 14,
+    "qwen4_exp": 41,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
@@ -201,6 +231,7 @@ SHARED_COPIES = {
     "nemotron_h": set(),  # no embedding or head of its own (nemotron_h_mtp.py:255, 372)
     "deepseek_v4": {"mtp.0.emb.tok_emb.weight", "mtp.0.head.weight"},
     "mimo_v2": {"model.embed_tokens.weight", "lm_head.weight"},
+    "qwen4_exp": {"model.embed_tokens.weight", "lm_head.weight"},
 }
 # The families that offer `shared_weights: copy`.
 COPYING = tuple(family for family in NEW_FAMILIES if SHARED_COPIES[family])
@@ -306,6 +337,16 @@ SHAPES = {
         "model.mtp.layers.0.self_attn.attention_sink_bias": (4,),
         "model.mtp.layers.0.eh_proj.weight": (64, 128),
     },
+    # hc_count 2 streams of 64, hc_lowrank 8; the gated query 2 x 4 heads x 16; the indexer 2 + 1 heads of 16.
+    "qwen4_exp": {
+        "mtp.fc_hidden.weight": (64, 64),
+        "mtp.pre_fc_norm_hidden.weight": (2 * 64,),
+        "mtp.hyper_connection_mixer.input_mix_weight_down.weight": (8, 2 * 64),
+        "mtp.layers.0.self_attn.q_proj.weight": (2 * 4 * 16, 64),
+        "mtp.layers.0.self_attn.indexer.index_qk_proj.weight": ((2 + 1) * 16, 64),
+        "mtp.layers.0.attn_hyper_connection.block_inject_weight.weight": (2, 2 * 64),
+        "mtp.layers.0.mlp_hyper_connection.input_mix_weight_up.weight": (2 * 64, 8),
+    },
 }
 # One MTP tensor per family whose absence the build must refuse.
 MISSING = {
@@ -323,6 +364,7 @@ MISSING = {
     "nemotron_h": "mtp.layers.1.final_layernorm.weight",
     "deepseek_v4": "mtp.0.hc_attn_fn",
     "mimo_v2": "model.mtp.layers.0.self_attn.attention_sink_bias",
+    "qwen4_exp": "mtp.layers.0.attn_hyper_connection.block_inject_weight.weight",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -340,6 +382,7 @@ MTP_LAYERS = {
     "nemotron_h": range(0, 2),
     "deepseek_v4": range(0, 1),
     "mimo_v2": range(0, 1),
+    "qwen4_exp": range(0, 1),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 
@@ -465,6 +508,7 @@ ERRORS = {
     "glm5_next": "KeyError",
     "kimi_k3": "KeyError",
     "deepseek_v4": "KeyError",
+    "qwen4_exp": "ValueError",
 }
 UNLOADABLE = [
     ("deepseek_v3", "model.layers.4.enorm.weight", "layers.4.enorm.weight", "layers.4.enorm.weight"),
@@ -513,6 +557,9 @@ UNLOADABLE = [
     # vLLM's own name is renamed again by V4's substring rules (deepseek_v4/nvidia/mtp.py:362-373).
     ("deepseek_v4", "mtp.0.norm.weight", "mtp.0.shared_head.norm.weight", "model.layers.4.shared_head.shared_head.norm.weight"),
     ("deepseek_v4", "mtp.0.attn_norm.weight", "layers.4.attn_norm.weight", "layers.4.attn_norm.weight"),
+    # Qwen3.5's single fc over [embedding, hidden] is not this block's (vLLM 0.33.0 qwen4_exp/nvidia/mtp.py:205-222).
+    ("qwen4_exp", "mtp.fc_embedding.weight", "mtp.fc.weight", "model.fc.weight"),
+    ("qwen4_exp", "mtp.layers.0.mlp.gate.weight", "mtp.layers.1.mlp.gate.weight", "model.layers.1.mlp.gate.weight"),
 ]
 
 

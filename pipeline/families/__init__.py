@@ -16,6 +16,7 @@ from pipeline.families.minimax_m3 import MINIMAX_M3
 from pipeline.families.nemotron_h import NEMOTRON_H
 from pipeline.families.qwen3_5 import QWEN3_5, QWEN3_5_MOE
 from pipeline.families.qwen3_next import QWEN3_NEXT
+from pipeline.families.qwen4_exp import QWEN4_EXP
 from pipeline.families.step3p7 import STEP3P7
 
 FAMILIES: dict[str, Family] = {
@@ -36,6 +37,7 @@ FAMILIES: dict[str, Family] = {
         NEMOTRON_H,
         DEEPSEEK_V4,
         MIMO_V2,
+        QWEN4_EXP,
     )
 }
 

@@ -151,6 +151,8 @@ class Family:
     # Suffixes of source tensors in an MTP layer that vLLM's loader skips (Kimi K3's attention-residual
     # weights): known, so not refused as foreign, and never shipped.
     skipped_suffixes: tuple[str, ...] = ()
+    # Whole source names outside the MTP layers that vLLM's loader drops (Qwen4 Exp's mixer injection): known, never shipped.
+    skipped_names: tuple[str, ...] = ()
     # What vLLM raises for a name it matches but cannot place: `params_dict[name]` in hand-written
     # loaders, AutoWeightsLoader's "There is no module or parameter named" (models/utils.py:442-448).
     unknown_name_error: str = "KeyError"
@@ -205,7 +207,7 @@ class Family:
         """Every source name of an MTP tensor this family knows, shipped or not."""
         layer_prefixes = [self.layer_prefix(template, layer) for template in self.source_prefixes for layer in geometry.mtp_layers]
         skipped = {prefix + suffix for prefix in layer_prefixes for suffix in self.skipped_suffixes}
-        return skipped | {name for tensor in self._tensors(geometry) for name in tensor.source_names}
+        return skipped | set(self.skipped_names) | {name for tensor in self._tensors(geometry) for name in tensor.source_names}
 
     def vllm_param(self, name: str, geometry: Geometry) -> str | None:
         """The parameter vLLM's loader fills with checkpoint tensor `name`, or None when it skips it;

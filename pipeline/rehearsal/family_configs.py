@@ -346,6 +346,40 @@ def _mimo_v2(spec: FamilySpec) -> dict[str, Any]:
     }
 
 
+def _qwen4_exp(spec: FamilySpec) -> dict[str, Any]:
+    """The multimodal release's shape, the text model under `text_config` (no vision tower): the fields
+    vLLM 0.33.0's qwen4_exp/nvidia/mtp.py, model.py, qsa.py and indexer_qsa.py read, and the count
+    speculative.py:915-935 reads. Two hyper-connection streams; PLE on backbone layer 1 only."""
+    text = {
+        "model_type": "qwen4_exp_text",
+        **_text(spec),
+        "mtp_num_hidden_layers": spec.num_mtp_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "layer_types": ["linear_attention"] * (spec.num_hidden_layers - 1) + ["qwen_sparse_attention"],
+        "moe_intermediate_size": 24,
+        "shared_expert_intermediate_size": 24,
+        "num_experts": spec.experts,
+        "num_experts_per_tok": 2,
+        "hc_count": 2,
+        "hc_lowrank": 8,
+        "indexer_n_heads": 2,
+        "indexer_kv_heads": 1,
+        "indexer_head_dim": 16,
+        "indexer_budget": 8,
+        "indexer_compress_ratio": 4,
+        "ple_layer_ids": [1],
+    }
+    return {
+        "architectures": ["Qwen4ExpForConditionalGeneration"],
+        "model_type": "qwen4_exp",
+        "tie_word_embeddings": False,
+        "text_config": text,
+    }
+
+
 CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v3": _deepseek_v3,
     "deepseek_v32": _deepseek_v32,
@@ -361,4 +395,5 @@ CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "nemotron_h": _nemotron_h,
     "deepseek_v4": _deepseek_v4,
     "mimo_v2": _mimo_v2,
+    "qwen4_exp": _qwen4_exp,
 }

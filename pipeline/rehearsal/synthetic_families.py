@@ -59,6 +59,7 @@ MTP_EXCLUDES = {
     "nemotron_h": "mtp*",  # read by no vLLM code: NemotronHMTP takes the draft's own quantization
     "deepseek_v4": "model.layers.{nh}*",
     "mimo_v2": "model.mtp*",  # vLLM builds the MTP as model.mtp.layers.0, the checkpoint's own name
+    "qwen4_exp": "mtp*",  # read by no vLLM code: Qwen4ExpMTP takes the draft's own quantization
 }
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
