@@ -16,6 +16,7 @@ from pipeline.families.nemotron_h import NEMOTRON_H
 from pipeline.families.qwen3_5 import QWEN3_5, QWEN3_5_MOE
 from pipeline.families.qwen3_next import QWEN3_NEXT
 from pipeline.families.step3p7 import STEP3P7
+from pipeline.families.step5 import STEP5
 
 FAMILIES: dict[str, Family] = {
     family.name: family
@@ -34,6 +35,7 @@ FAMILIES: dict[str, Family] = {
         MINIMAX_M3,
         NEMOTRON_H,
         DEEPSEEK_V4,
+        STEP5,
     )
 }
 

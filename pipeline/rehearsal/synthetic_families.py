@@ -58,6 +58,7 @@ MTP_EXCLUDES = {
     "minimax_m3": "model.layers.*",
     "nemotron_h": "mtp*",  # read by no vLLM code: NemotronHMTP takes the draft's own quantization
     "deepseek_v4": "model.layers.{nh}*",
+    "step5": "model.layers.{nh}*",
 }
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
