@@ -38,6 +38,7 @@ NEW_FAMILIES = (
     "deepseek_v4",
     "mimo_v2",
     "qwen4_exp",
+    "step5",
 )
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
@@ -100,6 +101,17 @@ V4_MOE = (
     ["ffn.gate.weight", "ffn.gate.bias"]
     + [f"ffn.experts.{e}.w{i}.weight" for e in range(4) for i in (1, 2, 3)]
     + [f"ffn.shared_experts.w{i}.weight" for i in (1, 2, 3)]
+)
+# Step5's sparse full-attention MTP layer (vLLM 0.33.0 step5/nvidia/model.py:1057-1070, 1217-1240): Step-3.7's
+# layer plus the indexer's projections, weights, norms and ssmax_s, beside its own head and the embedding.
+STEP5_LAYER = (
+    ["enorm.weight", "hnorm.weight", "eh_proj.weight", "transformer.shared_head.norm.weight", "transformer.shared_head.output.weight"]
+    + NORMS
+    + [f"self_attn.{p}_proj.weight" for p in "qkvog"]
+    + QK_NORM
+    + [f"self_attn.sparse_indexer_{p}.weight" for p in ("q", "k", "z", "w", "q_norm", "k_norm")]
+    + ["self_attn.sparse_indexer_k_norm.bias", "self_attn.ssmax_s"]
+    + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")]
 )
 
 # Qwen4 Exp's MTP block: two fc projections, their norms and the hyper-connection mixer without injection; the
@@ -197,6 +209,7 @@ DRAFT_TENSORS = {
             *QWEN4_EXP_HC,
         ],
     ),
+    "step5": _under("model.layers.4.", STEP5_LAYER) | {"model.embed_tokens.weight"},
 }
 DRAFT_COUNTS = {
     "deepseek_v3": 30,
@@ -214,6 +227,7 @@ DRAFT_COUNTS = {
     "deepseek_v4": 41,
     "mimo_v2": 14,
     "qwen4_exp": 41,
+    "step5": 26,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
@@ -232,6 +246,7 @@ SHARED_COPIES = {
     "deepseek_v4": {"mtp.0.emb.tok_emb.weight", "mtp.0.head.weight"},
     "mimo_v2": {"model.embed_tokens.weight", "lm_head.weight"},
     "qwen4_exp": {"model.embed_tokens.weight", "lm_head.weight"},
+    "step5": set(),  # the embedding and per-layer head always ship (step5/nvidia/mtp.py:411-420)
 }
 # The families that offer `shared_weights: copy`.
 COPYING = tuple(family for family in NEW_FAMILIES if SHARED_COPIES[family])
@@ -347,6 +362,17 @@ SHAPES = {
         "mtp.layers.0.attn_hyper_connection.block_inject_weight.weight": (2, 2 * 64),
         "mtp.layers.0.mlp_hyper_connection.input_mix_weight_up.weight": (2 * 64, 8),
     },
+    # 4 heads x 128 over 1 KV head; 2 indexer heads and 1 index key head of proxy width 256.
+    "step5": {
+        "model.layers.4.self_attn.q_proj.weight": (4 * 128, 64),
+        "model.layers.4.self_attn.g_proj.weight": (4, 64),
+        "model.layers.4.self_attn.sparse_indexer_q.weight": (2 * 256, 64),
+        "model.layers.4.self_attn.sparse_indexer_z.weight": (256, 64),
+        "model.layers.4.self_attn.sparse_indexer_w.weight": (2, 64),
+        "model.layers.4.self_attn.ssmax_s": (4,),
+        "model.layers.4.transformer.shared_head.output.weight": (256, 64),
+        "model.embed_tokens.weight": (256, 64),
+    },
 }
 # One MTP tensor per family whose absence the build must refuse.
 MISSING = {
@@ -365,6 +391,7 @@ MISSING = {
     "deepseek_v4": "mtp.0.hc_attn_fn",
     "mimo_v2": "model.mtp.layers.0.self_attn.attention_sink_bias",
     "qwen4_exp": "mtp.layers.0.attn_hyper_connection.block_inject_weight.weight",
+    "step5": "model.layers.4.self_attn.sparse_indexer_z.weight",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -383,6 +410,7 @@ MTP_LAYERS = {
     "deepseek_v4": range(0, 1),
     "mimo_v2": range(0, 1),
     "qwen4_exp": range(0, 1),
+    "step5": range(4, 5),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 
@@ -705,6 +733,7 @@ def _order(family: str) -> Any:
     [
         ("step3p7", "omit", "copy", "per-layer heads"),  # Step keeps its own heads and reads its embedding
         ("nemotron_h", "copy", "omit", "no embedding or head"),  # NemotronHMTP has neither (nemotron_h_mtp.py:255, 372)
+        ("step5", "omit", "copy", "per-layer heads"),  # Step5MTP requires every parameter (step5/nvidia/mtp.py:411-420)
     ],
 )
 def test_a_recipe_asking_for_a_shared_weights_choice_its_family_lacks_is_refused_in_one_line(
@@ -928,3 +957,69 @@ def test_a_deepseek_v4_config_decides_the_router_bias_and_shared_experts_and_ref
         family.read_geometry({**config, "vision_n_layers": 2})
     with pytest.raises(ValueError, match=r"^o_groups: must divide num_attention_heads x head_dim \(64\), found 3"):
         family.read_geometry({**config, "o_groups": 3})
+
+
+def test_verify_refuses_a_step5_tensor_vllm_would_drop_with_only_a_warning(family_root: Path, tmp_path: Path) -> None:
+    """Step5MTP skips a name it has no parameter for (step5/nvidia/mtp.py:402-406): a head stored under
+    the multimodal prefix would leave the real one at its initial value, so verify names it."""
+    source, target = family_root / "step5" / "source", family_root / "step5" / "no-mtp"
+    recipe, workdir = _build(tmp_path, "step5", source, target)
+    stored_as = "model.language_model.layers.4.self_attn.ssmax_s"
+    rename_tensor(workdir / "draft", "model.layers.4.self_attn.ssmax_s", stored_as)
+
+    result = run_cli("verify", "--recipe", str(recipe), "--workdir", str(workdir))
+
+    assert result.code == 1
+    loader = next(c for c in json.loads((workdir / "verify.json").read_text())["checks"] if c["id"] == "loader.names")
+    assert loader["evidence"] == f"{stored_as}: vLLM 0.33.0 Step5MTP skips this tensor, so the draft must not ship it"
+
+
+def test_a_step5_source_with_a_sliding_mtp_layer_builds_it_without_the_sparse_indexer(tmp_path: Path) -> None:
+    """Layer 5 is sliding attention: q/k/v and the gate load into qkvg_proj, with the sliding heads
+    of attention_other_setting (vLLM 0.33.0 step5/nvidia/model.py:1863-1878, 1076-1090)."""
+    spec = FamilySpec(num_mtp_layers=2)
+    source = write_family_source(tmp_path / "source", "step5", spec)
+    target = write_family_target(tmp_path / "target", "step5", spec)
+
+    _, workdir = _build(tmp_path, "step5", source, target)
+
+    produced = set(folder_tensor_hashes(workdir / "draft"))
+    sliding = {name for name in _under("model.layers.5.", STEP5_LAYER) if "sparse_indexer" not in name and "ssmax" not in name}
+    assert produced == DRAFT_TENSORS["step5"] | sliding
+    index = json.loads((workdir / "draft" / "model.safetensors.index.json").read_text())
+    for name, shape in {"model.layers.5.self_attn.q_proj.weight": (8 * 16, 64), "model.layers.5.self_attn.g_proj.weight": (8, 64)}.items():
+        with safe_open(str(workdir / "draft" / index["weight_map"][name]), framework="numpy") as handle:
+            assert tuple(handle.get_slice(name).get_shape()) == shape, name
+    config = json.loads((workdir / "draft" / "config.json").read_text())
+    assert len(config["layer_types_with_mtp"]) == 6 and "quantization_config" not in config
+    assert json.loads((workdir / "verify.json").read_text())["passed"] is True
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sparse_config": None}, r"^sparse_config: is required: vLLM 0\.33\.0 refuses Step5 checkpoints without a sparse section"),
+        ({"moe_layers_enum": "1,2,3,4"}, r"^moe_layers_enum: names MTP layer 4, but vLLM 0\.33\.0 Step5MTP supports dense MTP layers only"),
+        ({"use_head_wise_attn_gate": False}, r"^use_head_wise_attn_gate: must be true: a full-attention MTP layer uses sparse attention"),
+        ({"layer_types_with_mtp": None}, r"^layer_types: has 4 entries, the MTP layers need 5"),
+        ({"layer_types_with_mtp": None, "layer_types": None}, r"^layer_types_with_mtp: is required to know each MTP layer's attention"),
+        ({"attention_bias": True}, r"^attention_bias: vLLM 0\.33\.0 does not support Step5 attention biases"),
+    ],
+)
+def test_a_step5_config_vllm_cannot_build_is_refused_by_field(change: dict[str, Any], message: str) -> None:
+    config = {key: value for key, value in {**family_config("step5"), **change}.items() if value is not None}
+
+    with pytest.raises(ValueError, match=message):
+        FAMILIES["step5"].read_geometry(config)
+
+
+def test_a_step5_config_with_sparse_attention_disabled_builds_no_indexer() -> None:
+    """`sparse_config.enabled: false` keeps the section (required) but turns DSA off (step5/nvidia/config.py:84-90)."""
+    config = family_config("step5")
+    config["sparse_config"] = {**config["sparse_config"], "enabled": False}
+    family = FAMILIES["step5"]
+    geometry = family.read_geometry(config)
+
+    params = family.declared_params(geometry)
+    assert "model.layers.4.mtp_block.self_attn.qkvg_proj.weight" in params
+    assert not [param for param in params if "sparse_indexer" in param or "qkv_indexer" in param or "ssmax" in param]

@@ -184,3 +184,14 @@ def test_nemotron_h_refuses_to_ship_copies_it_has_none_of() -> None:
 
 def test_nemotron_h_builds_its_mtp_from_the_drafts_own_quantization() -> None:
     assert _upstream("nemotron_h")["quantization"]["built_from"] == FAMILIES["nemotron_h"].quantization_from == "draft"
+
+
+def test_step5_builds_its_mtp_with_the_targets_quantization_over_vllms_module_prefixes() -> None:
+    """Step5MTP uses the target's quant_config (step5/nvidia/mtp.py:104) but always ships its embedding and
+    heads, so there is no `omit` form: the modules are the same whatever the recipe says."""
+    upstream, geometry = _upstream("step5")["quantization"], _geometry("step5")
+    known = FAMILIES["step5"]
+
+    assert upstream["built_from"] == known.quantization_from == "target"
+    assert [m.prefix for m in known.quant_module_prefixes(geometry)] == upstream["modules"] + upstream["shared_modules"]
+    assert all(not module.unquantized_under for module in known.quant_module_prefixes(geometry))

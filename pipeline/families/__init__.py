@@ -18,6 +18,7 @@ from pipeline.families.qwen3_5 import QWEN3_5, QWEN3_5_MOE
 from pipeline.families.qwen3_next import QWEN3_NEXT
 from pipeline.families.qwen4_exp import QWEN4_EXP
 from pipeline.families.step3p7 import STEP3P7
+from pipeline.families.step5 import STEP5
 
 FAMILIES: dict[str, Family] = {
     family.name: family
@@ -38,6 +39,7 @@ FAMILIES: dict[str, Family] = {
         DEEPSEEK_V4,
         MIMO_V2,
         QWEN4_EXP,
+        STEP5,
     )
 }
 

@@ -97,7 +97,8 @@ class QuantModule:
     `head` (a ParallelLMHead, quantized by ModelOpt and compressed-tensors but not by FP8).
     `unquantized_under` names vLLM quantization configs under which the module is forced
     unquantized (Qwen3-Next's `fc` under `modelopt_fp4`); `when` names a geometry flag the
-    module exists under, as for `LayerTensor`."""
+    module exists under, as for `LayerTensor`; `in_layer`, as for `LayerTensor`, says which MTP
+    layers build it (Step5's attention differs by layer type)."""
 
     prefix: str
     kind: Literal["linear", "experts", "head"] = "linear"
@@ -105,6 +106,7 @@ class QuantModule:
     unquantized_under: tuple[str, ...] = ()
     shared: bool = False
     when: str | None = None
+    in_layer: Callable[[Geometry, int], bool] | None = None
 
 
 # (checkpoint name, geometry, the parameters the module declares) -> the parameter filled, or None.
@@ -171,7 +173,7 @@ class Family:
     def shared_weights_reason(self) -> str:
         if "copy" not in self.shared_weights_choices:
             return f"vLLM's {self.vllm_class} has no embedding or head of its own and always uses the target's, so there is nothing to copy"
-        if self.quantization_from == "draft":
+        if self.shared_weights_choices == ("copy",):
             return f"vLLM's {self.vllm_class} keeps the draft's own per-layer heads and reads its embedding, so they always ship"
         return f"vLLM's {self.vllm_class} replaces the draft's embedding and heads with the target's; copies matter only with pipeline parallelism above 1"
 
@@ -220,6 +222,8 @@ class Family:
         for layer in geometry.mtp_layers:
             for module in self.quant_modules:
                 if (module.shared and self.shared_weights == "omit") or (module.when is not None and module.when not in geometry.flags):
+                    continue
+                if module.in_layer is not None and not module.in_layer(geometry, layer):
                     continue
                 prefix = module.prefix.format(layer=self.param_layer(geometry, layer))
                 modules.setdefault(prefix, replace(module, prefix=prefix))

@@ -46,7 +46,6 @@ NOT_YET: dict[str, str] = {
     "GlmOcrMTPModel": "multimodal-only: routed from `GlmOcrForConditionalGeneration`, an OCR model (registry.py:436)",
     "OpenPanguMTPModel": NOT_REPLAYED,
     "ParseAuxMTPModel": "multimodal-only: routed from `RadioMBartPrefixForCausalLM` (Nemotron Parse), a document-image model (registry.py:648, speculative.py:721-732)",
-    "Step5MTP": NOT_REPLAYED,
     "InternS2MobiusMTP": NOT_REPLAYED,
     "HYV3MTPModel": NOT_REPLAYED,
     "HYV4MTPModel": NOT_REPLAYED,

@@ -91,6 +91,13 @@ def step3p5_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str |
     ):
         if part in name:
             return name.replace(part, fused)
+    return step_plain_name(name, layer, params)
+
+
+def step_plain_name(name: str, layer: int | None, params: Collection[str]) -> str | None:
+    """The unpacked branch Step3p5MTP (step3p5_mtp.py:277-295) and Step5MTP (step5/nvidia/mtp.py:387-401)
+    share: undeclared biases and `tok_embeddings` are skipped, `.transformer.` is dropped, the head and
+    the embedding take vLLM's names."""
     if (name.endswith(".bias") and name not in params) or "tok_embeddings" in name:
         return None
     if layer is not None and ".transformer." in name:

@@ -380,6 +380,56 @@ def _qwen4_exp(spec: FamilySpec) -> dict[str, Any]:
     }
 
 
+def _step5(spec: FamilySpec) -> dict[str, Any]:
+    """The fields vLLM 0.33.0's Step5Config (transformers_utils/configs/step5.py:55-208) and the Step5
+    decoder (vllm/models/step5/nvidia/model.py:1826-1972) read. Every fourth layer is full attention,
+    so MTP layer 4 takes the sparse indexer (whose widths config.py:140-177 and model.py:372-431 fix:
+    proxy 256, one index key head, one provider group per KV head, 4 query heads per KV head) and a
+    second MTP layer, 5, sliding attention with its own head count."""
+    total = spec.num_hidden_layers + spec.num_mtp_layers
+    layer_types = ["full_attention" if layer % 4 == 0 else "sliding_attention" for layer in range(total)]
+    return {
+        "architectures": ["Step5ForCausalLM"],
+        "model_type": "step5",
+        **_text(spec),
+        "num_nextn_predict_layers": spec.num_mtp_layers,
+        "intermediate_size": 96,
+        "num_attention_heads": 4,
+        "num_attention_groups": 1,
+        "head_dim": 128,
+        "att_impl_type": "GQA",
+        "use_head_wise_attn_gate": True,
+        "zero_centered": True,
+        "norm_dtype": "bf16",
+        "fp32_residual_connection": False,
+        "rope_theta": 10000.0,
+        "sliding_window": 128,
+        "attention_other_setting": {
+            "attention_type": "sliding_attention",
+            "num_attention_heads": 8,
+            "num_attention_groups": 2,
+            "head_dim": 16,
+        },
+        "layer_types": layer_types[: spec.num_hidden_layers],
+        "layer_types_with_mtp": layer_types,
+        "partial_rotary_factors": [0.5] * total,
+        "use_moe": True,
+        "moe_layers_enum": ",".join(str(layer) for layer in range(1, spec.num_hidden_layers)),
+        "moe_num_experts": spec.experts,
+        "moe_intermediate_size": 24,
+        "moe_top_k": 2,
+        "sparse_config": {
+            "proxy_dim": 256,
+            "sparse_indexer_num_heads": 2,
+            "sparse_indexer_num_k_heads": 1,
+            "index_tp_size": 1,
+            "sparse_indexer_rope_dim": 32,
+            "topk": 512,
+            "region_block_size": 8,
+        },
+    }
+
+
 CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v3": _deepseek_v3,
     "deepseek_v32": _deepseek_v32,
@@ -396,4 +446,5 @@ CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v4": _deepseek_v4,
     "mimo_v2": _mimo_v2,
     "qwen4_exp": _qwen4_exp,
+    "step5": _step5,
 }

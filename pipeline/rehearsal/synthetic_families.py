@@ -60,6 +60,7 @@ MTP_EXCLUDES = {
     "deepseek_v4": "model.layers.{nh}*",
     "mimo_v2": "model.mtp*",  # vLLM builds the MTP as model.mtp.layers.0, the checkpoint's own name
     "qwen4_exp": "mtp*",  # read by no vLLM code: Qwen4ExpMTP takes the draft's own quantization
+    "step5": "model.layers.{nh}*",
 }
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
