@@ -68,7 +68,8 @@ def test_a_source_with_three_mtp_layers_gives_a_draft_of_the_first_and_a_card_th
     assert json.loads((workdir / "draft" / "config.json").read_text())["num_nextn_predict_layers"] == 3
     assert json.loads((workdir / "verify.json").read_text())["passed"] is True
     text = (recipe.parent / "README.md").read_text()
-    assert "1 Multi-Token-Prediction (MTP) layers of" in text and "3 Multi-Token-Prediction" not in text
+    assert "the\nMulti-Token-Prediction (MTP) layer of" in text and "3 Multi-Token-Prediction" not in text
+    assert "The draft has one MTP layer, which every step reuses" in text
 
 
 def test_verify_refuses_a_second_layer_tensor_vllm_would_drop_without_a_word(tmp_path: Path) -> None:

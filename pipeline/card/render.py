@@ -107,6 +107,8 @@ def speculative_command(recipe: Recipe) -> str:
 
 def _k_note(recipe: Recipe, n_predict: int) -> str:
     k = recipe.card.num_speculative_tokens
+    if n_predict == 1:
+        return f"`num_speculative_tokens` is {k}. The draft has one MTP layer, which every step reuses, so any K is accepted."
     return (
         f"`num_speculative_tokens` is {k}. The draft has {n_predict} MTP layers; step j uses layer j mod {n_predict}, "
         f"so a K above {n_predict} must be a multiple of {n_predict}."
@@ -239,7 +241,7 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
     return {
         "title": escape_cell(recipe.card.title or (recipe.destination.repo_id.split("/")[1] if recipe.destination else recipe.name)),
         "draft": recipe.name,
-        "mtp_layer_count": n_predict,
+        "mtp_layers": "Multi-Token-Prediction (MTP) layer" if n_predict == 1 else f"{n_predict} Multi-Token-Prediction (MTP) layers",
         "extra_tensors": [f"`{extra.name}`" for extra in inputs.family.shipped_extras],
         "source": _repo_view(recipe.source, source_lock),
         "target": _repo_view(recipe.target, target_lock),
