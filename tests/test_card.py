@@ -11,6 +11,7 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
+from pipeline.card.attribution import attribution_view
 from pipeline.card.markdown import escape_cell
 from pipeline.card.render import CardInputs, render
 from pipeline.errors import InputError
@@ -156,3 +157,24 @@ def test_committed_card_is_the_golden_render(draft: str, tmp_path: Path, update_
     if update_golden:
         committed.write_text(fresh, encoding="utf-8")
     assert committed.read_text(encoding="utf-8") == fresh, f"run: pytest {__file__} --update-golden, and review the diff"
+
+
+@pytest.mark.parametrize(("shared_weights", "copies"), [("omit", False), ("copy", True)])
+def test_the_taken_line_names_what_the_draft_holds_and_nothing_it_left_out(tmp_path: Path, shared_weights: str, copies: bool) -> None:
+    recipe_path = tmp_path / "draft.yaml"
+    recipe_path.write_text(
+        "family: qwen3_5\nsource: {repo: org/Qwen3.5-src}\ntarget: {path: t}\nlicense: apache-2.0\n"
+        f"shared_weights: {shared_weights}\ncard: {{credit: Qwen}}\n"
+    )
+    recipe = load_recipe(recipe_path)
+    family = FAMILIES["qwen3_5"].with_shared_weights(recipe.shared_weights)
+    names = ["mtp.fc.weight", "mtp.norm.weight", "mtp.layers.0.mlp.down_proj.weight"]
+    names += ["model.embed_tokens.weight", "lm_head.weight"] if copies else []
+    lock = {"source": {"commit": "c" * 40}, "tensors": [{"name": name} for name in names]}
+
+    taken = attribution_view(recipe, family, lock, "apache-2.0", 1)["taken"]
+
+    assert taken.startswith(f"{len(names)} tensors from [org/Qwen3.5-src]")
+    assert "the MTP block's `mtp.fc.weight`, `mtp.norm.weight`" in taken
+    assert ("`model.embed_tokens.weight` and `lm_head.weight`" in taken) is copies
+    assert ("embed_tokens" in taken) is copies

@@ -36,6 +36,9 @@ NEW_FAMILIES = (
     "minimax_m3",
     "nemotron_h",
     "deepseek_v4",
+    "mimo_v2",
+    "qwen4_exp",
+    "step5",
     "longcat_flash",
 )
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
@@ -100,6 +103,30 @@ V4_MOE = (
     + [f"ffn.experts.{e}.w{i}.weight" for e in range(4) for i in (1, 2, 3)]
     + [f"ffn.shared_experts.w{i}.weight" for i in (1, 2, 3)]
 )
+# Step5's sparse full-attention MTP layer (vLLM 0.33.0 step5/nvidia/model.py:1057-1070, 1217-1240): Step-3.7's
+# layer plus the indexer's projections, weights, norms and ssmax_s, beside its own head and the embedding.
+STEP5_LAYER = (
+    ["enorm.weight", "hnorm.weight", "eh_proj.weight", "transformer.shared_head.norm.weight", "transformer.shared_head.output.weight"]
+    + NORMS
+    + [f"self_attn.{p}_proj.weight" for p in "qkvog"]
+    + QK_NORM
+    + [f"self_attn.sparse_indexer_{p}.weight" for p in ("q", "k", "z", "w", "q_norm", "k_norm")]
+    + ["self_attn.sparse_indexer_k_norm.bias", "self_attn.ssmax_s"]
+    + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")]
+)
+
+# Qwen4 Exp's MTP block: two fc projections, their norms and the hyper-connection mixer without injection; the
+# layer has QSA attention with its indexer, Qwen3-Next's MoE and two gated hyper-connections
+# (vLLM 0.33.0 qwen4_exp/nvidia/mtp.py:195-256, model.py:191-279, qsa.py:413-437, indexer_qsa.py:132-146).
+QWEN4_EXP_BLOCK = ["fc_embedding.weight", "fc_hidden.weight", "pre_fc_norm_embedding.weight", "pre_fc_norm_hidden.weight"] + [
+    f"hyper_connection_mixer.{p}.weight" for p in ("hc_norm", "input_mix_weight_down", "input_mix_weight_up")
+]
+QWEN4_EXP_HC = [
+    f"{hc}_hyper_connection.{p}.weight"
+    for hc in ("attn", "mlp")
+    for p in ("hc_norm", "input_mix_weight_down", "block_inject_weight", "input_mix_weight_up")
+]
+QWEN4_EXP_INDEXER = [f"self_attn.indexer.{p}.weight" for p in ("index_qk_proj", "q_layernorm", "k_layernorm")]
 
 
 def _shared(name: str) -> list[str]:
@@ -159,6 +186,31 @@ DRAFT_TENSORS = {
     ),
     "nemotron_h": _under("mtp.layers.0.", NEMOTRON_START + NEMOTRON_ATTENTION) | _under("mtp.layers.1.", NEMOTRON_MOE),
     "deepseek_v4": _under("mtp.0.", V4_HEAD + V4_DECODER + V4_ATTN + V4_MOE),
+    # MiMo-V2-Flash: the first MTP layer only, a dense SWA layer with an attention sink (vLLM 0.33.0 mimo_v2_mtp.py:72-119).
+    "mimo_v2": _under(
+        "model.mtp.layers.0.",
+        ["enorm.weight", "hnorm.weight", "eh_proj.weight", "input_layernorm.weight"]
+        + QKV
+        + ["self_attn.o_proj.weight", "self_attn.attention_sink_bias", "pre_mlp_layernorm.weight"]
+        + [f"mlp.{p}_proj.weight" for p in ("gate", "up", "down")]
+        + ["final_layernorm.weight"],
+    ),
+    "qwen4_exp": _under("mtp.", QWEN4_EXP_BLOCK)
+    | _under(
+        "mtp.layers.0.",
+        [
+            *QKV,
+            "self_attn.o_proj.weight",
+            *QK_NORM,
+            *QWEN4_EXP_INDEXER,
+            "mlp.gate.weight",
+            *EXPERTS,
+            *_shared("shared_expert"),
+            "mlp.shared_expert_gate.weight",
+            *QWEN4_EXP_HC,
+        ],
+    ),
+    "step5": _under("model.layers.4.", STEP5_LAYER) | {"model.embed_tokens.weight"},
     # LongCat-Flash: the model.mtp module's final norm beside one dense MLA layer, named as vLLM 0.33.0's
     # rename table reads them (longcat_flash_mtp.py:183-210).
     "longcat_flash": {"model.mtp.norm.weight"}
@@ -184,6 +236,9 @@ DRAFT_COUNTS = {
     "minimax_m3": 33,
     "nemotron_h": 22,
     "deepseek_v4": 41,
+    "mimo_v2": 14,
+    "qwen4_exp": 41,
+    "step5": 26,
     "longcat_flash": 16,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
@@ -201,6 +256,9 @@ SHARED_COPIES = {
     "minimax_m3": {"model.embed_tokens.weight", "lm_head.weight"},
     "nemotron_h": set(),  # no embedding or head of its own (nemotron_h_mtp.py:255, 372)
     "deepseek_v4": {"mtp.0.emb.tok_emb.weight", "mtp.0.head.weight"},
+    "mimo_v2": {"model.embed_tokens.weight", "lm_head.weight"},
+    "qwen4_exp": {"model.embed_tokens.weight", "lm_head.weight"},
+    "step5": set(),  # the embedding and per-layer head always ship (step5/nvidia/mtp.py:411-420)
     "longcat_flash": {"model.mtp.embed_tokens.weight"},  # its lm_head is never read from the draft (longcat_flash_mtp.py:311-316)
 }
 # Parameters vLLM declares that no checkpoint name fills: the proposer always puts the target's in.
@@ -262,6 +320,9 @@ SHAPES = {
         "model.layers.4.block_sparse_moe.experts.1.w1.weight": (24, 32),
         "model.layers.4.block_sparse_moe.experts.2.w2.weight": (32, 24),
         "model.layers.4.block_sparse_moe.routed_expert_down_proj.weight": (32, 64),
+        # kimi_k3/nvidia/model.py:484-500: norm over the latent width, up-projection back to hidden.
+        "model.layers.4.block_sparse_moe.routed_expert_norm.weight": (32,),
+        "model.layers.4.block_sparse_moe.routed_expert_up_proj.weight": (64, 32),
         "model.layers.4.eh_proj.weight": (64, 128),
     },
     # 4 heads x 16, 2 KV heads, 2 index heads of width 16 and one index key head (linear.py:1435-1445).
@@ -286,6 +347,46 @@ SHAPES = {
         "mtp.0.attn.wo_a.weight": (2 * 8, 4 * 16 // 2),
         "mtp.0.attn.wq_b.weight": (4 * 16, 32),
         "mtp.0.attn.wkv.weight": (16, 64),
+        # nvidia/model.py:636-665: base (2 + hc_mult) x hc_mult, scale 3; nvidia/mtp.py:127-134: hc_mult and 1.
+        "mtp.0.hc_attn_base": (8,),
+        "mtp.0.hc_attn_scale": (3,),
+        "mtp.0.hc_ffn_base": (8,),
+        "mtp.0.hc_ffn_scale": (3,),
+        "mtp.0.hc_head_base": (2,),
+        "mtp.0.hc_head_scale": (1,),
+        # attention.py:250, 270, 281-288: a sink per head, kv_norm over head_dim, wo_b [hidden, o_groups x o_lora_rank].
+        "mtp.0.attn.attn_sink": (4,),
+        "mtp.0.attn.kv_norm.weight": (16,),
+        "mtp.0.attn.wo_b.weight": (64, 2 * 8),
+    },
+    # 4 SWA heads of key width 16 and value width 8, 2 KV heads (swa_head_dim 16, swa_v_head_dim 8).
+    "mimo_v2": {
+        "model.mtp.layers.0.self_attn.k_proj.weight": (2 * 16, 64),
+        "model.mtp.layers.0.self_attn.v_proj.weight": (2 * 8, 64),
+        "model.mtp.layers.0.self_attn.o_proj.weight": (64, 4 * 8),
+        "model.mtp.layers.0.self_attn.attention_sink_bias": (4,),
+        "model.mtp.layers.0.eh_proj.weight": (64, 128),
+    },
+    # hc_count 2 streams of 64, hc_lowrank 8; the gated query 2 x 4 heads x 16; the indexer 2 + 1 heads of 16.
+    "qwen4_exp": {
+        "mtp.fc_hidden.weight": (64, 64),
+        "mtp.pre_fc_norm_hidden.weight": (2 * 64,),
+        "mtp.hyper_connection_mixer.input_mix_weight_down.weight": (8, 2 * 64),
+        "mtp.layers.0.self_attn.q_proj.weight": (2 * 4 * 16, 64),
+        "mtp.layers.0.self_attn.indexer.index_qk_proj.weight": ((2 + 1) * 16, 64),
+        "mtp.layers.0.attn_hyper_connection.block_inject_weight.weight": (2, 2 * 64),
+        "mtp.layers.0.mlp_hyper_connection.input_mix_weight_up.weight": (2 * 64, 8),
+    },
+    # 4 heads x 128 over 1 KV head; 2 indexer heads and 1 index key head of proxy width 256.
+    "step5": {
+        "model.layers.4.self_attn.q_proj.weight": (4 * 128, 64),
+        "model.layers.4.self_attn.g_proj.weight": (4, 64),
+        "model.layers.4.self_attn.sparse_indexer_q.weight": (2 * 256, 64),
+        "model.layers.4.self_attn.sparse_indexer_z.weight": (256, 64),
+        "model.layers.4.self_attn.sparse_indexer_w.weight": (2, 64),
+        "model.layers.4.self_attn.ssmax_s": (4,),
+        "model.layers.4.transformer.shared_head.output.weight": (256, 64),
+        "model.embed_tokens.weight": (256, 64),
     },
     # 4 heads: q_b 4 x (8 + 4) over q_lora_rank 32, kv_a kv_lora_rank 16 + rope 4; dense MLP of ffn_hidden_size 96.
     "longcat_flash": {
@@ -311,6 +412,9 @@ MISSING = {
     "minimax_m3": "model.mtp.layers.0.transformer_layer.block_sparse_moe.e_score_correction_bias",
     "nemotron_h": "mtp.layers.1.final_layernorm.weight",
     "deepseek_v4": "mtp.0.hc_attn_fn",
+    "mimo_v2": "model.mtp.layers.0.self_attn.attention_sink_bias",
+    "qwen4_exp": "mtp.layers.0.attn_hyper_connection.block_inject_weight.weight",
+    "step5": "model.layers.4.self_attn.sparse_indexer_z.weight",
     "longcat_flash": "model.mtp.norm.weight",
 }
 MTP_LAYERS = {
@@ -328,6 +432,9 @@ MTP_LAYERS = {
     "minimax_m3": range(0, 1),
     "nemotron_h": range(0, 2),
     "deepseek_v4": range(0, 1),
+    "mimo_v2": range(0, 1),
+    "qwen4_exp": range(0, 1),
+    "step5": range(4, 5),
     "longcat_flash": range(0, 1),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
@@ -454,6 +561,7 @@ ERRORS = {
     "glm5_next": "KeyError",
     "kimi_k3": "KeyError",
     "deepseek_v4": "KeyError",
+    "qwen4_exp": "ValueError",
     "longcat_flash": "KeyError",
 }
 UNLOADABLE = [
@@ -503,6 +611,9 @@ UNLOADABLE = [
     # vLLM's own name is renamed again by V4's substring rules (deepseek_v4/nvidia/mtp.py:362-373).
     ("deepseek_v4", "mtp.0.norm.weight", "mtp.0.shared_head.norm.weight", "model.layers.4.shared_head.shared_head.norm.weight"),
     ("deepseek_v4", "mtp.0.attn_norm.weight", "layers.4.attn_norm.weight", "layers.4.attn_norm.weight"),
+    # Qwen3.5's single fc over [embedding, hidden] is not this block's (vLLM 0.33.0 qwen4_exp/nvidia/mtp.py:205-222).
+    ("qwen4_exp", "mtp.fc_embedding.weight", "mtp.fc.weight", "model.fc.weight"),
+    ("qwen4_exp", "mtp.layers.0.mlp.gate.weight", "mtp.layers.1.mlp.gate.weight", "model.layers.1.mlp.gate.weight"),
     # Outside LongCat-Flash's rename table a name keeps its own (longcat_flash_mtp.py:276-277).
     ("longcat_flash", "model.mtp.layers.0.enorm.m.weight", "model.mtp.layers.0.enorm.weight", "model.mtp.layers.0.enorm.weight"),
     (
@@ -562,9 +673,9 @@ def test_inspect_gives_each_family_the_right_verdict(family: str, variant: str, 
 
 
 def test_inspect_says_a_config_declares_the_count_only_when_it_does(family_root: Path, tmp_path: Path) -> None:
-    """Qwen3-Next's config lacks the count (vLLM assumes 1); the others declare it."""
+    """Qwen3-Next's config lacks the count (vLLM assumes 1); the others declare it, Nemotron-H as steps."""
     reasons = {}
-    for family in ("qwen3_next", "deepseek_v3"):
+    for family in ("qwen3_next", "deepseek_v3", "nemotron_h"):
         recipe = _recipe(tmp_path / family, family, family_root / family / "source", family_root / family / "no-mtp")
         reasons[family] = json.loads(run_cli("inspect", "--recipe", str(recipe), "--json").stdout)["reasons"][0]
 
@@ -572,6 +683,11 @@ def test_inspect_says_a_config_declares_the_count_only_when_it_does(family_root:
     assert (
         reasons["deepseek_v3"]
         == "the target ships none of the 30 MTP tensors of layers 4, although its config declares num_nextn_predict_layers: 1"
+    )
+    # num_nextn_predict_layers counts steps; the step runs one layer per MTP pattern character (nemotron_h_mtp.py:246-292).
+    assert reasons["nemotron_h"] == (
+        "the target ships none of the 22 MTP tensors of layers 0-1, although its config declares one MTP step of 2 layers "
+        "(num_nextn_predict_layers: 1)"
     )
 
 
@@ -651,6 +767,7 @@ def _order(family: str) -> Any:
     [
         ("step3p7", "omit", "copy", "per-layer heads"),  # Step keeps its own heads and reads its embedding
         ("nemotron_h", "copy", "omit", "no embedding or head"),  # NemotronHMTP has neither (nemotron_h_mtp.py:255, 372)
+        ("step5", "omit", "copy", "per-layer heads"),  # Step5MTP requires every parameter (step5/nvidia/mtp.py:411-420)
     ],
 )
 def test_a_recipe_asking_for_a_shared_weights_choice_its_family_lacks_is_refused_in_one_line(
@@ -823,6 +940,17 @@ def test_a_nemotron_h_mtp_layer_list_overrides_the_legacy_pattern() -> None:
     assert names == _under("mtp.layers.0.", NEMOTRON_START + NEMOTRON_ATTENTION + ["final_layernorm.weight"])
 
 
+def test_a_nemotron_h_config_in_transformers_aliases_reads_like_the_field_names() -> None:
+    """NemotronHConfig.attribute_map sends layer_types to layers_block_type and num_local_experts to
+    n_routed_experts (transformers 5.20.2 configuration_nemotron_h.py:84); set last, the alias wins."""
+    family, config = FAMILIES["nemotron_h"], family_config("nemotron_h")
+    aliased = {key: value for key, value in config.items() if key not in ("hybrid_override_pattern", "n_routed_experts")}
+    aliased |= {"layer_types": ["linear_attention", "full_attention"], "num_local_experts": 3}
+    geometry = family.read_geometry({**aliased, "n_routed_experts": 8, "layers_block_type": ["moe"] * 5})
+
+    assert (geometry.num_hidden_layers, geometry.num_experts) == (2, 3)
+
+
 @pytest.mark.parametrize("shared", [None, 0])
 def test_a_nemotron_h_moe_without_shared_experts_has_no_shared_expert_tensors(shared: int | None) -> None:
     """n_shared_experts null or 0 builds no shared expert (vLLM 0.33.0 nemotron_h.py:178-179)."""
@@ -863,3 +991,69 @@ def test_a_deepseek_v4_config_decides_the_router_bias_and_shared_experts_and_ref
         family.read_geometry({**config, "vision_n_layers": 2})
     with pytest.raises(ValueError, match=r"^o_groups: must divide num_attention_heads x head_dim \(64\), found 3"):
         family.read_geometry({**config, "o_groups": 3})
+
+
+def test_verify_refuses_a_step5_tensor_vllm_would_drop_with_only_a_warning(family_root: Path, tmp_path: Path) -> None:
+    """Step5MTP skips a name it has no parameter for (step5/nvidia/mtp.py:402-406): a head stored under
+    the multimodal prefix would leave the real one at its initial value, so verify names it."""
+    source, target = family_root / "step5" / "source", family_root / "step5" / "no-mtp"
+    recipe, workdir = _build(tmp_path, "step5", source, target)
+    stored_as = "model.language_model.layers.4.self_attn.ssmax_s"
+    rename_tensor(workdir / "draft", "model.layers.4.self_attn.ssmax_s", stored_as)
+
+    result = run_cli("verify", "--recipe", str(recipe), "--workdir", str(workdir))
+
+    assert result.code == 1
+    loader = next(c for c in json.loads((workdir / "verify.json").read_text())["checks"] if c["id"] == "loader.names")
+    assert loader["evidence"] == f"{stored_as}: vLLM 0.33.0 Step5MTP skips this tensor, so the draft must not ship it"
+
+
+def test_a_step5_source_with_a_sliding_mtp_layer_builds_it_without_the_sparse_indexer(tmp_path: Path) -> None:
+    """Layer 5 is sliding attention: q/k/v and the gate load into qkvg_proj, with the sliding heads
+    of attention_other_setting (vLLM 0.33.0 step5/nvidia/model.py:1863-1878, 1076-1090)."""
+    spec = FamilySpec(num_mtp_layers=2)
+    source = write_family_source(tmp_path / "source", "step5", spec)
+    target = write_family_target(tmp_path / "target", "step5", spec)
+
+    _, workdir = _build(tmp_path, "step5", source, target)
+
+    produced = set(folder_tensor_hashes(workdir / "draft"))
+    sliding = {name for name in _under("model.layers.5.", STEP5_LAYER) if "sparse_indexer" not in name and "ssmax" not in name}
+    assert produced == DRAFT_TENSORS["step5"] | sliding
+    index = json.loads((workdir / "draft" / "model.safetensors.index.json").read_text())
+    for name, shape in {"model.layers.5.self_attn.q_proj.weight": (8 * 16, 64), "model.layers.5.self_attn.g_proj.weight": (8, 64)}.items():
+        with safe_open(str(workdir / "draft" / index["weight_map"][name]), framework="numpy") as handle:
+            assert tuple(handle.get_slice(name).get_shape()) == shape, name
+    config = json.loads((workdir / "draft" / "config.json").read_text())
+    assert len(config["layer_types_with_mtp"]) == 6 and "quantization_config" not in config
+    assert json.loads((workdir / "verify.json").read_text())["passed"] is True
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sparse_config": None}, r"^sparse_config: is required: vLLM 0\.33\.0 refuses Step5 checkpoints without a sparse section"),
+        ({"moe_layers_enum": "1,2,3,4"}, r"^moe_layers_enum: names MTP layer 4, but vLLM 0\.33\.0 Step5MTP supports dense MTP layers only"),
+        ({"use_head_wise_attn_gate": False}, r"^use_head_wise_attn_gate: must be true: a full-attention MTP layer uses sparse attention"),
+        ({"layer_types_with_mtp": None}, r"^layer_types: has 4 entries, the MTP layers need 5"),
+        ({"layer_types_with_mtp": None, "layer_types": None}, r"^layer_types_with_mtp: is required to know each MTP layer's attention"),
+        ({"attention_bias": True}, r"^attention_bias: vLLM 0\.33\.0 does not support Step5 attention biases"),
+    ],
+)
+def test_a_step5_config_vllm_cannot_build_is_refused_by_field(change: dict[str, Any], message: str) -> None:
+    config = {key: value for key, value in {**family_config("step5"), **change}.items() if value is not None}
+
+    with pytest.raises(ValueError, match=message):
+        FAMILIES["step5"].read_geometry(config)
+
+
+def test_a_step5_config_with_sparse_attention_disabled_builds_no_indexer() -> None:
+    """`sparse_config.enabled: false` keeps the section (required) but turns DSA off (step5/nvidia/config.py:84-90)."""
+    config = family_config("step5")
+    config["sparse_config"] = {**config["sparse_config"], "enabled": False}
+    family = FAMILIES["step5"]
+    geometry = family.read_geometry(config)
+
+    params = family.declared_params(geometry)
+    assert "model.layers.4.mtp_block.self_attn.qkvg_proj.weight" in params
+    assert not [param for param in params if "sparse_indexer" in param or "qkv_indexer" in param or "ssmax" in param]

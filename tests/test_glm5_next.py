@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.families import FAMILIES
-from pipeline.rehearsal.synthetic_families import family_config, write_family_source, write_family_target
+from pipeline.rehearsal.synthetic_families import FamilySpec, family_config, write_family_source, write_family_target
 from tests.conftest import run_cli
 from tests.safetensors_reader import folder_tensor_hashes, rename_tensor
 
@@ -79,12 +79,47 @@ def test_a_config_without_a_field_vllm_reads_and_transformers_does_not_declare_i
 
 
 def test_a_dense_mtp_layer_is_refused_by_field() -> None:
-    """The MTP layer takes the last mlp_layer_types entry (model.py:414-422); the table knows only the MoE layer."""
+    """Past the list's end the MTP layer takes the last mlp_layer_types entry (model.py:414-422); the table knows only the MoE layer."""
     config = family_config("glm5_next")
     config["text_config"]["mlp_layer_types"][-1] = "dense"
 
-    with pytest.raises(ValueError, match=r"^text_config\.mlp_layer_types: the MTP layer takes the last entry, 'dense'"):
+    with pytest.raises(ValueError, match=r"^text_config\.mlp_layer_types: MTP layer 4 takes the last entry, 'dense'"):
         FAMILY.read_geometry(config)
+
+
+def test_an_mlp_layer_types_list_that_reaches_the_mtp_layer_decides_by_its_own_entry() -> None:
+    """vLLM takes mlp_layer_types[layer_idx] when the list is longer than the layer number (model.py:418-422)."""
+    config = family_config("glm5_next")
+    config["text_config"]["mlp_layer_types"] = ["dense", "sparse", "sparse", "dense", "sparse"]
+    assert FAMILY.read_geometry(config).num_experts == 4
+
+    config["text_config"]["mlp_layer_types"] = ["dense", "sparse", "sparse", "sparse", "dense", "sparse"]
+    with pytest.raises(ValueError, match=r"^text_config\.mlp_layer_types: MTP layer 4 takes entry 4, 'dense'"):
+        FAMILY.read_geometry(config)
+
+
+def test_every_mtp_layer_is_checked_and_built() -> None:
+    """vLLM builds num_nextn_predict_layers layers from num_hidden_layers on (mtp.py:113-124)."""
+    config = family_config("glm5_next")
+    config["text_config"]["num_nextn_predict_layers"] = 2
+    config["text_config"]["mlp_layer_types"] = ["dense", "sparse", "sparse", "sparse", "sparse", "dense"]
+    with pytest.raises(ValueError, match=r"^text_config\.mlp_layer_types: MTP layer 5 takes entry 5, 'dense'"):
+        FAMILY.read_geometry(config)
+
+    del config["text_config"]["mlp_layer_types"][-1]
+    names = {tensor.name for tensor in FAMILY.expected_tensors(FAMILY.read_geometry(config))}
+    assert {name.split(".")[2] for name in names} == {"4", "5"} and len(names) == 2 * 37
+
+
+def test_a_null_n_shared_experts_builds_no_shared_expert() -> None:
+    """Glm5NextMoE builds no shared expert when n_shared_experts is null (model.py:279-284)."""
+    config = family_config("glm5_next")
+    config["text_config"]["n_shared_experts"] = None
+    geometry = FAMILY.read_geometry(config)
+
+    names = {tensor.name for tensor in FAMILY.expected_tensors(geometry)}
+    assert not [name for name in names if ".shared_experts." in name] and len(names) == 34
+    assert not [module.prefix for module in FAMILY.quant_module_prefixes(geometry) if ".shared_experts." in module.prefix]
 
 
 def test_without_mlp_layer_types_transformers_default_decides() -> None:
@@ -94,7 +129,7 @@ def test_without_mlp_layer_types_transformers_default_decides() -> None:
     assert FAMILY.read_geometry(config).num_experts == 4
 
     config["text_config"]["num_hidden_layers"] = 3
-    with pytest.raises(ValueError, match=r"^text_config\.mlp_layer_types: the MTP layer takes the last entry, 'dense'"):
+    with pytest.raises(ValueError, match=r"^text_config\.mlp_layer_types: MTP layer 3 takes the last entry, 'dense'"):
         FAMILY.read_geometry(config)
 
 
@@ -107,3 +142,18 @@ def test_the_router_bias_exists_only_under_noaux_tc() -> None:
     names = {tensor.name for tensor in FAMILY.expected_tensors(geometry)}
     assert f"{MTP}mlp.gate.weight" in names and f"{MTP}mlp.gate.e_score_correction_bias" not in names
     assert len(names) == 36
+
+
+def test_a_source_with_two_mtp_layers_builds_both_and_the_card_says_so(tmp_path: Path) -> None:
+    """read_geometry takes any num_nextn_predict_layers, and vLLM builds that many layers (mtp.py:113-124)."""
+    spec = FamilySpec(num_mtp_layers=2)
+    source = write_family_source(tmp_path / "source", "glm5_next", spec)
+    target = write_family_target(tmp_path / "target", "glm5_next", spec)
+
+    code, stderr, workdir = _build(tmp_path, source, target)
+
+    assert code == 0, stderr
+    produced = folder_tensor_hashes(workdir / "draft")
+    assert {name.split(".")[2] for name in produced} == {"4", "5"} and len(produced) == 2 * 37
+    assert json.loads((workdir / "verify.json").read_text())["passed"] is True
+    assert any("model.layers.{num_hidden_layers + i}" in note for note in FAMILY.card_notes)

@@ -127,21 +127,27 @@ def _text(config: dict[str, Any]) -> dict[str, Any]:
         # linear.py:1406-1409 asserts as many index heads as KV heads.
         (
             lambda text: text["sparse_attention_config"].update(sparse_num_index_heads=4),
-            "text_config.sparse_attention_config.sparse_num_index_heads: must equal num_key_value_heads (2)",
+            "text_config.sparse_attention_config.sparse_num_index_heads: must equal num_key_value_heads (2), found 4",
         ),
         # linear.py:1468-1487 place index_q with head_dim.
         (
             lambda text: text["sparse_attention_config"].update(sparse_index_dim=8),
-            "text_config.sparse_attention_config.sparse_index_dim: must equal head_dim (16)",
+            "text_config.sparse_attention_config.sparse_index_dim: must equal head_dim (16), found 8",
         ),
+        # model.py:438-441 index the given mapping: a missing key is a KeyError, no default.
         (
             lambda text: text["sparse_attention_config"].pop("sparse_index_dim"),
             "text_config.sparse_attention_config.sparse_index_dim: is required",
         ),
-        (lambda text: text.pop("sparse_attention_config"), "text_config.sparse_attention_config: is required"),
-        # model.py:176-180 refuses any other activation for the shared expert.
-        (lambda text: text.update(hidden_act="silu"), "text_config.hidden_act: must be swigluoai"),
-        (lambda text: text.update(n_shared_experts=0), "text_config.n_shared_experts: must be an integer >= 1, found 0"),
+        # Absent, the default indexer (configs/minimax_m3.py:89-104) has 4 heads against 2 KV heads.
+        (
+            lambda text: text.pop("sparse_attention_config"),
+            "text_config.sparse_attention_config: is absent or null, so vLLM 0.33.0 takes its default "
+            "(configs/minimax_m3.py:89-104), whose sparse_num_index_heads 4 must equal num_key_value_heads (2)",
+        ),
+        # The shared expert's MLP refuses any other activation (model.py:176-180).
+        (lambda text: text.update(hidden_act="silu"), "text_config.hidden_act: must be swigluoai with a shared expert"),
+        (lambda text: text.update(n_shared_experts=-1), "text_config.n_shared_experts: must be an integer >= 0, found -1"),
     ],
 )
 def test_a_config_vllm_cannot_build_the_mtp_from_is_refused_by_field(change: Any, message: str) -> None:
@@ -152,6 +158,50 @@ def test_a_config_vllm_cannot_build_the_mtp_from_is_refused_by_field(change: Any
         FAMILIES[FAMILY].read_geometry(config)
 
     assert str(refused.value).startswith(message)
+
+
+SHARED = f"{LAYER}transformer_layer.block_sparse_moe.shared_experts."
+
+
+@pytest.mark.parametrize("declared", [0, None])
+def test_without_shared_experts_the_layer_has_none_and_any_activation_builds(declared: int | None) -> None:
+    """`if self.n_shared_experts:` (model.py:241-249): 0 or null builds no shared expert, and no
+    MiniMaxM3MLP checks hidden_act (model.py:176-180); the routed experts keep their own activation."""
+    family, config = FAMILIES[FAMILY], family_config(FAMILY)
+    _text(config).update(n_shared_experts=declared, hidden_act="silu")
+    geometry = family.read_geometry(config)
+
+    names = {tensor.name for tensor in family.expected_tensors(geometry)}
+    assert len(names) == 30 and not any(name.startswith(SHARED) for name in names)
+    assert not any("shared_experts" in param for param in family.declared_params(geometry))
+    assert [m.prefix for m in family.quant_module_prefixes(geometry) if "shared_experts" in m.prefix] == []
+    assert family.vllm_param(SHARED + "gate_proj.weight", geometry) is None
+
+
+def test_absent_fields_take_the_defaults_vllm_builds_with() -> None:
+    """MiniMaxM3TextConfig's defaults (configs/minimax_m3.py:19-50, indexer :89-104) fill what the config leaves out."""
+    family, config = FAMILIES[FAMILY], family_config(FAMILY)
+    text = _text(config)
+    for key in ("sparse_attention_config", "num_key_value_heads", "head_dim", "vocab_size", "num_hidden_layers", "n_shared_experts"):
+        del text[key]
+    geometry = family.read_geometry(config)
+
+    assert (geometry.vocab_size, geometry.num_hidden_layers) == (200064, 60)
+    assert geometry.attention["sparse_attention"].kv_groups == 4 and geometry.attention["sparse_attention"].head_dim == 128
+    assert (geometry.sizes["index_heads"], geometry.sizes["index_dim"], geometry.sizes["shared_intermediate_size"]) == (4, 128, 24)
+
+
+def test_a_flat_mtp_config_defaults_to_one_hidden_layer_and_a_vl_config_without_text_config_to_the_defaults_alone() -> None:
+    """MiniMaxM3MTPConfig defaults num_hidden_layers to 1 (configs/minimax_m3.py:119); MiniMaxM3Config
+    without text_config builds the default text config and ignores top-level fields (:140-141)."""
+    family = FAMILIES[FAMILY]
+    flat = {**_text(family_config(FAMILY)), "model_type": "minimax_m3_mtp"}
+    del flat["num_hidden_layers"]
+    assert family.read_geometry(flat).num_hidden_layers == 1
+
+    bare = {**_text(family_config(FAMILY)), "model_type": "minimax_m3_vl"}
+    geometry = family.read_geometry(bare)
+    assert (geometry.hidden_size, geometry.num_experts, geometry.num_hidden_layers) == (6144, 128, 60)
 
 
 def test_a_flat_mtp_config_reads_like_the_promoted_text_config_and_defaults_to_one_layer() -> None:

@@ -127,6 +127,8 @@ MISSING = {
         "kimi_k3": "model.layers.4*",
         "minimax_m3": "model.layers.0*",
         "deepseek_v4": "model.layers.4*",
+        "mimo_v2": "model.mtp.layers.0*",
+        "step5": "model.layers.4*",
         "longcat_flash": "eh_proj, model.layers.4*",
     },
     "compressed-tensors": {
@@ -142,6 +144,8 @@ MISSING = {
         "kimi_k3": "re:model\\.layers\\.4\\.",
         "minimax_m3": "re:model\\.layers\\.0\\.",
         "deepseek_v4": "re:model\\.layers\\.4\\.",
+        "mimo_v2": "re:model\\.mtp\\.layers\\.0\\.",
+        "step5": "re:model\\.layers\\.4\\.",
         "longcat_flash": "re:eh_proj$, re:model\\.layers\\.4\\.",
     },
     "fp8": {
@@ -158,6 +162,8 @@ MISSING = {
         "kimi_k3": "model.layers.4.self_attn.fused_qkv_a_g_proj",
         "minimax_m3": "model.layers.0.eh_proj",
         "deepseek_v4": "model.layers.4.e_proj",
+        "mimo_v2": "model.mtp.layers.0.self_attn.qkv_proj",
+        "step5": "model.layers.4.mtp_block.self_attn.qkv_indexer_proj",
         "longcat_flash": "eh_proj",
     },
 }
@@ -317,3 +323,20 @@ def test_deepseek_v4_exclude_entries_are_matched_after_vllms_rename_of_the_targe
     assert result.quantization is not None and list(result.quantization.patterns) == next(
         v for k, v in section.items() if isinstance(v, list)
     )
+
+
+def test_a_step5_exclude_list_under_language_model_covers_the_mtp_as_vllm_renames_it() -> None:
+    """Step5MTP drops `language_model.` from the target's exclude list before building the MTP
+    (vLLM 0.33.0 step5/nvidia/mtp.py:276-281), so the FP8 form's exact names match with that prefix."""
+    family = FAMILIES["step5"]
+    geometry = family.read_geometry(family_config("step5"))
+    modules = [module.prefix for module in family.quant_module_prefixes(geometry) if module.kind != "head"]
+    config = {
+        "quantization_config": {"quant_method": "fp8", "modules_to_not_convert": ["lm_head", *("language_model." + m for m in modules)]}
+    }
+
+    covered = mtp_coverage(family, geometry, config, None)
+    assert covered is not None and covered.covered
+    config["quantization_config"]["modules_to_not_convert"] = ["lm_head", *("model.language_model." + m for m in modules)]
+    uncovered = mtp_coverage(family, geometry, config, None)
+    assert uncovered is not None and uncovered.uncovered == tuple(modules)

@@ -33,6 +33,7 @@ NON_STEP = (
     "kimi_k3",
     "minimax_m3",
     "deepseek_v4",
+    "mimo_v2",
     "longcat_flash",
 )
 # The parameters the proposer replaces with the target's (llm_base_proposer.py:1418-1575), by family.
@@ -50,6 +51,7 @@ REPLACED = {
     "kimi_k3": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "minimax_m3": {"model.embed_tokens.weight", "lm_head.weight"},
     "deepseek_v4": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
+    "mimo_v2": {"model.embed_tokens.weight", "lm_head.weight"},
     "longcat_flash": {"model.embed_tokens.weight", "lm_head.weight"},
 }
 # Replaced parameters no checkpoint name can fill, so no draft ships them (longcat_flash_mtp.py:145-150, 311-316).
@@ -153,9 +155,30 @@ def test_a_nemotron_h_draft_fills_every_declared_parameter_without_an_embedding_
     assert not any("embed" in param or "lm_head" in param for param in upstream["params"]["names"])
 
 
-def test_nemotron_h_names_no_name_vllm_would_raise_on() -> None:
-    """Its loader skips every name without a parameter (nemotron_h_mtp.py:482-487, 512-513, 532-536)."""
+def test_nemotron_h_replay_never_names_a_parameter_the_module_lacks() -> None:
+    """Its loader skips every name without a parameter (nemotron_h_mtp.py:482-487, 512-513, 532-536), so
+    no name, however far from the layout, may replay to a parameter the module lacks (a KeyError)."""
+    family, geometry = FAMILIES["nemotron_h"], _geometry("nemotron_h")
     assert _upstream("nemotron_h")["key_errors"]["names"] == {}
+    names = [tensor.name for tensor in family.expected_tensors(geometry)]
+    moved = {"mtp.layers.0.": "mtp.layers.1.", "mtp.layers.1.": "mtp.layers.0."}
+    variants = {
+        variant
+        for name in names
+        for variant in (
+            name.replace(".weight", ".bias"),
+            name.replace(".weight", ".weight_scale"),
+            name.replace(".experts.0.", ".experts.9."),
+            next((name.replace(old, new) for old, new in moved.items() if name.startswith(old)), name),
+        )
+    } - set(names)
+
+    replayed = {name: family.vllm_param(name, geometry) for name in variants}
+
+    declared = family.declared_params(geometry)
+    assert all(family.vllm_param(name, geometry) in declared for name in names)
+    assert {name: param for name, param in replayed.items() if param is not None and param not in declared} == {}
+    assert sum(param is None for param in replayed.values()) > len(names)
 
 
 def test_nemotron_h_refuses_to_ship_copies_it_has_none_of() -> None:
@@ -165,3 +188,14 @@ def test_nemotron_h_refuses_to_ship_copies_it_has_none_of() -> None:
 
 def test_nemotron_h_builds_its_mtp_from_the_drafts_own_quantization() -> None:
     assert _upstream("nemotron_h")["quantization"]["built_from"] == FAMILIES["nemotron_h"].quantization_from == "draft"
+
+
+def test_step5_builds_its_mtp_with_the_targets_quantization_over_vllms_module_prefixes() -> None:
+    """Step5MTP uses the target's quant_config (step5/nvidia/mtp.py:104) but always ships its embedding and
+    heads, so there is no `omit` form: the modules are the same whatever the recipe says."""
+    upstream, geometry = _upstream("step5")["quantization"], _geometry("step5")
+    known = FAMILIES["step5"]
+
+    assert upstream["built_from"] == known.quantization_from == "target"
+    assert [m.prefix for m in known.quant_module_prefixes(geometry)] == upstream["modules"] + upstream["shared_modules"]
+    assert all(not module.unquantized_under for module in known.quant_module_prefixes(geometry))

@@ -13,6 +13,7 @@ import git
 import pytest
 from huggingface_hub import CommitOperationAdd
 
+from pipeline.cli import watch as watch_command
 from pipeline.errors import InputError
 from pipeline.flows.proposal import Proposal, propose
 from pipeline.rehearsal.hub import FaultPlan, HubServer
@@ -146,6 +147,40 @@ def test_a_target_commit_shipping_the_mtp_makes_the_draft_redundant_and_the_prop
 
     release.repo.git.checkout(BRANCH)
     assert release.cli("card", "--check").code == 0  # the proposed card is exactly a fresh render of the proposed lock
+
+
+def test_a_later_run_that_learns_nothing_new_keeps_the_proposed_commit(
+    release: Release, synthetic_pairs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release.prepare(tag=None)
+    release.api.upload_folder(
+        repo_id=TARGET_REPO, folder_path=str(synthetic_pairs["redundant-target"]), commit_message="Add a BF16 MTP shard"
+    )
+    monkeypatch.setattr(watch_command, "today", lambda: "2026-11-30")
+    assert _watch(release, "--propose")[0] == 1
+    first = _proposed(release)
+    monkeypatch.setattr(watch_command, "today", lambda: "2026-12-07")
+
+    code, report = _watch(release, "--propose")
+
+    assert code == 1  # the target still moved: the proposal stands
+    [proposal] = report["proposals"]
+    assert proposal["already_proposed"] is True and proposal["commit"] == first.hexsha == _proposed(release).hexsha
+    assert json.loads(_blob(first, LOCK))["inspect"]["checked_at"] == "2026-11-30"  # dated when first found
+
+
+def test_a_new_finding_replaces_the_proposed_commit(release: Release, synthetic_pairs: dict[str, Path]) -> None:
+    release.prepare(tag=None)
+    release.api.upload_folder(repo_id=TARGET_REPO, folder_path=str(synthetic_pairs["redundant-target"]), commit_message="Add MTP")
+    assert _watch(release, "--propose")[0] == 1
+    first = _proposed(release)
+    newer = _commit_file(release, TARGET_REPO, "README.md", b"---\nlicense: apache-2.0\n---\n\nMoved again.\n", "Card only")
+
+    code, report = _watch(release, "--propose")
+
+    [proposal] = report["proposals"]
+    assert code == 1 and proposal["already_proposed"] is False and proposal["commit"] != first.hexsha
+    assert json.loads(_blob(_proposed(release), LOCK))["target"]["commit"] == newer
 
 
 def test_a_readme_only_source_commit_is_re_pinned_and_a_locked_build_reproduces_the_draft(

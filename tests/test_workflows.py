@@ -623,7 +623,7 @@ def test_the_watch_workflow_runs_daily_and_on_demand_with_only_branch_and_pull_r
     [job] = workflow["jobs"].values()
     assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
     text = WATCH.read_text()
-    assert "HF_TOKEN" not in text and re.findall(r"secrets\.\w+", text) == ["secrets.GITHUB_TOKEN"]
+    assert "HF_TOKEN" not in text and set(re.findall(r"secrets\.\w+", text)) == {"secrets.GITHUB_TOKEN"}
     assert [(c, a) for c, a in _commands(job) if c == "watch"] == [
         ("watch", ["--all", "--propose", "--json", "--summary", "$GITHUB_STEP_SUMMARY"])
     ]
@@ -683,6 +683,14 @@ def test_the_watch_workflow_pushes_the_proposal_and_opens_a_pull_request_with_th
     assert "- The release plan was refused:\n\n```text\nerror: inspect: the draft is redundant" in body and "publish --force" in body
     [run] = jobs["watch"]
     assert "### Upstream watch" in run.summary and f"| {DRAFT} | target moved" in run.summary
+
+    RunnerLikeRun(
+        "watch.yml", yaml.safe_load(WATCH.read_text()), project.root, tmp_path / "runner-2", env, github, {"": {"GITHUB_TOKEN": "ghs_test"}}
+    ).run()
+
+    assert project.repo.commit(f"watch/{DRAFT}") == branch  # nothing new upstream: the pushed proposal is kept, not rewritten
+    again = gh_log.read_text().splitlines()[3:]
+    assert again[0] == "auth setup-git" and again[1].startswith(f"pr view watch/{DRAFT}")  # the pull request is still brought up to date
 
 
 # ---- the lock workflow: a pending draft built in CI and proposed as a pull request ---------------

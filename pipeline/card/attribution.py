@@ -104,8 +104,12 @@ def _taken(recipe: Recipe, family: Family, lock: Mapping[str, Any], mtp_layer_co
         layers = f"every tensor of MTP layer{'s' if len(indices) > 1 else ''} {numbers} (`{under}*`)"
     else:
         layers = "the MTP layer" if mtp_layer_count == 1 else f"the {mtp_layer_count} MTP layers"
-    parts = [layers] + [f"`{extra.name}`" for extra in family.extra_tensors]
-    count = len(lock.get("tensors") or [])
+    names = {t["name"] for t in lock.get("tensors") or []}
+    extras = [extra.name for extra in family.shipped_extras]
+    outside = sorted(name for name in names - set(extras) if not pattern.match(name))  # e.g. Qwen's `mtp.fc.weight`
+    block = [f"the MTP block's {', '.join(f'`{name}`' for name in outside)}"] if outside else []
+    parts = [layers, *block, *(f"`{name}`" for name in extras)]
+    count = len(names)
     if isinstance(recipe.source, HubRef):
         commit = source_lock.get("commit")
         at = f"at commit `{commit}`" if commit else f"at revision `{inline(recipe.source.revision)}` (commit not yet resolved)"

@@ -107,6 +107,8 @@ def speculative_command(recipe: Recipe) -> str:
 
 def _k_note(recipe: Recipe, n_predict: int) -> str:
     k = recipe.card.num_speculative_tokens
+    if n_predict == 1:
+        return f"`num_speculative_tokens` is {k}. The draft has one MTP layer, which every step reuses, so any K is accepted."
     return (
         f"`num_speculative_tokens` is {k}. The draft has {n_predict} MTP layers; step j uses layer j mod {n_predict}, "
         f"so a K above {n_predict} must be a multiple of {n_predict}."
@@ -227,6 +229,8 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
     if inputs.config is not None:
         # The family's count key, text_config first; Qwen3-Next's config may lack it and vLLM then assumes 1.
         n_predict = inputs.family.declared_mtp_count(inputs.config) or 0
+        if inputs.family.mtp_layer_limit is not None:
+            n_predict = min(n_predict, inputs.family.mtp_layer_limit)
     else:
         n_predict = len({t["name"].split(".")[2] for t in lock.get("tensors", []) if t["name"].startswith("model.layers.")})
     inspect = lock.get("inspect") or {}
@@ -237,7 +241,7 @@ def card_context(inputs: CardInputs) -> dict[str, Any]:
     return {
         "title": escape_cell(recipe.card.title or (recipe.destination.repo_id.split("/")[1] if recipe.destination else recipe.name)),
         "draft": recipe.name,
-        "mtp_layer_count": n_predict,
+        "mtp_layers": "Multi-Token-Prediction (MTP) layer" if n_predict == 1 else f"{n_predict} Multi-Token-Prediction (MTP) layers",
         "extra_tensors": [f"`{extra.name}`" for extra in inputs.family.shipped_extras],
         "source": _repo_view(recipe.source, source_lock),
         "target": _repo_view(recipe.target, target_lock),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli.commands import today
 from pipeline.cli.output import Output
 from pipeline.errors import InputError
 from pipeline.recipe.layout import Workdir
@@ -61,12 +61,12 @@ def watch(args: argparse.Namespace, out: Output) -> int:
     from pipeline.flows.watch import watch_draft
     from pipeline.flows.watch_report import report_json, summary_markdown
 
-    today = datetime.now(timezone.utc).date().isoformat()
+    checked_on = today()
     contexts = [Context(recipe=recipe, workdir=_workdir(args, recipe), out=out) for recipe in _recipes(args)]
     results = []
     for ctx in contexts:
         out.info(f"watch: {ctx.recipe.name}")
-        results.append(watch_draft(ctx, today))
+        results.append(watch_draft(ctx, checked_on))
     proposals: list[dict[str, Any]] = []
     if args.propose:
         from pipeline.flows.proposal import open_repository
@@ -81,6 +81,7 @@ def watch(args: argparse.Namespace, out: Output) -> int:
                     "draft": ctx.recipe.name,
                     "branch": outcome.branch,
                     "commit": outcome.commit,
+                    "already_proposed": outcome.already_proposed,
                     "files": list(outcome.changed),
                     "pull_request": str(outcome.pull_request),
                 }
@@ -90,6 +91,10 @@ def watch(args: argparse.Namespace, out: Output) -> int:
         with open(args.summary, "a", encoding="utf-8") as handle:
             handle.write(summary_markdown(reports, {p["draft"]: p["branch"] for p in proposals}))
     lines = [report.render() for report in reports]
-    lines += [f"proposed: {p['branch']} at {p['commit'] or 'HEAD (nothing to commit)'}; {p['pull_request']}" for p in proposals]
+    lines += [
+        f"proposed: {p['branch']} at {p['commit'] or 'HEAD (nothing to commit)'}{' (as before, kept)' if p['already_proposed'] else ''};"
+        f" {p['pull_request']}"
+        for p in proposals
+    ]
     out.result("\n".join(lines), {**report_json(reports), "proposals": proposals})
     return 1 if any(report.changed for report in reports) else 0

@@ -97,7 +97,8 @@ class QuantModule:
     `head` (a ParallelLMHead, quantized by ModelOpt and compressed-tensors but not by FP8).
     `unquantized_under` names vLLM quantization configs under which the module is forced
     unquantized (Qwen3-Next's `fc` under `modelopt_fp4`); `when` names a geometry flag the
-    module exists under, as for `LayerTensor`."""
+    module exists under, as for `LayerTensor`; `in_layer`, as for `LayerTensor`, says which MTP
+    layers build it (Step5's attention differs by layer type)."""
 
     prefix: str
     kind: Literal["linear", "experts", "head"] = "linear"
@@ -105,6 +106,7 @@ class QuantModule:
     unquantized_under: tuple[str, ...] = ()
     shared: bool = False
     when: str | None = None
+    in_layer: Callable[[Geometry, int], bool] | None = None
     # (list field of the target config, entry): built unquantized when that list holds the entry
     # (LongCat-Flash's `eh_proj` under `disable_quant_module: [mtp]`).
     unquantized_if: tuple[str, str] | None = None
@@ -140,6 +142,8 @@ class Family:
     param_prefix: str | None = None
     count_key: str = "num_nextn_predict_layers"
     count_default: int | None = None  # what vLLM assumes when the config lacks `count_key`
+    # How many MTP layers vLLM builds whatever the config declares (MiMo-V2: one); None: as many as declared.
+    mtp_layer_limit: int | None = None
     # Whose quantization config vLLM builds the MTP module with: the draft's own (Step) or the target's.
     quantization_from: Literal["draft", "target"] = "target"
     quant_modules: tuple[QuantModule, ...] = ()
@@ -152,6 +156,8 @@ class Family:
     # Suffixes of source tensors in an MTP layer that vLLM's loader skips (Kimi K3's attention-residual
     # weights): known, so not refused as foreign, and never shipped.
     skipped_suffixes: tuple[str, ...] = ()
+    # Whole source names outside the MTP layers that vLLM's loader drops (Qwen4 Exp's mixer injection): known, never shipped.
+    skipped_names: tuple[str, ...] = ()
     # What vLLM raises for a name it matches but cannot place: `params_dict[name]` in hand-written
     # loaders, AutoWeightsLoader's "There is no module or parameter named" (models/utils.py:442-448).
     unknown_name_error: str = "KeyError"
@@ -175,7 +181,7 @@ class Family:
     def shared_weights_reason(self) -> str:
         if "copy" not in self.shared_weights_choices:
             return f"vLLM's {self.vllm_class} has no embedding or head of its own and always uses the target's, so there is nothing to copy"
-        if self.quantization_from == "draft":
+        if self.shared_weights_choices == ("copy",):
             return f"vLLM's {self.vllm_class} keeps the draft's own per-layer heads and reads its embedding, so they always ship"
         return f"vLLM's {self.vllm_class} replaces the draft's embedding and heads with the target's; copies matter only with pipeline parallelism above 1"
 
@@ -211,7 +217,7 @@ class Family:
         """Every source name of an MTP tensor this family knows, shipped or not."""
         layer_prefixes = [self.layer_prefix(template, layer) for template in self.source_prefixes for layer in geometry.mtp_layers]
         skipped = {prefix + suffix for prefix in layer_prefixes for suffix in self.skipped_suffixes}
-        return skipped | {name for tensor in self._tensors(geometry) for name in tensor.source_names}
+        return skipped | set(self.skipped_names) | {name for tensor in self._tensors(geometry) for name in tensor.source_names}
 
     def vllm_param(self, name: str, geometry: Geometry) -> str | None:
         """The parameter vLLM's loader fills with checkpoint tensor `name`, or None when it skips it;
@@ -224,6 +230,8 @@ class Family:
         for layer in geometry.mtp_layers:
             for module in self.quant_modules:
                 if (module.shared and self.shared_weights == "omit") or (module.when is not None and module.when not in geometry.flags):
+                    continue
+                if module.in_layer is not None and not module.in_layer(geometry, layer):
                     continue
                 prefix = module.prefix.format(layer=self.param_layer(geometry, layer))
                 modules.setdefault(prefix, replace(module, prefix=prefix))

@@ -32,14 +32,23 @@ def head_dim(g: Geometry, a: Attention) -> tuple[int, ...]:
     return (a.head_dim,)
 
 
+def _width(g: Geometry, size: str) -> int:
+    return g.hidden_size if size == "hidden" else g.sizes[size]
+
+
+def matrix(rows: str, cols: str) -> ShapeRule:
+    """A `[rows, cols]` weight, each a `Geometry.sizes` key or "hidden"."""
+    return lambda g, a: (_width(g, rows), _width(g, cols))
+
+
 def rows(size: str) -> ShapeRule:
     """A `[sizes[size], hidden]` projection into the layer."""
-    return lambda g, a: (g.sizes[size], g.hidden_size)
+    return matrix(size, "hidden")
 
 
 def cols(size: str) -> ShapeRule:
     """A `[hidden, sizes[size]]` projection out of the layer."""
-    return lambda g, a: (g.hidden_size, g.sizes[size])
+    return matrix("hidden", size)
 
 
 def gqa_attention(block: str, *, gated_query: bool = False) -> tuple[LayerTensor, ...]:

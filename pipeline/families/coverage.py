@@ -25,7 +25,6 @@ TRANSFORMERS_BACKEND = (
 
 # Why a registered MTP architecture is not supported, by registry key. Lines are vLLM 0.33.0's.
 NOT_YET: dict[str, str] = {
-    "MiMoV2MTPModel": NOT_REPLAYED,
     "MiMoV2OmniMTPModel": "multimodal-only: routed from `MiMoV2OmniForCausalLM`, a multimodal model (registry.py:522)",
     "EagleDeepSeekMTPModel": "not an MTP layer copy: an EAGLE draft model (`EagleDeepseekV3ForCausalLM`, deepseek_eagle.py:194)",
     "Dots3NoteMTPModel": NOT_REPLAYED,
@@ -35,8 +34,10 @@ NOT_YET: dict[str, str] = {
     "Gemma4MTPModel": (
         "not an MTP layer copy: the draft is a separate assistant checkpoint (`gemma4_assistant`, speculative.py:1106-1115) with its own"
         " decoder layers, hidden size, `pre_projection` / `post_projection` and tied draft-width embedding (gemma4_mtp.py:336-403, 481-488);"
-        " the release's loaders name none of these tensors (gemma4.py:1404-1419, gemma4_mm.py:1066-1078; unknown names raise,"
-        " utils.py:441-448), so a quantized release has none to drop, and the assistant keeps its own quantization (utils.py:985-1007)"
+        " the release's loaders (gemma4.py:1504-1506, gemma4_mm.py:2254-2274, whose ignore list holds only vision and audio"
+        " prefixes) map names through tables that name none of these tensors (gemma4.py:1404-1419, gemma4_mm.py:1066-1078; unknown"
+        " names raise, utils.py:441-448), so a quantized release has none to drop, and the assistant keeps its own quantization"
+        " (utils.py:985-1007)"
     ),
     "ErnieMTPModel": NOT_REPLAYED,
     "ExaoneMoeMTP": NOT_REPLAYED,
@@ -44,8 +45,6 @@ NOT_YET: dict[str, str] = {
     "GlmOcrMTPModel": "multimodal-only: routed from `GlmOcrForConditionalGeneration`, an OCR model (registry.py:436)",
     "OpenPanguMTPModel": NOT_REPLAYED,
     "ParseAuxMTPModel": "multimodal-only: routed from `RadioMBartPrefixForCausalLM` (Nemotron Parse), a document-image model (registry.py:648, speculative.py:721-732)",
-    "Step5MTP": NOT_REPLAYED,
-    "Qwen4ExpMTP": NOT_REPLAYED,
     "InternS2MobiusMTP": NOT_REPLAYED,
     "HYV3MTPModel": NOT_REPLAYED,
     "HYV4MTPModel": NOT_REPLAYED,

@@ -7,8 +7,8 @@ nh = num_hidden_layers, its head `model.layers.L.head`, its decoder under `.mtp_
 the layers from 0 as `mtp.{i}.*` and every tensor has V4's own name: separate `e_proj` / `h_proj`
 instead of `eh_proj`, the `hc_*` mixing weights of the manifold-constrained hyper-connections,
 `attn.{wq_a,wkv,q_norm,wq_b,kv_norm,wo_a,wo_b,attn_sink}` and `ffn.experts.{e}.w1..w3`. An MTP layer
-has no compressor and no indexer (its compress ratio is 1, `attention.py:235-242`). No public
-checkpoint of this family has been read here.
+has compress ratio 1 (`attention.py:235-242`), so no indexer (built only for ratio 4, :301-303) and
+no compressor (only above 1, :368-370). No public checkpoint of this family has been read here.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from typing import Any
 
 from pipeline.families.base import Attention, Family, Geometry, LayerTensor, QuantModule, require_int
 from pipeline.families.common import NEXTN_HEAD_MODULE, ShapeRule, cols, hidden, read_sizes, rows, vocab_rows
-from pipeline.families.deepseek_v4_names import deepseek_v4_mtp, target_module_rename
+from pipeline.families.deepseek_v4_names import FP4_EXPERTS, deepseek_v4_mtp, target_module_rename
 
 FULL = "full_attention"
 COUNT_DEFAULT = 1  # transformers 5.20.2 configuration_deepseek_v4.py:159; vLLM reads the attribute (speculative.py:772)
+SHARED_DEFAULT = 1  # n_shared_experts, transformers 5.20.2 configuration_deepseek_v4.py:136
 SIZES = {
     "q_lora_rank": "q_lora_rank",
     "o_groups": "o_groups",
@@ -47,11 +48,12 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
     if config.get("topk_method") == "noaux_tc":  # the router's correction bias (nvidia/model.py:301-309)
         flags.add("router_bias")
     sizes["shared_intermediate_size"] = 0  # null n_shared_experts: no shared experts (nvidia/model.py:320-334)
-    if config.get("n_shared_experts", 0) is not None:
-        sizes["shared_intermediate_size"] = sizes["moe_intermediate_size"] * require_int(config, "n_shared_experts")
+    if "n_shared_experts" not in config or config["n_shared_experts"] is not None:
+        shared = require_int(config, "n_shared_experts", default=SHARED_DEFAULT)
+        sizes["shared_intermediate_size"] = sizes["moe_intermediate_size"] * shared
         flags.add("shared_experts")
-    if config.get("expert_dtype") == "fp8":  # which scale name the loader gives expert `.scale` tensors (mtp.py:403-407)
-        flags.add("fp8_experts")
+    if config.get("expert_dtype", "fp4") == "fp4":  # which scale name the loader gives expert `.scale` tensors (mtp.py:403-407)
+        flags.add(FP4_EXPERTS)
     return Geometry(
         hidden_size=require_int(config, "hidden_size"),
         vocab_size=require_int(config, "vocab_size"),
@@ -208,9 +210,10 @@ DEEPSEEK_V4 = Family(
         "vLLM 0.33.0 vllm/models/deepseek_v4/nvidia/mtp.py:213-244: the layers are model.layers.{num_hidden_layers+i}, counted from the target's config (model_loader/utils.py:74-101 builds the module with the target's VllmConfig); the checkpoint's mtp.{i}. is renamed to that (:339-353)",
         "vLLM 0.33.0 vllm/models/deepseek_v4/nvidia/mtp.py:359-502: emb.tok_emb -> embed_tokens (top level, first layer only), head -> shared_head.head, norm -> shared_head.norm (substring renames, so a shipped shared_head.norm.weight ends in KeyError); the decoder gets .mtp_block.; wq_a and wkv fuse into attn.fused_wqa_wkv, w1 and w3 into gate_up_proj, shared_experts.w2 becomes down_proj, routed experts load into experts.routed_experts.{w13,w2}_weight, ffn.gate.bias into e_score_correction_bias; an expert beyond n_routed_experts is skipped silently",
         "vLLM 0.33.0 vllm/models/deepseek_v4/nvidia/mtp.py:98-144 and nvidia/model.py:585-665: e_proj and h_proj [hidden, hidden], hc_head_{fn,base,scale} [hc_mult, hc_mult x hidden], [hc_mult], [1]; the decoder's hc_{attn,ffn}_{fn,base,scale} [(2+hc_mult) x hc_mult, hc_mult x hidden], [(2+hc_mult) x hc_mult], [3], all float32",
-        "vLLM 0.33.0 vllm/models/deepseek_v4/attention.py:235-288: an MTP layer has compress ratio 1, so no compressor and no indexer; wq_b [heads x head_dim, q_lora_rank], wo_a [o_groups x o_lora_rank, heads x head_dim / o_groups], wo_b [hidden, o_groups x o_lora_rank]; attn_sink is padded to the kernel's head count and filled from the first num_attention_heads entries",
+        "vLLM 0.33.0 vllm/models/deepseek_v4/attention.py:235-242, 301-303, 368-370: an MTP layer has compress ratio 1, so no indexer (ratio 4 only) and no compressor (above 1 only); attention.py:250-288: wq_b [heads x head_dim, q_lora_rank], wo_a [o_groups x o_lora_rank, heads x head_dim / o_groups], wo_b [hidden, o_groups x o_lora_rank]; attn_sink is padded to the kernel's head count and filled from the first num_attention_heads entries",
         "vLLM 0.33.0 vllm/models/deepseek_v4/nvidia/model.py:276-334: the MTP layer's gate is never a hash gate (its index is past num_hash_layers); e_score_correction_bias exists only with topk_method noaux_tc; vision configs add bias_vl, refused here",
         "vLLM 0.33.0 vllm/models/deepseek_v4/nvidia/mtp.py:504-520: at least one tensor per MTP layer must load",
+        "vLLM 0.33.0 config/speculative.py:439-443 and v1/spec_decode/llm_base_proposer.py:1269-1280: the draft inherits the target's moe_backend unless speculative_config.moe_backend is set; under deep_gemm_mega_moe (nvidia/mtp.py:387-391, nvidia/model.py:380-389) the experts are MXFP4 DeepGemmMegaMoEExperts and a BF16 expert's load raises a shape ValueError (fused_moe/deep_gemm_mega_moe.py:562-568)",
         "vLLM 0.33.0 v1/spec_decode/llm_base_proposer.py:1418-1575: the embedding and every shared_head.head are replaced by the target's (the embedding only with pipeline parallelism 1)",
         "vLLM 0.33.0 model_loader/utils.py:367-386: the target's quantization config has its module lists renamed by DeepseekV4ForCausalLM's mapper (nvidia/model.py:1226-1269; layers. -> model.layers., mtp. -> model.mtp., shared_experts.w2 -> down_proj) before the draft is built with it, so layers.N* covers the MTP modules and mtp.0* does not; ROCm alone re-keys model.mtp.{i}. onto them (quant_config.py:33-57, called only by amd/mtp.py:301)",
         "unverified: checkpoint layout unverified (no public checkpoint read); the official releases store FP8 linears and FP4 or FP8 experts with .scale tensors (quant_config.py:60-78), so the family expects a BF16 conversion and refuses scale tensors as unknown MTP tensors",
@@ -218,6 +221,7 @@ DEEPSEEK_V4 = Family(
     card_notes=(
         "vLLM loads `mtp.{i}.*` from this draft as `model.layers.{num_hidden_layers + i}.*` and builds it with the target's quantization config: the MTP loads in BF16 only if the target's exclude list covers `model.layers.{num_hidden_layers}`.",
         "vLLM replaces the layer's `emb.tok_emb` and `head` with the target's embedding and LM head after loading.",
+        "vLLM builds the draft with the target's MoE backend unless `speculative_config.moe_backend` is set: under `deep_gemm_mega_moe` the experts are MXFP4 kernel weights and loading this draft's BF16 experts fails, so set `speculative_config.moe_backend` to a backend that runs BF16 experts (such as `auto`).",
         "The checkpoint layout of this family has not been checked against a public checkpoint.",
     ),
 )

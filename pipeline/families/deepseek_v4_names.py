@@ -2,9 +2,10 @@
 
 DeepSeek-V4 checkpoints keep their own tensor names (`mtp.{i}.attn.wq_a`, `ffn.experts.{e}.w1`,
 `emb.tok_emb`, `head`, `norm`), so the loader renames more than DeepSeek-V3's does; the statements
-below follow it in order, with the wheel's line numbers. The default MoE backend is replayed:
-the DeepGEMM "mega MoE" kernels (`--kernel-config moe_backend`) fuse the shared experts and use
-their own expert names, which a BF16 draft does not reach.
+below follow it in order, with the wheel's line numbers. The default MoE backend is replayed.
+The draft inherits the target's `moe_backend` unless `speculative_config.moe_backend` overrides it
+(llm_base_proposer.py:1269-1280); under `deep_gemm_mega_moe` the experts are MXFP4 kernel
+parameters (nvidia/model.py:380-389) that a BF16 expert cannot fill: its load raises (deep_gemm_mega_moe.py:562-568).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from collections.abc import Collection
 
 from pipeline.families.base import Geometry
-from pipeline.families.loader_names import spec_layer
+from pipeline.families.loader_names import W1_W2_W3, expert_param, spec_layer
 
 # WEIGHT_NAME_REMAPPING (mtp.py:362-366), applied as substring replacements in this order.
 V4_RENAMES = (
@@ -31,6 +32,8 @@ V4_STACKED = (
 # _rewrite_spec_layer_name (mtp.py:524-557): names kept beside the decoder block.
 V4_SPEC_LAYER_WEIGHTS = ("embed_tokens", "enorm", "hnorm", "h_proj", "e_proj", "shared_head", "hc_head_fn", "hc_head_base", "hc_head_scale")
 EXPERT_SCALE = re.compile(r"\.experts\.\d+\.w[123]\.scale$")  # mtp.py:76
+# Geometry flag: expert_dtype absent or "fp4", the only case whose expert scales load as `.weight_scale` (mtp.py:403-407).
+FP4_EXPERTS = "fp4_experts"
 
 
 def first_integer(name: str) -> int:
@@ -59,17 +62,6 @@ def _rewrite(name: str, layer: int) -> str:
     return name
 
 
-def _routed_expert(name: str, geometry: Geometry) -> str | None:
-    """FusedMoE's per-expert mapping with checkpoint names w1 / w2 / w3 (mtp.py:392-398;
-    fused_moe/routed_experts.py:1272-1287): the first `experts.{e}.{w}.` found in the name."""
-    for expert in range(geometry.num_experts):
-        for part, fused in (("w1", "w13"), ("w2", "w2"), ("w3", "w13")):
-            marker = f"experts.{expert}.{part}."
-            if marker in name:
-                return name.replace(marker, f"experts.routed_experts.{fused}_")
-    return None  # mtp.py:463-487: no mapping matches, so nothing loads and nothing is raised
-
-
 def deepseek_v4_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str | None:
     """`DeepSeekV4MTP.load_weights` (mtp.py:359-502) for one checkpoint name."""
     name = to_spec_layer_name(name, geometry)
@@ -82,8 +74,8 @@ def deepseek_v4_mtp(name: str, geometry: Geometry, params: Collection[str]) -> s
     name = _rewrite(name, layer)
     if layer != geometry.num_hidden_layers and ".layers" not in name:
         return None  # :418-419: only the first MTP layer's embedding loads
-    if name.endswith(".scale"):  # :420-426
-        experts_fp4 = "fp8_experts" not in geometry.flags
+    if name.endswith(".scale"):  # :420-426, the expert suffix chosen at :403-407
+        experts_fp4 = FP4_EXPERTS in geometry.flags
         suffix = ".weight_scale" if experts_fp4 and EXPERT_SCALE.search(name) else ".weight_scale_inv"
         name = name.removesuffix(".scale") + suffix
     if ".shared_experts.w2" in name:  # :434-435
@@ -95,25 +87,23 @@ def deepseek_v4_mtp(name: str, geometry: Geometry, params: Collection[str]) -> s
         if name.endswith(".ffn.gate.bias"):  # :489-495
             name = name.replace(".ffn.gate.bias", ".ffn.gate.e_score_correction_bias")
         return name
-    return _routed_expert(name, geometry)
+    # FusedMoE's per-expert mapping with w1 / w2 / w3 (mtp.py:392-398); an expert past n_routed_experts
+    # matches no mapping, so nothing loads and nothing is raised (:463-487).
+    return expert_param(name, geometry, W1_W2_W3)
 
 
 # DeepseekV4ForCausalLM's hf_to_vllm_mapper (nvidia/model.py:1226-1269) as `get_rename_mapper` keeps
 # it (models/utils.py:180-199: mappings to None dropped). vLLM applies it to the target's
 # quantization module lists when it builds the target (model_loader/utils.py:367-386), before the
 # draft is built with that same config; WeightsMapper applies regex, substring, prefix, then suffix
-# rules, each list in order (models/utils.py:108-145).
-def _scale_rules(geometry: Geometry) -> tuple[tuple[re.Pattern[str], str], ...]:
-    if "fp8_experts" in geometry.flags:
-        return (
-            (re.compile(r"(\.experts\.\d+\.w[123]\.base_layer)\.scale$"), r"\1.weight_scale_inv"),
-            (re.compile(r"\.scale$"), ".weight_scale_inv"),
-        )
-    return (
-        (re.compile(r"(\.experts\.\d+\.w[123]\.base_layer)\.scale$"), r"\1.weight_scale"),
-        (re.compile(r"(\.experts\.\d+\.w[123])\.scale$"), r"\1.weight_scale"),
-        (re.compile(r"\.scale$"), ".weight_scale_inv"),
-    )
+# rules, each list in order (models/utils.py:108-145). `configure_quant_config` reads the class
+# attribute, built for fp4 experts (nvidia/model.py:1321); the fp8 mapper is set on the instance
+# later, in `__init__` (:1337-1339), so the fp4 rules apply whatever the expert dtype.
+SCALE_RULES = (
+    (re.compile(r"(\.experts\.\d+\.w[123]\.base_layer)\.scale$"), r"\1.weight_scale"),
+    (re.compile(r"(\.experts\.\d+\.w[123])\.scale$"), r"\1.weight_scale"),
+    (re.compile(r"\.scale$"), ".weight_scale_inv"),
+)
 
 
 TARGET_SUBSTRINGS = ((".shared_experts.w2", ".shared_experts.down_proj"),)
@@ -135,7 +125,7 @@ def target_module_rename(name: str, geometry: Geometry) -> str:
     """A module name of the target's quantization config as vLLM renames it for DeepSeek-V4:
     `layers.N.*` becomes `model.layers.N.*`, so a checkpoint-form entry can cover the MTP's modules,
     while `mtp.{i}.*` becomes `model.mtp.{i}.*`, which names none of them on CUDA."""
-    for pattern, new in _scale_rules(geometry):
+    for pattern, new in SCALE_RULES:
         if pattern.search(name):
             name = pattern.sub(new, name)
     for old, new in TARGET_SUBSTRINGS:

@@ -1,4 +1,4 @@
-"""GLM-5 next (`glm5_next`, GLM-5.3-Flash): DeepSeek-V3.2's nextn layer at `num_hidden_layers`, no head of its own.
+"""GLM-5 next (`glm5_next`, GLM-5.3-Flash): DeepSeek-V3.2's nextn layers from `num_hidden_layers` on, no head of their own.
 
 Facts: vLLM 0.33.0's `vllm/models/glm5next/common/` (`mtp.py`, `model.py`, `attention.py`; the
 backend folders hold only kernels). The MTP layer is DeepSeek's nextn head (embedding copy,
@@ -16,11 +16,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
-from pipeline.families.base import Attention, Geometry, LayerTensor, config_value, require_int
+from pipeline.families.base import Attention, Geometry, LayerTensor, config_value, field_path, require_int
 from pipeline.families.common import layer_norms, moe_quant_modules, nextn_head, read_sizes, routed_experts, shared_experts
 from pipeline.families.deepseek_v3 import BLOCK, FULL, LAYER, MLA, MLA_SIZES
 from pipeline.families.deepseek_v32 import DEEPSEEK_V32, INDEX_SIZES, INDEXER
-from pipeline.families.loader_names import DEEPSEEK_STACKED, _nextn_rewrite, _nextn_tail, spec_layer
+from pipeline.families.loader_names import DEEPSEEK_STACKED, nextn_rewrite, nextn_tail, spec_layer
 
 # Fields vLLM 0.33.0 reads from the draft's text config that transformers 5.20.2's Glm5NextTextConfig
 # does not declare (configuration_glm5_next.py:100-153), so config.json must carry them: mtp.py:317;
@@ -33,33 +33,49 @@ UNDECLARED = {
     "indexer_rope_interleave": bool,
 }
 NOAUX_TC = "noaux_tc"  # the router's e_score_correction_bias exists only under this topk_method (model.py:256-261)
+SHARED = "shared_experts"  # geometry flag: n_shared_experts is not null, so the layer has a shared expert
 
 
 def _require_present(config: Mapping[str, Any], key: str, kind: type) -> Any:
     try:
         where, value = config_value(config, key)
     except KeyError:
-        nested = isinstance(config.get("text_config"), Mapping)
         raise ValueError(
-            f"{'text_config.' if nested else ''}{key}: is required (vLLM 0.33.0 reads it; transformers' Glm5NextTextConfig does not declare it)"
+            f"{field_path(config, key)}: is required (vLLM 0.33.0 reads it; transformers' Glm5NextTextConfig does not declare it)"
         ) from None
     if not isinstance(value, kind):
         raise ValueError(f"{where}: must be a {kind.__name__}, found {value!r}")
     return value
 
 
-def _mtp_mlp_type(config: Mapping[str, Any], num_hidden_layers: int) -> tuple[str, str]:
-    """(field, type) of the MTP layer's MLP: the last `mlp_layer_types` entry (model.py:414-422), whose
-    default is 3 dense layers then sparse ones (configuration_glm5_next.py:159-162)."""
+def _require_sparse_mtp_mlps(config: Mapping[str, Any], num_hidden_layers: int, num_mtp_layers: int) -> None:
+    """Each MTP layer's MLP must be the MoE: layer L takes `mlp_layer_types[L]` when the list is that long,
+    else its last entry, else "sparse" (model.py:414-422); transformers' default list is 3 dense layers
+    then sparse ones, one per hidden layer (configuration_glm5_next.py:159-162)."""
     try:
         where, types = config_value(config, "mlp_layer_types")
     except KeyError:
-        where, types = f"{'text_config.' if isinstance(config.get('text_config'), Mapping) else ''}mlp_layer_types", None
+        where, types = field_path(config, "mlp_layer_types"), None
     if types is None:
         types = ["dense"] * min(3, num_hidden_layers) + ["sparse"] * (num_hidden_layers - 3)
     if not isinstance(types, list) or not all(isinstance(kind, str) for kind in types):
         raise ValueError(f"{where}: must be a list of strings")
-    return where, types[-1] if types else "sparse"
+    for layer in range(num_hidden_layers, num_hidden_layers + num_mtp_layers):
+        entry, kind = (f"entry {layer}", types[layer]) if layer < len(types) else ("the last entry", types[-1] if types else "sparse")
+        if kind != "sparse":
+            raise ValueError(
+                f"{where}: MTP layer {layer} takes {entry}, {kind!r}, as its MLP; this family knows only the MoE ('sparse') layer"
+            )
+
+
+def _shared_experts(config: Mapping[str, Any]) -> int:
+    """The shared-expert count; an explicit null builds none (model.py:279-284)."""
+    try:
+        if config_value(config, "n_shared_experts")[1] is None:
+            return 0
+    except KeyError:
+        pass
+    return require_int(config, "n_shared_experts")
 
 
 def read_geometry(config: Mapping[str, Any]) -> Geometry:
@@ -67,30 +83,30 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
     for key, kind in UNDECLARED.items():
         _require_present(config, key, kind)
     num_hidden_layers = require_int(config, "num_hidden_layers")
-    where, mlp_type = _mtp_mlp_type(config, num_hidden_layers)
-    if mlp_type != "sparse":
-        raise ValueError(
-            f"{where}: the MTP layer takes the last entry, {mlp_type!r}, as its MLP; this family knows only the MoE ('sparse') layer"
-        )
+    num_mtp_layers = require_int(config, "num_nextn_predict_layers")
+    _require_sparse_mtp_mlps(config, num_hidden_layers, num_mtp_layers)
     require_int(config, "index_topk")  # sizes the layer's top-k buffer (mtp.py:56-61, model.py:106-112)
     heads = require_int(config, "num_attention_heads")
     sizes = read_sizes(config, {key: value for key, value in MLA_SIZES.items() if key != "qk_rope_head_dim"})
     # NoPE: transformers 5.20.2 refuses a RoPE width above 0 (configuration_glm5_next.py:223-226).
     sizes["qk_rope_head_dim"] = require_int(config, "qk_rope_head_dim", minimum=0)
     sizes.update(read_sizes(config, {**INDEX_SIZES, "index_kpool": "index_kpool"}))
-    sizes["shared_intermediate_size"] = sizes["moe_intermediate_size"] * require_int(config, "n_shared_experts")
+    sizes["shared_intermediate_size"] = sizes["moe_intermediate_size"] * _shared_experts(config)
     topk_method = config_value(config, "topk_method")[1]
+    flags = {NOAUX_TC} if topk_method == NOAUX_TC else set()
+    if sizes["shared_intermediate_size"]:
+        flags.add(SHARED)
     return Geometry(
         hidden_size=require_int(config, "hidden_size"),
         vocab_size=require_int(config, "vocab_size"),
         num_hidden_layers=num_hidden_layers,
-        num_mtp_layers=require_int(config, "num_nextn_predict_layers"),
+        num_mtp_layers=num_mtp_layers,
         intermediate_size=sizes["moe_intermediate_size"],
         attention={FULL: Attention(heads, heads, sizes["v_head_dim"])},
         layer_types=(),
         num_experts=require_int(config, "n_routed_experts"),
         sizes=sizes,
-        flags=frozenset({NOAUX_TC} if topk_method == NOAUX_TC else ()),
+        flags=frozenset(flags),
     )
 
 
@@ -128,13 +144,13 @@ def glm5_next_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str
     layer = spec_layer(name, geometry)
     if layer is None:
         return None  # :328-330: a top-level embedding too
-    return _nextn_tail(_nextn_rewrite(name, layer), layer, geometry, params, DEEPSEEK_STACKED)
+    return nextn_tail(nextn_rewrite(name, layer), layer, geometry, params, DEEPSEEK_STACKED)
 
 
 GLM5_NEXT = replace(
     DEEPSEEK_V32,
     name="glm5_next",
-    summary="GLM-5 next (GLM-5.3-Flash): 1 MoE MTP layer with MLA and the kpool sparse-attention indexer at num_hidden_layers; its embed_tokens is an optional copy",
+    summary="GLM-5 next (GLM-5.3-Flash): MoE MTP layers with MLA and the kpool sparse-attention indexer from num_hidden_layers on; their embed_tokens is an optional copy",
     vllm_class="Glm5NextMTP",
     route_model_types=("glm5_next",),
     route_architectures=(),
@@ -148,19 +164,22 @@ GLM5_NEXT = replace(
         *INDEXER,
         *KPOOL,
         *MOE,
-        *shared_experts(BLOCK, "shared_experts"),
+        *(replace(tensor, when=SHARED) for tensor in shared_experts(BLOCK, "shared_experts")),
     ),
     replay=glm5_next_mtp,
     read_geometry=read_geometry,
     # Attention and indexer are built with quant_config=None (model.py:408, attention.py:519-528), the head not at all.
-    quant_modules=moe_quant_modules(LAYER, "shared_experts"),
+    quant_modules=tuple(
+        replace(module, when=SHARED) if ".shared_experts." in module.prefix else module
+        for module in moe_quant_modules(LAYER, "shared_experts")
+    ),
     vllm_file="vllm/models/glm5next/common/mtp.py",
     facts=(
         "vLLM 0.33.0 config/speculative.py:1146-1158: model_type glm5_next routes to Glm5NextMTP (architecture Glm5NextMTPModel, registry.py:732); n_predict is the text config's num_nextn_predict_layers",
         "transformers 5.20.2 configuration_glm5_next.py:268-312: model_type glm5_next is the multimodal Glm5NextConfig; a flat config's fields are forwarded into its text_config, which vLLM reads",
         "vLLM 0.33.0 vllm/models/glm5next/common/mtp.py:45-78: enorm, hnorm, eh_proj (a plain nn.Linear), SharedHead(defer_lm_head=True) with no head, and a Glm5NextDecoderLayer under the layer's prefix with is_mtp_layer (MLA attention, never KDA, no mHC parameters: model.py:381, :453)",
         "vLLM 0.33.0 glm5next/common/attention.py:507-528 and :218-246: the MTP layer always builds the indexer (index_topk is required, mtp.py:56-61): wq_b, wk_weights_proj, k_norm weight and bias, and the bare index_kpool_compress_ape [index_kpool, index_head_dim] and index_kpool_compress_gate [index_head_dim, hidden]",
-        "vLLM 0.33.0 glm5next/common/model.py:414-439: the MTP layer's MLP is the last mlp_layer_types entry; sparse builds Glm5NextMoE (router bias only under topk_method noaux_tc, :256-261)",
+        "vLLM 0.33.0 glm5next/common/model.py:414-439: MTP layer L's MLP is mlp_layer_types[L] when the list is that long, else its last entry; sparse builds Glm5NextMoE (router bias only under topk_method noaux_tc, :256-261; no shared expert when n_shared_experts is null, :279-284)",
         "vLLM 0.33.0 vllm/models/glm5next/common/mtp.py:290-434: model.language_model. becomes model. (:326-327); model.layers.{num_hidden_layers+i}. is read (model.py:1282-1294), everything else skipped, a top-level embedding included; DeepSeek-V3.2's fusions and .mtp_block. insertion; a shipped shared_head.head is a KeyError; at least one tensor per MTP layer (:420-433)",
         "vLLM 0.33.0 glm5next/common/model.py:408 and attention.py:519-528: attention and indexer are built with quant_config=None; the MoE takes the target's quant_config (llm_base_proposer.py:1265-1315), so only the experts and shared experts need the target's exclude list",
         "vLLM 0.33.0 llm_base_proposer.py:1418-1575: embed_tokens is replaced by the target's (pipeline parallelism 1) and each layer's empty shared_head.head is set to the target's lm_head",
@@ -168,7 +187,7 @@ GLM5_NEXT = replace(
         "unverified: checkpoint layout unverified (no public checkpoint read); a block-FP8 source's weight_scale_inv tensors (dequantized by vLLM, model.py:1356-1488) are refused as unknown MTP tensors",
     ),
     card_notes=(
-        "vLLM reads only `model.layers.{num_hidden_layers}.*` from this draft (or the same names under `model.language_model.`) and builds its MoE with the target's quantization config: the MTP loads in BF16 only if the target's exclude list covers that layer's experts.",
+        "vLLM reads `model.layers.{num_hidden_layers + i}.*` (one layer per `num_nextn_predict_layers`) from this draft (or the same names under `model.language_model.`) and builds their MoE with the target's quantization config: the MTP loads in BF16 only if the target's exclude list covers those layers' experts.",
         "vLLM replaces the layer's `embed_tokens` with the target's after loading and gives the layer the target's LM head.",
         "The checkpoint layout of this family has not been checked against a public checkpoint.",
     ),

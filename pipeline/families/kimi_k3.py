@@ -17,10 +17,20 @@ from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import Any
 
-from pipeline.families.base import Attention, Family, Geometry, LayerTensor, QuantModule, config_value, optional_flag, require_int
+from pipeline.families.base import (
+    Attention,
+    Family,
+    Geometry,
+    LayerTensor,
+    QuantModule,
+    config_value,
+    field_path,
+    optional_flag,
+    require_int,
+)
 from pipeline.families.common import NEXTN_HEAD_MODULE, ShapeRule, layer_norms, nextn_head, read_sizes
 from pipeline.families.deepseek_v3 import FUSED_QKV_A, MLA, MLA_SIZES
-from pipeline.families.loader_names import _expert, _nextn_rewrite
+from pipeline.families.loader_names import W1_W2_W3, expert_param, nextn_rewrite
 
 FULL = "full_attention"
 BLOCK = "mtp_block."
@@ -31,13 +41,9 @@ LATENT_NORM = "latent_moe_norm"  # geometry flag: latent_moe_use_norm as well (n
 TEXT_MLA_SIZES = {key: value for key, value in MLA_SIZES.items() if key != "qk_rope_head_dim"}
 
 
-def _text_field(config: Mapping[str, Any], key: str) -> str:
-    return f"{'text_config.' if isinstance(config.get('text_config'), Mapping) else ''}{key}"
-
-
 def _require_true(config: Mapping[str, Any], key: str, reason: str) -> None:
     if not optional_flag(config, key, False):
-        raise ValueError(f"{_text_field(config, key)}: must be true ({reason})")
+        raise ValueError(f"{field_path(config, key)}: must be true ({reason})")
 
 
 def _kda_layers(config: Mapping[str, Any]) -> list[Any]:
@@ -67,10 +73,10 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
     for layer in range(num_hidden_layers, num_hidden_layers + num_mtp_layers):
         if layer + 1 in kda:  # is_kda_layer counts from 1 (transformers_utils/configs/kimi_linear.py:157-161)
             raise ValueError(
-                f"{_text_field(config, 'linear_attn_config')}.kda_layers: names MTP layer {layer}, which vLLM would build as KDA"
+                f"{field_path(config, 'linear_attn_config')}.kda_layers: names MTP layer {layer}, which vLLM would build as KDA"
             )
         if layer < first_dense or layer % frequency:  # nvidia/model.py:701-706
-            raise ValueError(f"{_text_field(config, 'first_k_dense_replace')}: MTP layer {layer} would be a dense MLP layer, not MoE")
+            raise ValueError(f"{field_path(config, 'first_k_dense_replace')}: MTP layer {layer} would be a dense MLP layer, not MoE")
     heads = require_int(config, "num_attention_heads")
     hidden_size = require_int(config, "hidden_size")
     sizes = read_sizes(config, TEXT_MLA_SIZES)
@@ -153,8 +159,11 @@ QUANT_MODULES = (
     NEXTN_HEAD_MODULE,
 )
 
-# KimiK3MTP.load_weights' stacked_params_mapping (nvidia/mtp.py:259-285), in its order. The KDA
-# entries never resolve in an MLA layer (their targets are not declared), so they change nothing.
+# KimiK3MTP.load_weights' stacked_params_mapping (nvidia/mtp.py:259-285), in its order, every entry
+# listed: `.in_proj_qkvgfab` / `.g_proj` is there only with use_full_rank_gate (:272-273), and the
+# gated MLA fusion only with q_lora_rank and mla_use_output_gate (:274-279), which read_geometry
+# requires. The KDA entries never resolve in an MLA layer (their targets are not declared), so
+# listing them whatever the config changes nothing.
 KIMI_STACKED = (
     (".in_proj_qkvgfab", ".q_proj"),
     (".in_proj_qkvgfab", ".k_proj"),
@@ -178,28 +187,26 @@ def _spec_layer(name: str, geometry: Geometry) -> int | None:
     return next((layer for layer in geometry.mtp_layers if f"layers.{layer}." in name), None)
 
 
-# KimiK3MTP names its experts' gate, down and up projections w1, w2 and w3 (nvidia/mtp.py:296-303).
-W1_W2_W3 = (("w1", "w13"), ("w2", "w2"), ("w3", "w13"))
-
-
 def replay(name: str, geometry: Geometry, params: Collection[str]) -> str | None:
     """`KimiK3MTP.load_weights` (nvidia/mtp.py:317-404) for one BF16 name: `language_model.` is dropped,
     DeepSeek's rewrite applies, and a name that reaches no parameter is skipped (:396-397); only the
-    expert mapping indexes `params_dict` unchecked (:365), so only it can end in KeyError."""
+    expert mapping indexes `params_dict` unchecked (:365), so only it can end in KeyError. The
+    `.weight_packed` -> `.weight` rename of compressed-tensors experts (:313-327) is not replayed: a
+    BF16 source has no such names. The default MoE backend's expert mapping is replayed (:296-303)."""
     if "rotary_emb.inv_freq" in name:
         return None
     name = name.removeprefix("language_model.")
     layer = _spec_layer(name, geometry)
     if layer is None:
         return None
-    name = _nextn_rewrite(name, layer)
+    name = nextn_rewrite(name, layer)
     for param, part in KIMI_STACKED:
         if part not in name or ".experts." in name:
             continue
         mapped = name.replace(part, param)
         if mapped in params:
             return mapped
-    expert = _expert(name, geometry, W1_W2_W3)
+    expert = expert_param(name, geometry, W1_W2_W3)  # w1 / w2 / w3 experts (nvidia/mtp.py:296-303)
     if expert is not None:
         return expert
     if name not in params:
@@ -241,13 +248,15 @@ KIMI_K3 = Family(
         "vLLM 0.33.0 vllm/models/kimi_k3/nvidia/mtp.py:317-404: language_model. is stripped, model.layers.L. kept (bare layers.L. is matched by nvidia/model.py:1546-1560 but never renamed, so it is skipped), DeepSeek's .mtp_block. rewrite (:426-457), experts w1/w3 -> w13 and w2 -> w2; any name without a parameter is dropped silently (:377-397); at least one tensor per MTP layer must load (:406-422)",
         "vLLM 0.33.0 kimi_k3/nvidia/mtp.py:80-95, 104-106, 158: the module reads the target's text config and quant_config (llm_base_proposer.py:1303-1316, model_loader/utils.py:98-101 pass the target's VllmConfig); eh_proj is built with quant_config=None, the router too (nvidia/model.py:437-443)",
         "vLLM 0.33.0 llm_base_proposer.py:1418-1575: embed_tokens and shared_head.head are replaced by the target's",
+        "vLLM 0.33.0 config/speculative.py:439-443 and v1/spec_decode/llm_base_proposer.py:1269-1280: the draft inherits the target's moe_backend unless speculative_config.moe_backend is set; under deep_gemm_mega_moe (kimi_k3/nvidia/model.py:401-403, 516-539) the experts are MXFP4 and the expert mapping knows only .weight_packed / .weight_scale names (model.py:343-360, mtp.py:287-295), so a BF16 expert matches nothing and is skipped (mtp.py:396-397); the per-layer check still passes (:406-422)",
         "vLLM 0.33.0 kimi_k3/nvidia/mtp.py:96-98, 392-397: the MTP block is built without the attention-residual weights (self_attention_res_*, mlp_res_*) and the loader skips them, so a source's copies are left out of the draft",
         "vLLM 0.33.0 kimi_k3/amd/mtp.py (ROCm) fuses the same three checkpoint names into fused_qkv_a_proj; the replay and module prefixes here are the CUDA build's",
         "unverified: checkpoint layout unverified (no public checkpoint read): whether the release's MTP layer carries attention-residual weights, and whether it stores the layer under model.layers.N. or language_model.model.layers.N.",
     ),
     card_notes=(
-        "vLLM reads only `model.layers.{num_hidden_layers}.*` from this draft and builds it with the target's quantization config: the MTP loads in BF16 only if the target's exclude list covers that layer (`eh_proj` and the router are never quantized).",
+        "vLLM reads `model.layers.{num_hidden_layers + i}.*` (one layer per `num_nextn_predict_layers`) from this draft and builds them with the target's quantization config: the MTP loads in BF16 only if the target's exclude list covers those layers (`eh_proj` and the router are never quantized).",
         "vLLM replaces the layer's `embed_tokens` and `shared_head.head` with the target's after loading.",
+        "vLLM builds the draft with the target's MoE backend unless `speculative_config.moe_backend` is set: under `deep_gemm_mega_moe` the experts are MXFP4 kernel weights and vLLM skips this draft's BF16 experts without a word, leaving them empty, so set `speculative_config.moe_backend` to a backend that runs BF16 experts (such as `auto`).",
         "The checkpoint layout of this family has not been checked against a public checkpoint.",
     ),
 )

@@ -51,9 +51,11 @@ def _insert_block(name: str, layer: int) -> str:
 
 # FusedMoE's checkpoint names for the gate, up and down projections, with the parameter each fills.
 GATE_UP_DOWN = (("gate_proj", "w13"), ("up_proj", "w13"), ("down_proj", "w2"))
+# The same for checkpoints that name them w1, w2 and w3 (DeepSeek-V4, Kimi K3).
+W1_W2_W3 = (("w1", "w13"), ("w2", "w2"), ("w3", "w13"))
 
 
-def _expert(name: str, geometry: Geometry, parts: tuple[tuple[str, str], ...] = GATE_UP_DOWN) -> str | None:
+def expert_param(name: str, geometry: Geometry, parts: tuple[tuple[str, str], ...] = GATE_UP_DOWN) -> str | None:
     """FusedMoE's per-expert mapping (layers/fused_moe/routed_experts.py:1220-1290): checkpoint
     `experts.{e}.{gate,up,down}_proj.` (or the model's own `parts`) becomes `experts.routed_experts.{w13,w2}_`."""
     for expert in range(geometry.num_experts):
@@ -89,6 +91,13 @@ def step3p5_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str |
     ):
         if part in name:
             return name.replace(part, fused)
+    return step_plain_name(name, layer, params)
+
+
+def step_plain_name(name: str, layer: int | None, params: Collection[str]) -> str | None:
+    """The unpacked branch Step3p5MTP (step3p5_mtp.py:277-295) and Step5MTP (step5/nvidia/mtp.py:387-401)
+    share: undeclared biases and `tok_embeddings` are skipped, `.transformer.` is dropped, the head and
+    the embedding take vLLM's names."""
     if (name.endswith(".bias") and name not in params) or "tok_embeddings" in name:
         return None
     if layer is not None and ".transformer." in name:
@@ -100,7 +109,7 @@ def step3p5_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str |
     return name
 
 
-def _nextn_rewrite(name: str, layer: int) -> str:
+def nextn_rewrite(name: str, layer: int) -> str:
     """`_rewrite_spec_layer_name` of DeepSeek (deepseek_mtp.py:541-570) and GLM (glm4_moe_mtp.py:414-443)."""
     part = next((part for part in SPEC_LAYER_WEIGHTS if part in name), None)
     if part is None:
@@ -110,7 +119,7 @@ def _nextn_rewrite(name: str, layer: int) -> str:
     return name
 
 
-def _nextn_tail(name: str, layer: int, geometry: Geometry, params: Collection[str], stacked: tuple[tuple[str, str], ...]) -> str | None:
+def nextn_tail(name: str, layer: int, geometry: Geometry, params: Collection[str], stacked: tuple[tuple[str, str], ...]) -> str | None:
     """The stacked / expert / plain branches shared by the DeepSeek and GLM loaders."""
     for param, part in stacked:
         if part not in name:
@@ -121,7 +130,7 @@ def _nextn_tail(name: str, layer: int, geometry: Geometry, params: Collection[st
         if param == "fused_qkv_a_proj" and mapped not in params:
             continue  # deepseek_mtp.py:387-392: the fusion is optional
         return None if mapped.endswith(".bias") and mapped not in params else mapped
-    expert = _expert(name, geometry)
+    expert = expert_param(name, geometry)
     if expert is not None:
         return expert
     if name.endswith(".bias") and name not in params:
@@ -139,7 +148,7 @@ def deepseek_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str 
     if layer is None:
         # :345-355: a top-level embed_tokens loads when a parameter of that exact name exists.
         return name if "embed_tokens" in name and name in params else None
-    return _nextn_tail(_nextn_rewrite(name, layer), layer, geometry, params, DEEPSEEK_STACKED)
+    return nextn_tail(nextn_rewrite(name, layer), layer, geometry, params, DEEPSEEK_STACKED)
 
 
 GLM_LITE_STACKED = DEEPSEEK_STACKED[:4]  # glm4_moe_lite_mtp.py:275-280: no indexer fusion
@@ -153,7 +162,7 @@ def glm4_moe_lite_mtp(name: str, geometry: Geometry, params: Collection[str]) ->
     layer = spec_layer(name, geometry)
     if layer is None:
         return None
-    return _nextn_tail(_nextn_rewrite(name, layer), layer, geometry, params, GLM_LITE_STACKED)
+    return nextn_tail(nextn_rewrite(name, layer), layer, geometry, params, GLM_LITE_STACKED)
 
 
 def glm4_moe_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str | None:
@@ -168,10 +177,10 @@ def glm4_moe_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str 
         found = spec_layer(name, geometry)
         if found is None:
             return None
-        layer, name = found, _nextn_rewrite(name, found)
+        layer, name = found, nextn_rewrite(name, found)
     if name.endswith(".weight_scale") and name not in params:
         return None
-    return _nextn_tail(name, layer, geometry, params, GLM_STACKED)
+    return nextn_tail(name, layer, geometry, params, GLM_STACKED)
 
 
 # Qwen3NextMultiTokenPredictor.hf_to_vllm_mapper (qwen3_next.py:634-645), applied below `model.`.
@@ -203,7 +212,7 @@ def _qwen_predictor(name: str, geometry: Geometry) -> str:
         for old, new in QWEN3_NEXT_STACKED:
             if old in name:
                 name = name.replace(old, new, 1)
-        expert = _expert(name, geometry)
+        expert = expert_param(name, geometry)
         if expert is not None:
             return expert
     return name

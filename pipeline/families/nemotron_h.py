@@ -17,7 +17,8 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pipeline.families.base import Attention, Family, Geometry, LayerTensor, config_value, optional_flag, require_int
-from pipeline.families.common import concat_proj, hidden
+from pipeline.families.common import cols, concat_proj, hidden, matrix, rows
+from pipeline.families.loader_names import expert_param
 
 FULL = "full_attention"
 MOE = "moe"
@@ -28,6 +29,8 @@ LEGACY_TYPES = {"mamba": "linear_attention", "attention": FULL}
 DEFAULT_MTP_TYPES = (FULL, MOE)  # configuration_nemotron_h.py:180-181
 # NemotronHMultiTokenPredictor builds only attention ('*') and MoE ('E') layers (nemotron_h_mtp.py:285-292).
 MTP_BUILDS = (FULL, MOE)
+# NemotronHConfig.attribute_map (configuration_nemotron_h.py:84): alias -> field.
+ATTRIBUTE_MAP = {"layer_types": "layers_block_type", "num_local_experts": "n_routed_experts"}
 DEFAULT_HEAD_DIM = 128  # configuration_nemotron_h.py:98, what vLLM reads when config.json has no head_dim
 
 
@@ -78,7 +81,7 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
     if unbuilt is not None:
         raise ValueError(f"{where}: vLLM 0.33.0 builds only attention and MoE MTP layers (nemotron_h_mtp.py:285-292), found {unbuilt}")
     # num_hidden_layers is the backbone list's length (configuration_nemotron_h.py:158-176, 228-234).
-    backbone = _listed(config, "layers_block_type") or _pattern(config, "hybrid_override_pattern")
+    backbone = _listed(config, _named(config, "layers_block_type")) or _pattern(config, "hybrid_override_pattern")
     hidden_size, heads = require_int(config, "hidden_size"), require_int(config, "num_attention_heads")
     sizes, flags = _moe_sizes(config, hidden_size) if MOE in types else ({}, set())
     return Geometry(
@@ -90,10 +93,18 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
         attention={FULL: Attention(heads, _kv_heads(config, heads), _head_dim(config, hidden_size, heads))},
         layer_types=types,
         first_mtp_layer=0,
-        num_experts=require_int(config, "n_routed_experts") if MOE in types else 0,
+        num_experts=require_int(config, _named(config, "n_routed_experts")) if MOE in types else 0,
         sizes=sizes,
         flags=frozenset(flags),
     )
+
+
+def _named(config: Mapping[str, Any], field: str) -> str:
+    """The key NemotronHConfig takes `field` from: its attribute_map alias (`layer_types`,
+    `num_local_experts`; configuration_nemotron_h.py:84) when present, since the config sets the
+    alias after the fields (configuration_utils.py:496-501) and so overrides them."""
+    alias = next(alias for alias, target in ATTRIBUTE_MAP.items() if target == field)
+    return alias if _declared(config, alias, None) is not None else field
 
 
 def _kv_heads(config: Mapping[str, Any], heads: int) -> int:
@@ -146,15 +157,6 @@ def _last(g: Geometry, layer: int) -> bool:
     return layer == g.mtp_layers.stop - 1  # has_end_norm (nemotron_h_mtp.py:268, 282)
 
 
-def _width(g: Geometry, size: str) -> int:
-    return g.hidden_size if size == "hidden" else g.sizes[size]
-
-
-def _matrix(rows: str, cols: str) -> Callable[[Geometry, Attention], tuple[int, ...]]:
-    """A `[rows, cols]` weight, each a `Geometry.sizes` key or "hidden"."""
-    return lambda g, a: (_width(g, rows), _width(g, cols))
-
-
 ATTENTION, MIXTURE = _of_type(FULL), _of_type(MOE)
 QKV = "mixer.qkv_proj.weight"
 LAYER_TENSORS = (
@@ -173,38 +175,34 @@ LAYER_TENSORS = (
     LayerTensor(
         "mixer.gate.e_score_correction_bias", lambda g, a: (g.num_experts,), "mixer.gate.e_score_correction_bias", in_layer=MIXTURE
     ),
-    LayerTensor(
-        "mixer.fc1_latent_proj.weight", _matrix("latent", "hidden"), "mixer.fc1_latent_proj.weight", when="latent_moe", in_layer=MIXTURE
-    ),
+    LayerTensor("mixer.fc1_latent_proj.weight", rows("latent"), "mixer.fc1_latent_proj.weight", when="latent_moe", in_layer=MIXTURE),
     LayerTensor(
         "mixer.fc1_latent_proj.bias", lambda g, a: (g.sizes["latent"],), "mixer.fc1_latent_proj.bias", when="latent_bias", in_layer=MIXTURE
     ),
-    LayerTensor(
-        "mixer.fc2_latent_proj.weight", _matrix("hidden", "latent"), "mixer.fc2_latent_proj.weight", when="latent_moe", in_layer=MIXTURE
-    ),
+    LayerTensor("mixer.fc2_latent_proj.weight", cols("latent"), "mixer.fc2_latent_proj.weight", when="latent_moe", in_layer=MIXTURE),
     LayerTensor("mixer.fc2_latent_proj.bias", hidden, "mixer.fc2_latent_proj.bias", when="latent_bias", in_layer=MIXTURE),
     LayerTensor(
         "mixer.experts.{expert}.up_proj.weight",
-        _matrix("moe_intermediate_size", "moe_hidden"),
+        matrix("moe_intermediate_size", "moe_hidden"),
         "mixer.experts.routed_experts.w13_weight",
         in_layer=MIXTURE,
     ),
     LayerTensor(
         "mixer.experts.{expert}.down_proj.weight",
-        _matrix("moe_hidden", "moe_intermediate_size"),
+        matrix("moe_hidden", "moe_intermediate_size"),
         "mixer.experts.routed_experts.w2_weight",
         in_layer=MIXTURE,
     ),
     LayerTensor(
         "mixer.shared_experts.up_proj.weight",
-        _matrix("shared_intermediate_size", "hidden"),
+        rows("shared_intermediate_size"),
         "mixer.shared_experts.up_proj.weight",
         when="shared_experts",
         in_layer=MIXTURE,
     ),
     LayerTensor(
         "mixer.shared_experts.down_proj.weight",
-        _matrix("hidden", "shared_intermediate_size"),
+        cols("shared_intermediate_size"),
         "mixer.shared_experts.down_proj.weight",
         when="shared_experts",
         in_layer=MIXTURE,
@@ -233,12 +231,9 @@ def nemotron_h_mtp(name: str, geometry: Geometry, params: Collection[str]) -> st
         if part in name and ".mixer." in name:
             stacked = name.replace(part, param)
             return stacked if stacked in params else None  # :471-497
-    for expert in range(geometry.num_experts):
-        for part, fused in EXPERT_PARTS:
-            marker = f"experts.{expert}.{part}."
-            if marker in name:
-                mapped = name.replace(marker, f"experts.routed_experts.{fused}_")
-                return mapped if mapped in params else None  # :499-530
+    expert = expert_param(name, geometry, EXPERT_PARTS)
+    if expert is not None:
+        return expert if expert in params else None  # :499-530
     return name if name in params else None  # :532-542
 
 
@@ -263,9 +258,10 @@ NEMOTRON_H = Family(
     shared_weights_choices=("omit",),
     vllm_file="nemotron_h_mtp.py",
     facts=(
-        "vLLM 0.33.0 config/speculative.py:894-906: model_type nemotron_h (or nemotron_h_puzzle, not covered here) with num_nextn_predict_layers > 0 routes to NemotronHMTP (architecture NemotronHMTPModel), n_predict = num_nextn_predict_layers",
+        "vLLM 0.33.0 config/speculative.py:894-906: model_type nemotron_h (or nemotron_h_puzzle, not covered here) with num_nextn_predict_layers > 0 becomes nemotron_h_mtp, which routes to NemotronHMTP (architecture NemotronHMTPModel), n_predict = num_nextn_predict_layers",
+        "vLLM 0.33.0 transformers_utils/config.py:122-177, 425-450 and transformers 5.20.2 models/auto/auto_mappings.py:472: no config class is registered for model_type nemotron_h_mtp, so a config file of that type loads only as remote code, which a draft does not ship; it is not a route here",
         "vLLM 0.33.0 nemotron_h_mtp.py:237-253: the module reads the draft's own text config; num_nextn_predict_layers must be 1 (assert); the layers follow config.mtp_hybrid_override_pattern",
-        "transformers 5.20.2 configuration_nemotron_h.py:180-188, 253-271: the MTP pattern comes from mtp_layers_block_type (default full_attention, moe, i.e. '*E'); a legacy mtp_hybrid_override_pattern counts only while that list is the default",
+        "transformers 5.20.2 configuration_nemotron_h.py:180-188, 253-271: the MTP pattern comes from mtp_layers_block_type (default full_attention, moe, i.e. '*E'); a legacy mtp_hybrid_override_pattern counts only while that list is the default; :84 and configuration_utils.py:496-501: the aliases layer_types and num_local_experts set layers_block_type and n_routed_experts after the fields, so they win",
         "vLLM 0.33.0 nemotron_h_mtp.py:257-292: one layer per pattern character under mtp.layers.{i}, '*' attention and 'E' MoE (anything else raises NotImplementedError); the first has enorm, hnorm and eh_proj (:70-85), the last final_layernorm (:87-91)",
         "vLLM 0.33.0 nemotron_h.py:135-275, 426-545: attention is q/k/v fused into qkv_proj and o_proj, without biases; the MoE layer has an unquantized GateLinear router with e_score_correction_bias, non-gated experts (up_proj, down_proj), an optional shared expert and, with moe_latent_size, fc1/fc2 latent projections",
         "vLLM 0.33.0 nemotron_h_mtp.py:426-544: language_model. is removed, names outside mtp. are skipped (:419-424), mtp.layers. becomes model.layers., q/k/v under .mixer. fuse into qkv_proj, experts.{e}.up_proj/down_proj load into experts.routed_experts.{w13,w2}_weight; every name without a parameter is skipped silently, never a KeyError",

@@ -281,6 +281,10 @@ def _gaps(report: InspectReport, family: Family, geometry: Geometry) -> tuple[st
     if not found:
         declared = next((row.target for row in report.geometry if row.key == family.count_key), None)
         also = f", although its config declares {family.count_key}: {declared}" if declared else ""
+        if isinstance(declared, int) and declared != geometry.num_mtp_layers:
+            # The count is of steps, each running several layers (Nemotron-H: one step of the MTP pattern's layers).
+            steps = "one MTP step" if declared == 1 else f"{declared} MTP steps"
+            also = f", although its config declares {steps} of {geometry.num_mtp_layers} layers ({family.count_key}: {declared})"
         reasons.append(f"the target ships none of the {report.mtp_expected} MTP tensors of layers {layers}{also}")
     elif report.mtp_missing:
         reasons.append(f"the target ships {len(found)} of {report.mtp_expected} MTP tensors; missing: {listed(report.mtp_missing)}")

@@ -23,6 +23,7 @@ from pipeline.errors import InputError
 
 PULL_REQUEST_FILE = "pull-request.md"
 FILE_MODE = 0o100644
+REMOTE = "origin"
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class ProposalResult:
     commit: str | None  # None when HEAD already holds every file as proposed
     changed: tuple[str, ...]
     pull_request: Path
+    already_proposed: bool = False  # the branch held this very commit's content on this HEAD: it is kept, not rewritten
 
 
 def open_repository(start: Path) -> git.Repo:
@@ -70,8 +72,27 @@ def relative_path(repo: git.Repo, path: Path) -> str:
         raise InputError(f"{path}: outside the repository at {root}") from None
 
 
+def proposed_before(repo: git.Repo, branch: str) -> git.Commit | None:
+    """The proposal already on `branch`: the remote's copy (what reviewers see) first, then the local one."""
+    for ref in (f"refs/remotes/{REMOTE}/{branch}", f"refs/heads/{branch}"):
+        try:
+            return repo.commit(ref)
+        except (git.BadName, ValueError):
+            continue
+    return None
+
+
+def proposed_file(commit: git.Commit | None, path: str) -> bytes | None:
+    """A file as an earlier proposal holds it, or None."""
+    return None if commit is None else _blob_bytes(commit, path)
+
+
 def propose(repo: git.Repo, proposal: Proposal, folder: Path) -> ProposalResult:
-    """Commit the proposal on its branch (reset to HEAD first) and write `folder/pull-request.md`."""
+    """Commit the proposal on its branch (reset to HEAD first) and write `folder/pull-request.md`.
+
+    An earlier proposal on the same HEAD with the same files is kept as it is, so a scheduled run
+    that learns nothing new rewrites no branch and pushes nothing new.
+    """
     head = repo.head.commit
     changed = tuple(sorted(path for path, data in proposal.files.items() if _blob_bytes(head, path) != data))
     pull_request = folder / PULL_REQUEST_FILE
@@ -87,6 +108,10 @@ def propose(repo: git.Repo, proposal: Proposal, folder: Path) -> ProposalResult:
         entries.append(BaseIndexEntry((FILE_MODE, stored.binsha, 0, path)))
     index.add(entries, write=False)
     tree = index.write_tree()
+    previous = proposed_before(repo, proposal.branch)
+    if previous is not None and previous.parents == (head,) and previous.tree.binsha == tree.binsha:
+        repo.create_head(proposal.branch, previous, force=True)
+        return ProposalResult(proposal.branch, previous.hexsha, changed, pull_request, already_proposed=True)
     try:
         commit = git.Commit.create_from_tree(repo, tree, proposal.message, parent_commits=[head], head=False)
     except ValueError as exc:  # no committer identity configured

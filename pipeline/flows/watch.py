@@ -23,7 +23,7 @@ from pipeline.flows.inspect import inspect_recipe
 from pipeline.flows.watch_report import DraftWatch, TargetWatch
 from pipeline.flows.watch_source import SourceComparison, compare_source
 from pipeline.recipe.loader import HubRef
-from pipeline.recipe.lock import load_lock
+from pipeline.recipe.lock import load_lock, same_finding
 from pipeline.stages.context import Context
 
 # The target files a build records in the lock (the fetch stage's list).
@@ -98,8 +98,7 @@ def repinned_lock(
     fresh["target"]["commit"] = target.resolve()
     fresh["target"]["files"] = {name: sha256_bytes(target.read(name)) for name in TARGET_FILES if target.exists(name)}
     previous = lock.get("inspect") or {}
-    same = {k: v for k, v in previous.items() if k != "checked_at"} == {k: v for k, v in finding.items() if k != "checked_at"}
-    fresh["inspect"] = dict(previous) if same else dict(finding)
+    fresh["inspect"] = dict(previous) if same_finding(previous, finding) else dict(finding)
     if source is None:
         return fresh
     fresh["source"]["commit"] = source.watch.new_commit

@@ -8,18 +8,21 @@ holds exactly the lock and card changes.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import git
 
 from pipeline.card.markdown import escape_cell
 from pipeline.checkpoint.files import atomic_write_bytes, dump_json
-from pipeline.flows.proposal import Proposal, ProposalResult, card_diff_section, propose, relative_path
+from pipeline.flows.proposal import Proposal, ProposalResult, card_diff_section, propose, proposed_before, proposed_file, relative_path
 from pipeline.flows.runner import run_stages
 from pipeline.flows.watch import WatchResult
 from pipeline.flows.watch_report import SHORT, DraftWatch
 from pipeline.recipe.layout import Artifacts
+from pipeline.recipe.lock import same_finding
 from pipeline.stages import card
 from pipeline.stages.context import Context
 
@@ -39,24 +42,38 @@ def propose_change(ctx: Context, result: WatchResult, repo: git.Repo) -> Proposa
     staged.folder.mkdir(parents=True)
     if committed.config.exists():
         shutil.copyfile(committed.config, staged.config)
-    lock_bytes = dump_json(result.lock)
+    branch = BRANCH_PREFIX + ctx.recipe.name
+    lock_path, card_path = relative_path(repo, committed.lock), relative_path(repo, committed.readme)
+    lock_bytes = dump_json(_first_checked(result.lock, proposed_file(proposed_before(repo, branch), lock_path)))
     atomic_write_bytes(staged.lock, lock_bytes)
     run_stages(ctx, ("bench-import",))  # the card shows the benchmarks the recipe declares
     text = card.render_card(card.CardStageInputs(ctx.recipe, ctx.family, ctx.workdir.benchmarks, staged))
     atomic_write_bytes(staged.readme, text.encode("utf-8"))
 
-    lock_path, card_path = relative_path(repo, committed.lock), relative_path(repo, committed.readme)
     old_card = committed.readme.read_text(encoding="utf-8") if committed.readme.exists() else ""
     card_diff = card.unified_diff(old_card, text, f"a/{card_path}", f"b/{card_path}")
     report = result.report
     proposal = Proposal(
-        branch=BRANCH_PREFIX + ctx.recipe.name,
+        branch=branch,
         title=pull_request_title(report),
         body=pull_request_body(report, card_diff),
         files={lock_path: lock_bytes, card_path: text.encode("utf-8")},
         summary="\n".join(report.details()),
     )
     return propose(repo, proposal, watch_folder(ctx))
+
+
+def _first_checked(lock: dict[str, Any], proposed_lock: bytes | None) -> dict[str, Any]:
+    """The lock with its inspection dated as when it was first proposed, if the finding is the same:
+    a daily run that learns nothing new then proposes the same bytes."""
+    try:
+        earlier = (json.loads(proposed_lock) if proposed_lock else {}).get("inspect")
+    except (ValueError, AttributeError):
+        return lock
+    finding = lock.get("inspect")
+    if not finding or not isinstance(earlier, dict) or not same_finding(earlier, finding) or "checked_at" not in earlier:
+        return lock
+    return {**lock, "inspect": {**finding, "checked_at": earlier["checked_at"]}}
 
 
 def pull_request_title(report: DraftWatch) -> str:

@@ -175,7 +175,8 @@ def differences(expected: Mapping[str, Any], actual: Mapping[str, Any], path: st
     return found
 
 
-def _same_finding(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+def same_finding(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Two inspect records that differ at most in the day they were made."""
     if not old:
         return False
     return {k: v for k, v in old.items() if k != "checked_at"} == {k: v for k, v in new.items() if k != "checked_at"}
@@ -203,7 +204,7 @@ def write_or_check(
     """
     lock_path = artifacts.lock
     committed = load_lock(lock_path)
-    if committed and inspect and _same_finding(committed.get("inspect"), inspect):
+    if committed and inspect and same_finding(committed.get("inspect"), inspect):
         inspect = committed["inspect"]  # an unchanged finding keeps its date, so the lock does not churn daily
     fresh = build_lock(recipe, workdir, inspect, source)
     config_path = artifacts.config

@@ -325,6 +325,111 @@ def _deepseek_v4(spec: FamilySpec) -> dict[str, Any]:
     }
 
 
+def _mimo_v2(spec: FamilySpec) -> dict[str, Any]:
+    """MiMo-V2-Flash's flat shape: the fields vLLM 0.33.0's MTP layer reads (mimo_v2_mtp.py:72-119), with
+    values narrower than keys and the attention sink on; the backbone's global-attention widths are left out."""
+    return {
+        "architectures": ["MiMoV2FlashForCausalLM"],
+        "model_type": "mimo_v2_flash",
+        **_text(spec),
+        "num_nextn_predict_layers": spec.num_mtp_layers,
+        "layernorm_epsilon": 1e-05,
+        "hidden_act": "silu",
+        "intermediate_size": 96,
+        "attention_bias": False,
+        "swa_num_attention_heads": 4,
+        "swa_num_key_value_heads": 2,
+        "swa_head_dim": 16,
+        "swa_v_head_dim": 8,
+        "add_swa_attention_sink_bias": True,
+        "sliding_window_size": 128,
+    }
+
+
+def _qwen4_exp(spec: FamilySpec) -> dict[str, Any]:
+    """The multimodal release's shape, the text model under `text_config` (no vision tower): the fields
+    vLLM 0.33.0's qwen4_exp/nvidia/mtp.py, model.py, qsa.py and indexer_qsa.py read, and the count
+    speculative.py:915-935 reads. Two hyper-connection streams; PLE on backbone layer 1 only."""
+    text = {
+        "model_type": "qwen4_exp_text",
+        **_text(spec),
+        "mtp_num_hidden_layers": spec.num_mtp_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "hidden_act": "silu",
+        "layer_types": ["linear_attention"] * (spec.num_hidden_layers - 1) + ["qwen_sparse_attention"],
+        "moe_intermediate_size": 24,
+        "shared_expert_intermediate_size": 24,
+        "num_experts": spec.experts,
+        "num_experts_per_tok": 2,
+        "hc_count": 2,
+        "hc_lowrank": 8,
+        "indexer_n_heads": 2,
+        "indexer_kv_heads": 1,
+        "indexer_head_dim": 16,
+        "indexer_budget": 8,
+        "indexer_compress_ratio": 4,
+        "ple_layer_ids": [1],
+    }
+    return {
+        "architectures": ["Qwen4ExpForConditionalGeneration"],
+        "model_type": "qwen4_exp",
+        "tie_word_embeddings": False,
+        "text_config": text,
+    }
+
+
+def _step5(spec: FamilySpec) -> dict[str, Any]:
+    """The fields vLLM 0.33.0's Step5Config (transformers_utils/configs/step5.py:55-208) and the Step5
+    decoder (vllm/models/step5/nvidia/model.py:1826-1972) read. Every fourth layer is full attention,
+    so MTP layer 4 takes the sparse indexer (whose widths config.py:140-177 and model.py:372-431 fix:
+    proxy 256, one index key head, one provider group per KV head, 4 query heads per KV head) and a
+    second MTP layer, 5, sliding attention with its own head count."""
+    total = spec.num_hidden_layers + spec.num_mtp_layers
+    layer_types = ["full_attention" if layer % 4 == 0 else "sliding_attention" for layer in range(total)]
+    return {
+        "architectures": ["Step5ForCausalLM"],
+        "model_type": "step5",
+        **_text(spec),
+        "num_nextn_predict_layers": spec.num_mtp_layers,
+        "intermediate_size": 96,
+        "num_attention_heads": 4,
+        "num_attention_groups": 1,
+        "head_dim": 128,
+        "att_impl_type": "GQA",
+        "use_head_wise_attn_gate": True,
+        "zero_centered": True,
+        "norm_dtype": "bf16",
+        "fp32_residual_connection": False,
+        "rope_theta": 10000.0,
+        "sliding_window": 128,
+        "attention_other_setting": {
+            "attention_type": "sliding_attention",
+            "num_attention_heads": 8,
+            "num_attention_groups": 2,
+            "head_dim": 16,
+        },
+        "layer_types": layer_types[: spec.num_hidden_layers],
+        "layer_types_with_mtp": layer_types,
+        "partial_rotary_factors": [0.5] * total,
+        "use_moe": True,
+        "moe_layers_enum": ",".join(str(layer) for layer in range(1, spec.num_hidden_layers)),
+        "moe_num_experts": spec.experts,
+        "moe_intermediate_size": 24,
+        "moe_top_k": 2,
+        "sparse_config": {
+            "proxy_dim": 256,
+            "sparse_indexer_num_heads": 2,
+            "sparse_indexer_num_k_heads": 1,
+            "index_tp_size": 1,
+            "sparse_indexer_rope_dim": 32,
+            "topk": 512,
+            "region_block_size": 8,
+        },
+    }
+
+
 def _longcat_flash(spec: FamilySpec) -> dict[str, Any]:
     """The fields transformers 5.20.2's LongcatFlashConfig declares (configuration_longcat_flash.py:85-115)
     and vLLM 0.33.0 reads (longcat_flash.py:91-101, 148-322; longcat_flash_mtp.py:38-150). The spec's
@@ -369,5 +474,8 @@ CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "minimax_m3": _minimax_m3,
     "nemotron_h": _nemotron_h,
     "deepseek_v4": _deepseek_v4,
+    "mimo_v2": _mimo_v2,
+    "qwen4_exp": _qwen4_exp,
+    "step5": _step5,
     "longcat_flash": _longcat_flash,
 }

@@ -58,6 +58,9 @@ MTP_EXCLUDES: dict[str, str | tuple[str, ...]] = {
     "minimax_m3": "model.layers.*",
     "nemotron_h": "mtp*",  # read by no vLLM code: NemotronHMTP takes the draft's own quantization
     "deepseek_v4": "model.layers.{nh}*",
+    "mimo_v2": "model.mtp*",  # vLLM builds the MTP as model.mtp.layers.0, the checkpoint's own name
+    "qwen4_exp": "mtp*",  # read by no vLLM code: Qwen4ExpMTP takes the draft's own quantization
+    "step5": "model.layers.{nh}*",
     # LongCat-Flash's block is model.layers.{2 * num_layers}; its eh_proj is built under the bare name eh_proj.
     "longcat_flash": ("model.layers.{nh}*", "eh_proj"),
 }
