@@ -39,6 +39,7 @@ NEW_FAMILIES = (
     "mimo_v2",
     "qwen4_exp",
     "step5",
+    "longcat_flash",
 )
 VERDICTS = {"no-mtp": "needed", "mtp-shard": "redundant", "other-vocab": "incompatible"}
 
@@ -210,6 +211,16 @@ DRAFT_TENSORS = {
         ],
     ),
     "step5": _under("model.layers.4.", STEP5_LAYER) | {"model.embed_tokens.weight"},
+    # LongCat-Flash: the model.mtp module's final norm beside one dense MLA layer, named as vLLM 0.33.0's
+    # rename table reads them (longcat_flash_mtp.py:183-210).
+    "longcat_flash": {"model.mtp.norm.weight"}
+    | _under(
+        "model.mtp.layers.0.",
+        ["enorm.m.weight", "hnorm.m.weight", "eh_proj.weight"]
+        + NORMS
+        + MLA
+        + [f"transformer_layer.mlp.{p}_proj.weight" for p in ("gate", "up", "down")],
+    ),
 }
 DRAFT_COUNTS = {
     "deepseek_v3": 30,
@@ -228,6 +239,7 @@ DRAFT_COUNTS = {
     "mimo_v2": 14,
     "qwen4_exp": 41,
     "step5": 26,
+    "longcat_flash": 16,
 }
 # What `shared_weights: copy` adds: the replaced copies, each [vocab 256, hidden 64] BF16.
 SHARED_COPIES = {
@@ -247,7 +259,10 @@ SHARED_COPIES = {
     "mimo_v2": {"model.embed_tokens.weight", "lm_head.weight"},
     "qwen4_exp": {"model.embed_tokens.weight", "lm_head.weight"},
     "step5": set(),  # the embedding and per-layer head always ship (step5/nvidia/mtp.py:411-420)
+    "longcat_flash": {"model.mtp.embed_tokens.weight"},  # its lm_head is never read from the draft (longcat_flash_mtp.py:311-316)
 }
+# Parameters vLLM declares that no checkpoint name fills: the proposer always puts the target's in.
+UNFILLED = {"longcat_flash": {"lm_head.weight"}}
 # The families that offer `shared_weights: copy`.
 COPYING = tuple(family for family in NEW_FAMILIES if SHARED_COPIES[family])
 # Shapes that follow from the tiny configs: hidden 64, vocab 256, 4 heads; see synthetic_families.
@@ -373,6 +388,14 @@ SHAPES = {
         "model.layers.4.transformer.shared_head.output.weight": (256, 64),
         "model.embed_tokens.weight": (256, 64),
     },
+    # 4 heads: q_b 4 x (8 + 4) over q_lora_rank 32, kv_a kv_lora_rank 16 + rope 4; dense MLP of ffn_hidden_size 96.
+    "longcat_flash": {
+        "model.mtp.layers.0.self_attn.q_b_proj.weight": (4 * (8 + 4), 32),
+        "model.mtp.layers.0.self_attn.kv_a_proj_with_mqa.weight": (16 + 4, 64),
+        "model.mtp.layers.0.transformer_layer.mlp.down_proj.weight": (64, 96),
+        "model.mtp.layers.0.eh_proj.weight": (64, 128),
+        "model.mtp.norm.weight": (64,),
+    },
 }
 # One MTP tensor per family whose absence the build must refuse.
 MISSING = {
@@ -392,6 +415,7 @@ MISSING = {
     "mimo_v2": "model.mtp.layers.0.self_attn.attention_sink_bias",
     "qwen4_exp": "mtp.layers.0.attn_hyper_connection.block_inject_weight.weight",
     "step5": "model.layers.4.self_attn.sparse_indexer_z.weight",
+    "longcat_flash": "model.mtp.norm.weight",
 }
 MTP_LAYERS = {
     "step3p7": range(45, 48),
@@ -411,6 +435,7 @@ MTP_LAYERS = {
     "mimo_v2": range(0, 1),
     "qwen4_exp": range(0, 1),
     "step5": range(4, 5),
+    "longcat_flash": range(0, 1),
 }
 UPSTREAM = ROOT / "tests" / "data" / "vllm-0.33.0"
 
@@ -473,7 +498,7 @@ def test_a_build_of_the_synthetic_source_passes_verify_with_exactly_the_mtp_tens
     assert all(source_hashes[name] == sha for name, sha in produced.items())
     # vLLM 0.33.0 consumes every tensor and fills every parameter but the ones it takes from the target.
     consumes = _upstream(family)["consumes"]["names"]
-    replaced = {consumes[name] for name in SHARED_COPIES[family]}
+    replaced = {consumes[name] for name in SHARED_COPIES[family]} | UNFILLED.get(family, set())
     assert {consumes[name] for name in produced} == set(_upstream(family)["params"]["names"]) - replaced
     index = json.loads((draft / "model.safetensors.index.json").read_text())
     for name, shape in SHAPES[family].items():
@@ -537,6 +562,7 @@ ERRORS = {
     "kimi_k3": "KeyError",
     "deepseek_v4": "KeyError",
     "qwen4_exp": "ValueError",
+    "longcat_flash": "KeyError",
 }
 UNLOADABLE = [
     ("deepseek_v3", "model.layers.4.enorm.weight", "layers.4.enorm.weight", "layers.4.enorm.weight"),
@@ -588,6 +614,14 @@ UNLOADABLE = [
     # Qwen3.5's single fc over [embedding, hidden] is not this block's (vLLM 0.33.0 qwen4_exp/nvidia/mtp.py:205-222).
     ("qwen4_exp", "mtp.fc_embedding.weight", "mtp.fc.weight", "model.fc.weight"),
     ("qwen4_exp", "mtp.layers.0.mlp.gate.weight", "mtp.layers.1.mlp.gate.weight", "model.layers.1.mlp.gate.weight"),
+    # Outside LongCat-Flash's rename table a name keeps its own (longcat_flash_mtp.py:276-277).
+    ("longcat_flash", "model.mtp.layers.0.enorm.m.weight", "model.mtp.layers.0.enorm.weight", "model.mtp.layers.0.enorm.weight"),
+    (
+        "longcat_flash",
+        "model.mtp.layers.0.transformer_layer.mlp.gate_proj.weight",
+        "model.mtp.layers.0.mlp.gate_proj.weight",
+        "model.mtp.layers.0.mlp.gate_up_proj.weight",
+    ),
 ]
 
 

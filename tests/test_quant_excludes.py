@@ -129,6 +129,7 @@ MISSING = {
         "deepseek_v4": "model.layers.4*",
         "mimo_v2": "model.mtp.layers.0*",
         "step5": "model.layers.4*",
+        "longcat_flash": "eh_proj, model.layers.4*",
     },
     "compressed-tensors": {
         "deepseek_v3": "re:model\\.layers\\.4\\.",
@@ -145,6 +146,7 @@ MISSING = {
         "deepseek_v4": "re:model\\.layers\\.4\\.",
         "mimo_v2": "re:model\\.mtp\\.layers\\.0\\.",
         "step5": "re:model\\.layers\\.4\\.",
+        "longcat_flash": "re:eh_proj$, re:model\\.layers\\.4\\.",
     },
     "fp8": {
         "deepseek_v3": "model.layers.4.self_attn.fused_qkv_a_proj",
@@ -162,6 +164,7 @@ MISSING = {
         "deepseek_v4": "model.layers.4.e_proj",
         "mimo_v2": "model.mtp.layers.0.self_attn.qkv_proj",
         "step5": "model.layers.4.mtp_block.self_attn.qkv_indexer_proj",
+        "longcat_flash": "eh_proj",
     },
 }
 

@@ -34,6 +34,7 @@ NON_STEP = (
     "minimax_m3",
     "deepseek_v4",
     "mimo_v2",
+    "longcat_flash",
 )
 # The parameters the proposer replaces with the target's (llm_base_proposer.py:1418-1575), by family.
 REPLACED = {
@@ -51,7 +52,10 @@ REPLACED = {
     "minimax_m3": {"model.embed_tokens.weight", "lm_head.weight"},
     "deepseek_v4": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "mimo_v2": {"model.embed_tokens.weight", "lm_head.weight"},
+    "longcat_flash": {"model.embed_tokens.weight", "lm_head.weight"},
 }
+# Replaced parameters no checkpoint name can fill, so no draft ships them (longcat_flash_mtp.py:145-150, 311-316).
+UNFILLED = {"longcat_flash": {"lm_head.weight"}}
 
 
 def _upstream(family: str) -> dict[str, Any]:
@@ -97,7 +101,7 @@ def test_a_draft_with_copies_fills_every_declared_parameter_with_names_vllm_cons
     names = [tensor.name for tensor in draft.expected_tensors(geometry)]
 
     assert set(names) <= set(upstream["consumes"]["names"])
-    assert {upstream["consumes"]["names"][name] for name in names} == set(upstream["params"]["names"])
+    assert {upstream["consumes"]["names"][name] for name in names} == set(upstream["params"]["names"]) - UNFILLED.get(family, set())
 
 
 @pytest.mark.parametrize("family", NON_STEP)

@@ -96,7 +96,8 @@ def _changes(lock: Mapping[str, Any]) -> list[dict[str, str]]:
 def _taken(recipe: Recipe, family: Family, lock: Mapping[str, Any], mtp_layer_count: int) -> str:
     source_lock = lock.get("source") or {}
     pattern = re.compile(re.escape(family.output_prefix).replace(re.escape("{layer}"), r"(\d+)"))
-    indices = sorted({int(m.group(1)) for t in lock.get("tensors") or [] if (m := pattern.match(t["name"]))})
+    numbered = "{layer}" in family.output_prefix  # LongCat-Flash's one MTP module has no layer number
+    indices = sorted({int(m.group(1)) for t in lock.get("tensors") or [] if numbered and (m := pattern.match(t["name"]))})
     if indices:
         numbers = ", ".join(map(str, indices[:-1])) + (" and " if len(indices) > 1 else "") + str(indices[-1])
         under = family.output_prefix.replace("{layer}", "<i>")

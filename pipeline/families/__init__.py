@@ -10,6 +10,7 @@ from pipeline.families.glm4_moe import GLM4_MOE
 from pipeline.families.glm4_moe_lite import GLM4_MOE_LITE
 from pipeline.families.glm5_next import GLM5_NEXT
 from pipeline.families.kimi_k3 import KIMI_K3
+from pipeline.families.longcat_flash import LONGCAT_FLASH
 from pipeline.families.mimo import MIMO
 from pipeline.families.mimo_v2 import MIMO_V2
 from pipeline.families.minimax_m3 import MINIMAX_M3
@@ -40,6 +41,7 @@ FAMILIES: dict[str, Family] = {
         MIMO_V2,
         QWEN4_EXP,
         STEP5,
+        LONGCAT_FLASH,
     )
 }
 

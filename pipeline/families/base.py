@@ -107,6 +107,9 @@ class QuantModule:
     shared: bool = False
     when: str | None = None
     in_layer: Callable[[Geometry, int], bool] | None = None
+    # (list field of the target config, entry): built unquantized when that list holds the entry
+    # (LongCat-Flash's `eh_proj` under `disable_quant_module: [mtp]`).
+    unquantized_if: tuple[str, str] | None = None
 
 
 # (checkpoint name, geometry, the parameters the module declares) -> the parameter filled, or None.
@@ -161,6 +164,11 @@ class Family:
     # How vLLM renames the target's quantization module lists before building the MTP (the target
     # class's hf_to_vllm_mapper, model_loader/utils.py:367-386); None: entries are matched as written.
     target_module_rename: Callable[[str, Geometry], str] | None = None
+    # The config field that counts the backbone's layers, compared with the target's (LongCat-Flash: num_layers).
+    layer_count_key: str = "num_hidden_layers"
+    # Parameters the vLLM module declares that no checkpoint name can fill, because the proposer
+    # always replaces them with the target's (LongCat-Flash's top-level `lm_head.weight`).
+    unfilled_params: tuple[str, ...] = ()
 
     def with_shared_weights(self, choice: str) -> Family:
         """This family shipping (`copy`) or leaving out (`omit`) the copies vLLM replaces; ValueError names the reason."""
@@ -203,7 +211,7 @@ class Family:
 
     def declared_params(self, geometry: Geometry) -> set[str]:
         """Every parameter the vLLM MTP module declares for this geometry, shared copies included."""
-        return {tensor.param for tensor in self._tensors(geometry)}
+        return {tensor.param for tensor in self._tensors(geometry)} | set(self.unfilled_params)
 
     def known_source_names(self, geometry: Geometry) -> set[str]:
         """Every source name of an MTP tensor this family knows, shipped or not."""

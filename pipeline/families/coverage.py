@@ -42,7 +42,6 @@ NOT_YET: dict[str, str] = {
     "ErnieMTPModel": NOT_REPLAYED,
     "ExaoneMoeMTP": NOT_REPLAYED,
     "Exaone4_5_MTP": NOT_REPLAYED,
-    "LongCatFlashMTPModel": NOT_REPLAYED,
     "GlmOcrMTPModel": "multimodal-only: routed from `GlmOcrForConditionalGeneration`, an OCR model (registry.py:436)",
     "OpenPanguMTPModel": NOT_REPLAYED,
     "ParseAuxMTPModel": "multimodal-only: routed from `RadioMBartPrefixForCausalLM` (Nemotron Parse), a document-image model (registry.py:648, speculative.py:721-732)",

@@ -187,12 +187,21 @@ def mtp_coverage(family: Family, geometry: Geometry, config: Mapping[str, Any], 
     if family.quantization_from == "draft":
         return None
     quantization = read_target_quantization(config, quant_file)
-    modules = family.quant_module_prefixes(geometry)
+    modules = [module for module in family.quant_module_prefixes(geometry) if not _switched_off(module, config)]
     rename = family.target_module_rename
     if quantization is None or rename is None:
         return coverage(modules, quantization)
     renamed = replace(quantization, patterns=renamed_patterns(quantization, lambda name: rename(name, geometry)))
     return Coverage(quantization, coverage(modules, renamed).uncovered)
+
+
+def _switched_off(module: QuantModule, config: Mapping[str, Any]) -> bool:
+    """Whether the target config's own switch builds `module` unquantized (`"mtp" in disable_quant_module`)."""
+    if module.unquantized_if is None:
+        return False
+    field, entry = module.unquantized_if
+    listed = config.get(field)
+    return isinstance(listed, (list, str)) and entry in listed
 
 
 def renamed_patterns(quantization: TargetQuantization, rename: Callable[[str], str]) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ The verdict:
   vLLM matches it: the BF16 draft would be loaded into quantized modules. The reason names the
   uncovered modules and the exclude entries missing (`pipeline.families.quant_excludes`).
 - `incompatible` when draft and target disagree on `hidden_size`, `vocab_size`,
-  `num_hidden_layers` or the family's MTP layer count (or the target does not declare one; an
+  `num_hidden_layers` (LongCat-Flash: `num_layers`) or the family's MTP layer count (or the target does not declare one; an
   absent count takes the family's default, 1 for Qwen3-Next as in vLLM), or when a vocabulary
   file (`tokenizer.json`, `tokenizer.model`) present on both sides differs in content.
   Settings files (`tokenizer_config.json`, `special_tokens_map.json`) are compared and noted but
@@ -66,7 +66,7 @@ from pipeline.recipe.loader import HubRef, ModelRef
 if TYPE_CHECKING:
     from pipeline.stages.context import Context
 
-GEOMETRY_KEYS = ("hidden_size", "vocab_size", "num_hidden_layers")  # then the family's count_key
+GEOMETRY_KEYS = ("hidden_size", "vocab_size")  # then the family's layer_count_key and count_key
 # Files that fix token ids: a difference makes the draft's embedding and heads meaningless.
 VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model")
 # Files that exports re-save freely; a difference is worth a note, not a verdict.
@@ -117,7 +117,7 @@ def inspect(
             GeometryRow(
                 key, _declared(source_config, key), _declared(target_config, key), family.count_default if key == family.count_key else None
             )
-            for key in (*GEOMETRY_KEYS, family.count_key)
+            for key in (*GEOMETRY_KEYS, family.layer_count_key, family.count_key)
         ),
         tokenizer=_tokenizer_files(source, target),
         quantization=_quantization(target, family, geometry, target_config),

@@ -430,6 +430,36 @@ def _step5(spec: FamilySpec) -> dict[str, Any]:
     }
 
 
+def _longcat_flash(spec: FamilySpec) -> dict[str, Any]:
+    """The fields transformers 5.20.2's LongcatFlashConfig declares (configuration_longcat_flash.py:85-115)
+    and vLLM 0.33.0 reads (longcat_flash.py:91-101, 148-322; longcat_flash_mtp.py:38-150). The spec's
+    num_hidden_layers counts attention sublayers, as transformers derives it: num_layers is half."""
+    text = {key: value for key, value in _text(spec).items() if key != "num_hidden_layers"}
+    config: dict[str, Any] = {
+        "architectures": ["LongcatFlashForCausalLM"],
+        "model_type": "longcat_flash",
+        **text,
+        "num_layers": spec.num_hidden_layers // 2,
+        **{
+            key: _mla_moe(spec)[key]
+            for key in ("num_attention_heads", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+        },
+        "mla_scale_q_lora": True,
+        "mla_scale_kv_lora": True,
+        "hidden_act": "silu",
+        "ffn_hidden_size": 96,
+        "expert_ffn_hidden_size": 24,
+        "n_routed_experts": spec.experts,
+        "zero_expert_num": 2,
+        "zero_expert_type": "identity",
+        "moe_topk": 2,
+        "routed_scaling_factor": 6.0,
+    }
+    if spec.num_mtp_layers != FAMILIES["longcat_flash"].count_default:
+        config["num_nextn_predict_layers"] = spec.num_mtp_layers
+    return config
+
+
 CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "deepseek_v3": _deepseek_v3,
     "deepseek_v32": _deepseek_v32,
@@ -447,4 +477,5 @@ CONFIGS: dict[str, Callable[[FamilySpec], dict[str, Any]]] = {
     "mimo_v2": _mimo_v2,
     "qwen4_exp": _qwen4_exp,
     "step5": _step5,
+    "longcat_flash": _longcat_flash,
 }

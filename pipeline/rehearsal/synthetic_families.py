@@ -43,7 +43,7 @@ NVFP4_CONFIG = {
 }
 # The exclude entry that keeps each family's MTP unquantized, in vLLM module names (the form
 # nvidia/DeepSeek-R1-FP4 uses, `model.layers.61*`); MiMo's modules are `model.layers.{nh+i}`.
-MTP_EXCLUDES = {
+MTP_EXCLUDES: dict[str, str | tuple[str, ...]] = {
     "deepseek_v3": "model.layers.{nh}*",
     "deepseek_v32": "model.layers.{nh}*",
     "glm4_moe": "model.layers.{nh}*",
@@ -61,22 +61,25 @@ MTP_EXCLUDES = {
     "mimo_v2": "model.mtp*",  # vLLM builds the MTP as model.mtp.layers.0, the checkpoint's own name
     "qwen4_exp": "mtp*",  # read by no vLLM code: Qwen4ExpMTP takes the draft's own quantization
     "step5": "model.layers.{nh}*",
+    # LongCat-Flash's block is model.layers.{2 * num_layers}; its eh_proj is built under the bare name eh_proj.
+    "longcat_flash": ("model.layers.{nh}*", "eh_proj"),
 }
 QUANT_FORMS = ("modelopt", "compressed-tensors", "fp8")
 
 
 def quantization_config(family_name: str, spec: FamilySpec, *, form: str = "modelopt", mtp_excluded: bool = True) -> dict[str, Any]:
     """A target's `quantization_config` in one of vLLM's three exclude-list forms, covering the MTP or not."""
-    pattern = MTP_EXCLUDES[family_name].format(nh=spec.num_hidden_layers)
+    entry = MTP_EXCLUDES[family_name]
+    patterns = [pattern.format(nh=spec.num_hidden_layers) for pattern in ((entry,) if isinstance(entry, str) else entry)]
     if form == "modelopt":
-        return {**NVFP4_CONFIG, "ignore": ["lm_head", *([pattern] if mtp_excluded else [])]}
+        return {**NVFP4_CONFIG, "ignore": ["lm_head", *(patterns if mtp_excluded else [])]}
     if form == "compressed-tensors":
-        regex = "re:" + pattern.replace(".", "\\.").replace("*", ".*")
+        regexes = ["re:" + pattern.replace(".", "\\.").replace("*", ".*") for pattern in patterns]
         return {
             "quant_method": "compressed-tensors",
             "format": "nvfp4-pack-quantized",
             "config_groups": {"group_0": {"targets": ["Linear"], "weights": {"num_bits": 4, "type": "float", "group_size": 16}}},
-            "ignore": ["lm_head", *([regex] if mtp_excluded else [])],
+            "ignore": ["lm_head", *(regexes if mtp_excluded else [])],
         }
     if form == "fp8":
         family = FAMILIES[family_name]
