@@ -208,7 +208,7 @@ def qwen4_exp_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str
         return None
     name = mapped
     if name.startswith("model."):
-        name = loader_names._qwen_predictor(name, geometry)
+        name = loader_names.qwen_predictor(name, geometry)
         for old, new in HC_STACKED:
             if old in name:
                 name = name.replace(old, new, 1)
