@@ -118,7 +118,13 @@ def test_a_source_with_an_mtp_tensor_the_family_does_not_know_is_refused(tmp_pat
         ({"hc_count": None}, r"text_config\.hc_count: is required"),
         ({"hc_lowrank": 0}, r"text_config\.hc_lowrank: must be an integer >= 1, found 0"),
         ({"ple_layer_ids": None}, r"text_config\.ple_layer_ids: is required"),
-        ({"ple_layer_ids": [1, 5]}, r"text_config\.ple_layer_ids: names MTP layer 4, which vLLM 0\.33\.0 would build with a PLE block"),
+        (
+            {"ple_layer_ids": [1, 5]},
+            (
+                r"text_config\.ple_layer_ids: names MTP layer 4, which vLLM 0\.33\.0 would build with a PLE block it gives no inputs "
+                r"\(qwen4_exp/nvidia/model\.py:210-225, 304-305\)"
+            ),
+        ),
         ({"tie_word_embeddings": True}, r"text_config\.tie_word_embeddings: must be false"),
     ],
 )
