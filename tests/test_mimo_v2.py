@@ -111,8 +111,10 @@ def test_without_the_sink_flag_the_layer_has_no_attention_sink() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"attention_bias": None}, "attention_bias: is required"),
+        ({"attention_bias": None}, "attention_bias: is required (vLLM 0.33.0 mimo_v2_mtp.py:97 reads it without a default)"),
         ({"attention_bias": "no"}, "attention_bias: must be true or false, found 'no'"),
+        ({"layernorm_epsilon": None}, "layernorm_epsilon: is required (vLLM 0.33.0 mimo_v2_mtp.py:73 reads it without a default)"),
+        ({"layernorm_epsilon": "1e-5"}, "layernorm_epsilon: must be a positive number, found '1e-5'"),
         ({"hidden_act": "gelu"}, "hidden_act: must be silu (vLLM 0.33.0 mimo_v2.py:104-107), found 'gelu'"),
         ({"swa_head_dim": None}, "swa_head_dim: is required"),
         ({"num_nextn_predict_layers": 0}, "num_nextn_predict_layers: must be an integer >= 1, found 0"),
