@@ -111,8 +111,10 @@ def test_without_the_sink_flag_the_layer_has_no_attention_sink() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"attention_bias": None}, "attention_bias: is required"),
+        ({"attention_bias": None}, "attention_bias: is required (vLLM 0.33.0 mimo_v2_mtp.py:97 reads it without a default)"),
         ({"attention_bias": "no"}, "attention_bias: must be true or false, found 'no'"),
+        ({"layernorm_epsilon": None}, "layernorm_epsilon: is required (vLLM 0.33.0 mimo_v2_mtp.py:73 reads it without a default)"),
+        ({"layernorm_epsilon": "1e-5"}, "layernorm_epsilon: must be a positive number, found '1e-5'"),
         ({"hidden_act": "gelu"}, "hidden_act: must be silu (vLLM 0.33.0 mimo_v2.py:104-107), found 'gelu'"),
         ({"swa_head_dim": None}, "swa_head_dim: is required"),
         ({"num_nextn_predict_layers": 0}, "num_nextn_predict_layers: must be an integer >= 1, found 0"),
@@ -146,3 +148,19 @@ def test_a_pro_shaped_source_with_a_fused_qkv_proj_is_refused_not_copied(tmp_pat
     assert result.code == 1
     assert f"MTP tensor(s) the mimo_v2 family does not know, first {LAYER0}self_attn.qkv_proj.weight" in result.stderr
     assert not (tmp_path / "work" / "draft").exists()
+
+
+def test_inspect_says_vllm_loads_one_of_the_mtp_layers_a_target_config_declares(tmp_path: Path) -> None:
+    """num_nextn_predict_layers counts layers, not steps (as Nemotron-H's does): vLLM 0.33.0 builds only the
+    first (mimo_v2_mtp.py:51-54, 177)."""
+    spec = FamilySpec(num_mtp_layers=3)
+    source = write_family_source(tmp_path / "source", "mimo_v2", spec)
+    target = write_family_target(tmp_path / "target", "mimo_v2", spec, variant="no-mtp")
+    assert json.loads((target / "config.json").read_text())["num_nextn_predict_layers"] == 3
+
+    result = run_cli("inspect", "--recipe", str(_recipe(tmp_path, source, target)), "--json")
+
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["reasons"][0] == (
+        "the target ships none of the 14 MTP tensors of layers 0, although its config declares 3 MTP layers, of which vLLM 0.33.0 loads 1"
+    )

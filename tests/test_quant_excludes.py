@@ -243,26 +243,34 @@ def test_a_forced_release_of_an_incompatible_draft_says_why_on_its_card(sources:
     assert "vLLM would load the MTP quantized with the target's config (exclude list misses model.layers.4*)" in warning
 
 
-@pytest.mark.parametrize("form", QUANT_FORMS)
-def test_a_nemotron_h_draft_does_not_depend_on_the_targets_exclude_list(form: str, tmp_path: Path) -> None:
-    """NemotronHMTP is built with the draft's own quantization config (vLLM 0.33.0 nemotron_h_mtp.py:238-239,
-    380-384), so a target whose list misses mtp.* still gets a BF16 MTP, shipped (redundant) or not (needed)."""
-    source = write_family_source(tmp_path / "source", "nemotron_h")
-    for variant, verdict in (("no-mtp", "needed"), ("mtp-shard", "redundant")):
-        target = write_family_target(tmp_path / variant, "nemotron_h", variant=variant, form=form, mtp_excluded=False)
+# Families whose MTP vLLM 0.33.0 builds with the draft's own quantization config: NemotronHMTP
+# (nemotron_h_mtp.py:238-239, 380-384) and Qwen4ExpMTP (qwen4_exp/nvidia/mtp.py:135, 196-230).
+DRAFT_QUANTIZED = {"nemotron_h": "NemotronHMTP", "qwen4_exp": "Qwen4ExpMTP"}
 
-        report = _inspect(tmp_path, "nemotron_h", source, target)
+
+@pytest.mark.parametrize("form", QUANT_FORMS)
+@pytest.mark.parametrize("family", sorted(DRAFT_QUANTIZED))
+def test_a_draft_built_with_its_own_quantization_does_not_depend_on_the_targets_exclude_list(
+    family: str, form: str, tmp_path: Path
+) -> None:
+    """A target whose list misses the MTP still gets a BF16 MTP, shipped (redundant) or not (needed)."""
+    source = write_family_source(tmp_path / "source", family)
+    for variant, verdict in (("no-mtp", "needed"), ("mtp-shard", "redundant")):
+        target = write_family_target(tmp_path / variant, family, variant=variant, form=form, mtp_excluded=False)
+
+        report = _inspect(tmp_path, family, source, target)
 
         assert report["verdict"] == verdict, report["reasons"]
         assert report["quantization"] is None
 
 
-def test_verify_says_a_nemotron_h_draft_takes_no_quantization_from_the_target(tmp_path: Path) -> None:
-    source = write_family_source(tmp_path / "source", "nemotron_h")
-    target = write_family_target(tmp_path / "target", "nemotron_h", mtp_excluded=False)
+@pytest.mark.parametrize("family", sorted(DRAFT_QUANTIZED))
+def test_verify_says_a_draft_built_with_its_own_quantization_takes_none_from_the_target(family: str, tmp_path: Path) -> None:
+    source = write_family_source(tmp_path / "source", family)
+    target = write_family_target(tmp_path / "target", family, mtp_excluded=False)
     recipe = tmp_path / "recipe" / "draft.yaml"
     recipe.parent.mkdir()
-    recipe.write_text(f"family: nemotron_h\nsource: {{path: {source}}}\ntarget: {{path: {target}}}\nlicense: apache-2.0\n")
+    recipe.write_text(f"family: {family}\nsource: {{path: {source}}}\ntarget: {{path: {target}}}\nlicense: apache-2.0\n")
 
     build = run_cli("build", "--recipe", str(recipe), "--workdir", str(tmp_path / "work"))
 
@@ -271,7 +279,7 @@ def test_verify_says_a_nemotron_h_draft_takes_no_quantization_from_the_target(tm
     advisories = {a["id"]: a for a in json.loads((tmp_path / "work" / "verify.json").read_text())["advisories"]}
     quantization = advisories["target.mtp-quantization"]
     assert quantization["passed"] and quantization["evidence"] == (
-        "NemotronHMTP builds the MTP from the draft's own config, which has no quantization_config"
+        f"{DRAFT_QUANTIZED[family]} builds the MTP from the draft's own config, which has no quantization_config"
     )
     assert "quantization_config" not in json.loads((tmp_path / "work" / "draft" / "config.json").read_text())
 

@@ -53,6 +53,7 @@ REPLACED = {
     "deepseek_v4": {"model.embed_tokens.weight", "model.layers.4.shared_head.head.weight"},
     "mimo_v2": {"model.embed_tokens.weight", "lm_head.weight"},
     "longcat_flash": {"model.embed_tokens.weight", "lm_head.weight"},
+    "qwen4_exp": {"model.embed_tokens.weight", "lm_head.weight"},
 }
 # Replaced parameters no checkpoint name can fill, so no draft ships them (longcat_flash_mtp.py:145-150, 311-316).
 UNFILLED = {"longcat_flash": {"lm_head.weight"}}
@@ -104,7 +105,7 @@ def test_a_draft_with_copies_fills_every_declared_parameter_with_names_vllm_cons
     assert {upstream["consumes"]["names"][name] for name in names} == set(upstream["params"]["names"]) - UNFILLED.get(family, set())
 
 
-@pytest.mark.parametrize("family", NON_STEP)
+@pytest.mark.parametrize("family", [*NON_STEP, "qwen4_exp"])
 def test_a_draft_without_copies_fills_all_but_the_parameters_vllm_replaces(family: str) -> None:
     upstream, geometry = _upstream(family), _geometry(family)
     names = [tensor.name for tensor in FAMILIES[family].with_shared_weights("omit").expected_tensors(geometry)]
@@ -186,8 +187,9 @@ def test_nemotron_h_refuses_to_ship_copies_it_has_none_of() -> None:
         FAMILIES["nemotron_h"].with_shared_weights("copy")
 
 
-def test_nemotron_h_builds_its_mtp_from_the_drafts_own_quantization() -> None:
-    assert _upstream("nemotron_h")["quantization"]["built_from"] == FAMILIES["nemotron_h"].quantization_from == "draft"
+@pytest.mark.parametrize("family", ["nemotron_h", "qwen4_exp"])
+def test_a_family_builds_its_mtp_from_the_drafts_own_quantization(family: str) -> None:
+    assert _upstream(family)["quantization"]["built_from"] == FAMILIES[family].quantization_from == "draft"
 
 
 def test_step5_builds_its_mtp_with_the_targets_quantization_over_vllms_module_prefixes() -> None:

@@ -335,3 +335,12 @@ def optional_flag(config: Mapping[str, Any], key: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{where}: must be true or false, found {value!r}")
     return value
+
+
+def require_flag(config: Mapping[str, Any], key: str, source: str) -> bool:
+    """A true/false config field vLLM reads without a default; `source` says where it reads it."""
+    try:
+        config_value(config, key)
+    except KeyError:
+        raise ValueError(f"{field_path(config, key)}: is required ({source} reads it without a default)") from None
+    return optional_flag(config, key, False)

@@ -203,10 +203,10 @@ def qwen3_next_mtp(name: str, geometry: Geometry, params: Collection[str]) -> st
         return None
     if name.startswith("mtp."):
         name = name.replace("mtp.", "model.")
-    return _qwen_predictor(name, geometry)
+    return qwen_predictor(name, geometry)
 
 
-def _qwen_predictor(name: str, geometry: Geometry) -> str:
+def qwen_predictor(name: str, geometry: Geometry) -> str:
     """Below `model.`, the predictor's mapper fuses q/k/v and gate/up and FusedMoE takes the experts."""
     if name.startswith("model."):
         for old, new in QWEN3_NEXT_STACKED:
@@ -228,7 +228,7 @@ def qwen3_5_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str |
         name = name.replace("mtp.", "model.")
     elif "embed_tokens" in name:
         name = name.replace("language_model.", "")
-    return _qwen_predictor(name, geometry)
+    return qwen_predictor(name, geometry)
 
 
 # MiMoMTP.hf_to_vllm_mapper (mimo_mtp.py:168-186): substrings, then stacked, then the layer prefix.

@@ -24,6 +24,7 @@ from pipeline.families.base import (
     config_value,
     field_path,
     optional_flag,
+    require_flag,
     require_int,
 )
 from pipeline.families.common import EMBED_AND_HEAD_COPIES, cols, concat_proj, hidden, rows
@@ -34,15 +35,16 @@ SWA = "sliding_attention"
 VLLM_MTP_LAYERS = 1
 
 
-def _require_flag(config: Mapping[str, Any], key: str) -> bool:
-    """A true/false field vLLM reads without a default (`config.attention_bias`, mimo_v2_mtp.py:97)."""
+def _require_epsilon(config: Mapping[str, Any]) -> None:
+    """The RMSNorm epsilon, read without a default (`config.layernorm_epsilon`, mimo_v2_mtp.py:73-74, 88, 110, 119)."""
     try:
-        where, value = config_value(config, key)
+        where, value = config_value(config, "layernorm_epsilon")
     except KeyError:
-        raise ValueError(f"{field_path(config, key)}: is required (vLLM 0.33.0 mimo_v2_mtp.py reads it without a default)") from None
-    if not isinstance(value, bool):
-        raise ValueError(f"{where}: must be true or false, found {value!r}")
-    return value
+        raise ValueError(
+            f"{field_path(config, 'layernorm_epsilon')}: is required (vLLM 0.33.0 mimo_v2_mtp.py:73 reads it without a default)"
+        ) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{where}: must be a positive number, found {value!r}")
 
 
 def read_geometry(config: Mapping[str, Any]) -> Geometry:
@@ -56,7 +58,8 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
         raise ValueError(f"{where}: must be silu (vLLM 0.33.0 mimo_v2.py:104-107), found {act!r}")
     head_dim = require_int(config, "swa_head_dim")
     intermediate = require_int(config, "intermediate_size")
-    flags = {"attention_bias"} if _require_flag(config, "attention_bias") else set()
+    _require_epsilon(config)
+    flags = {"attention_bias"} if require_flag(config, "attention_bias", "vLLM 0.33.0 mimo_v2_mtp.py:97") else set()
     if optional_flag(config, "add_swa_attention_sink_bias", False):
         flags.add("attention_sink")
     return Geometry(
@@ -75,7 +78,7 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
     )
 
 
-def _kv_rows(g: Geometry, a: Attention) -> int:
+def _kv_rows(a: Attention) -> int:
     return a.kv_groups * a.head_dim
 
 
@@ -91,10 +94,10 @@ LAYER_TENSORS = (
     LayerTensor("input_layernorm.weight", hidden, "input_layernorm.weight"),
     # QKVParallelLinear with v_head_size (mimo_v2.py:284-292): K and V may differ in width.
     LayerTensor("self_attn.q_proj.weight", lambda g, a: (a.heads * a.head_dim, g.hidden_size), f"{QKV}weight"),
-    LayerTensor("self_attn.k_proj.weight", lambda g, a: (_kv_rows(g, a), g.hidden_size), f"{QKV}weight"),
+    LayerTensor("self_attn.k_proj.weight", lambda g, a: (_kv_rows(a), g.hidden_size), f"{QKV}weight"),
     LayerTensor("self_attn.v_proj.weight", lambda g, a: (_v_rows(g, a), g.hidden_size), f"{QKV}weight"),
     LayerTensor("self_attn.q_proj.bias", lambda g, a: (a.heads * a.head_dim,), f"{QKV}bias", when="attention_bias"),
-    LayerTensor("self_attn.k_proj.bias", lambda g, a: (_kv_rows(g, a),), f"{QKV}bias", when="attention_bias"),
+    LayerTensor("self_attn.k_proj.bias", lambda g, a: (_kv_rows(a),), f"{QKV}bias", when="attention_bias"),
     LayerTensor("self_attn.v_proj.bias", lambda g, a: (_v_rows(g, a),), f"{QKV}bias", when="attention_bias"),
     LayerTensor("self_attn.o_proj.weight", lambda g, a: (g.hidden_size, a.heads * g.sizes["v_head_dim"]), "self_attn.o_proj.weight"),
     # make_attention_sink (model_loader/weight_utils.py:1584-1592): one bare parameter per head.
@@ -150,7 +153,7 @@ def mimo_v2_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str |
 FACTS = (
     "vLLM 0.33.0 config/speculative.py:831-846: architectures[0] == MiMoV2FlashForCausalLM routes to MiMoV2MTP (architecture MiMoV2MTPModel) with num_hidden_layers 0 and n_predict = num_nextn_predict_layers = 1 (_MIMO_V2_FLASH_NUM_MTP_LAYERS, mimo_v2_mtp.py:51-54) whatever the config declares",
     "vLLM 0.33.0 mimo_v2_mtp.py:170-192: the predictor builds exactly one layer, model.mtp.layers.0, from the target's config (model_loader/utils.py:76-101 passes the target's VllmConfig, llm_base_proposer.py:1303-1316)",
-    "vLLM 0.33.0 mimo_v2_mtp.py:57-119: the layer holds enorm, hnorm, eh_proj [hidden, 2 hidden], input_layernorm, self_attn with swa_num_attention_heads, swa_num_key_value_heads, swa_head_dim and swa_v_head_dim, pre_mlp_layernorm, a silu gate/up/down MLP of intermediate_size (mimo_v2.py:78-108) and final_layernorm; attention_bias is read without a default (:97)",
+    "vLLM 0.33.0 mimo_v2_mtp.py:57-119: the layer holds enorm, hnorm, eh_proj [hidden, 2 hidden], input_layernorm, self_attn with swa_num_attention_heads, swa_num_key_value_heads, swa_head_dim and swa_v_head_dim, pre_mlp_layernorm, a silu gate/up/down MLP of intermediate_size (mimo_v2.py:78-108) and final_layernorm; attention_bias (:97) and layernorm_epsilon (:73) are read without a default",
     "vLLM 0.33.0 mimo_v2.py:284-292 and :314-316: qkv_proj is a QKVParallelLinear with v_head_size, o_proj takes heads x v_head_dim; add_swa_attention_sink_bias adds the bare parameter self_attn.attention_sink_bias of one value per head (model_loader/weight_utils.py:1584-1592)",
     "vLLM 0.33.0 mimo_v2_mtp.py:259-386: names without model.mtp or model.embed_tokens that do not start with lm_head are skipped; q/k/v fuse into qkv_proj and gate/up into gate_up_proj; a shipped qkv_proj loads as it is; every other name that is no parameter (layers 1 and up included) is dropped without an error",
     "vLLM 0.33.0 mimo_v2_mtp.py:75-77, 181-184, 230-234 and mimo_v2.py:295-302: eh_proj, embed_tokens, lm_head and o_proj (under an mtp.layers prefix) are unquantized; qkv_proj and the MLP take vllm_config.quant_config, the target's, as model.mtp.layers.0.*",

@@ -12,7 +12,7 @@ No public checkpoint of this family has been read here.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pipeline.families import loader_names
@@ -22,6 +22,7 @@ from pipeline.families.base import (
     Family,
     Geometry,
     LayerTensor,
+    Shape,
     config_value,
     field_path,
     optional_flag,
@@ -32,7 +33,7 @@ from pipeline.families.qwen3_5 import EMBED_AND_HEAD_COPIES
 
 QSA = "qwen_sparse_attention"  # the MTP layer's type (nvidia/mtp.py:224-228)
 COUNT_KEY = "mtp_num_hidden_layers"
-COUNT_DEFAULT = 1  # nvidia/mtp.py:190
+COUNT_DEFAULT = 1  # getattr fallback (nvidia/mtp.py:190): holds only if transformers' Qwen4ExpTextConfig sets no default
 SIZE_KEYS = {
     "hc_count": "hc_count",
     "hc_lowrank": "hc_lowrank",
@@ -47,7 +48,7 @@ SIZE_KEYS = {
 def _check_mtp_layers_have_no_ple(config: Mapping[str, Any], num_hidden_layers: int, num_mtp_layers: int) -> None:
     """A layer numbered L gets a PLE block when L + 1 is in `ple_layer_ids` (nvidia/model.py:210-225);
     the MTP layers are numbered after the backbone (nvidia/mtp.py:227) and get no PLE inputs (:343-351),
-    so vLLM would fail at the first draft step (model.py:298-299)."""
+    so vLLM would fail at the first draft step (`PLE inputs were not prepared`, model.py:304-305)."""
     try:
         where, ids = config_value(config, "ple_layer_ids")
     except KeyError:
@@ -60,7 +61,7 @@ def _check_mtp_layers_have_no_ple(config: Mapping[str, Any], num_hidden_layers: 
     if clash:
         raise ValueError(
             f"{where}: names MTP layer {clash[0] - 1}, which vLLM 0.33.0 would build with a PLE block it gives no inputs "
-            "(qwen4_exp/nvidia/model.py:210-225, 298-299)"
+            "(qwen4_exp/nvidia/model.py:210-225, 304-305)"
         )
 
 
@@ -141,7 +142,7 @@ LAYER_TENSORS = (
 )
 
 
-def _block(name: str, shape: Any) -> ExtraTensor:
+def _block(name: str, shape: Callable[[Geometry], Shape]) -> ExtraTensor:
     """A tensor of the MTP block outside its layers; the loader reads `mtp.X` into `model.X` (nvidia/mtp.py:119-120)."""
     return ExtraTensor(f"mtp.{name}", shape, (f"mtp.{name}",), f"model.{name}")
 
@@ -163,7 +164,8 @@ HC_STACKED = (
     ("hyper_connection.input_mix_weight_down.weight", "hyper_connection.input_mix_weight_down_block_inject.weight"),
     ("hyper_connection.block_inject_weight.weight", "hyper_connection.input_mix_weight_down_block_inject.weight"),
 )
-INDEXER_STACKED = ("indexer.index_qk_proj.", "qkv_proj.")
+INDEXER_PROJ = "indexer.index_qk_proj."
+INDEXER_FUSED_INTO = "qkv_proj."
 MIXER_INJECTION = "hyper_connection_mixer.block_inject_weight"
 # AutoWeightsLoader's ignore_unexpected_suffixes (model.py:142-151, utils.py:458); under the QSA attention,
 # whose own loader is plain, only `.bias` (nvidia/qsa.py:547).
@@ -208,12 +210,12 @@ def qwen4_exp_mtp(name: str, geometry: Geometry, params: Collection[str]) -> str
         return None
     name = mapped
     if name.startswith("model."):
-        name = loader_names._qwen_predictor(name, geometry)
+        name = loader_names.qwen_predictor(name, geometry)
         for old, new in HC_STACKED:
             if old in name:
                 name = name.replace(old, new, 1)
-        if ".self_attn." + INDEXER_STACKED[0] in name:
-            name = name.replace(INDEXER_STACKED[0], INDEXER_STACKED[1], 1)
+        if ".self_attn." + INDEXER_PROJ in name:
+            name = name.replace(INDEXER_PROJ, INDEXER_FUSED_INTO, 1)
     if name not in params and _ignored(name, params):
         return None
     return name
@@ -228,7 +230,7 @@ FACTS = (
     "vLLM 0.33.0 qwen4_exp/nvidia/mtp.py:97-123, 470-484 and :382-397: language_model. is stripped, mtp.* becomes model.*, shared_head.head becomes lm_head, names outside the draft are skipped, hyper_connection_mixer.block_inject_weight is dropped; the predictor maps with Qwen3_5Model.hf_to_vllm_mapper (qwen3_5.py:226-233 over qwen3_next.py:634-645) and model.py:155-167 (input_mix_weight_down and block_inject_weight into input_mix_weight_down_block_inject); AutoWeightsLoader raises ValueError for a name it cannot place (utils.py:442-448) except the suffixes of model.py:142-151",
     "vLLM 0.33.0 qwen4_exp/nvidia/mtp.py:126-169, 196-230: the MTP linears take the draft's own quantization config (get_draft_quant_config, utils.py:985-1007), None for a draft without quantization_config; the hyper-connection linears and the router never take one",
     "vLLM 0.33.0 llm_base_proposer.py:1418-1575: embed_tokens and lm_head are replaced by the target's",
-    "unverified: checkpoint layout unverified (no public checkpoint read); Qwen4ExpTextConfig comes from transformers, not the wheel, so no config default is assumed: hc_count, hc_lowrank, the indexer widths and ple_layer_ids are required; mtp_use_dedicated_embeddings is read nowhere in the wheel",
+    "unverified: checkpoint layout unverified (no public checkpoint read); Qwen4ExpTextConfig comes from transformers, not the wheel, so no config default is assumed but vLLM's own: mtp_num_hidden_layers falls back to 1 (nvidia/mtp.py:190) only if transformers' Qwen4ExpTextConfig has no default of its own; hc_count, hc_lowrank, the indexer widths and ple_layer_ids are required; mtp_use_dedicated_embeddings is read nowhere in the wheel",
 )
 CARD_NOTES = (
     "vLLM assumes one MTP layer when the config has no `mtp_num_hidden_layers`; set `num_speculative_tokens` explicitly.",

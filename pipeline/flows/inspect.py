@@ -281,7 +281,12 @@ def _gaps(report: InspectReport, family: Family, geometry: Geometry) -> tuple[st
     if not found:
         declared = next((row.target for row in report.geometry if row.key == family.count_key), None)
         also = f", although its config declares {family.count_key}: {declared}" if declared else ""
-        if isinstance(declared, int) and declared != geometry.num_mtp_layers:
+        if isinstance(declared, int) and family.mtp_layer_limit is not None and declared > family.mtp_layer_limit:
+            # The count is of layers, of which vLLM builds only the first (MiMo-V2: mimo_v2_mtp.py:51-54, 177).
+            also = (
+                f", although its config declares {declared} MTP layers, of which vLLM {family.vllm_release} loads {family.mtp_layer_limit}"
+            )
+        elif isinstance(declared, int) and declared != geometry.num_mtp_layers:
             # The count is of steps, each running several layers (Nemotron-H: one step of the MTP pattern's layers).
             steps = "one MTP step" if declared == 1 else f"{declared} MTP steps"
             also = f", although its config declares {steps} of {geometry.num_mtp_layers} layers ({family.count_key}: {declared})"
