@@ -35,6 +35,22 @@ ATTN = f"{BLOCK}self_attn."
 # What Step5Config (transformers_utils/configs/step5.py:163-186) keeps the MTP-inclusive layer types under.
 LAYER_TYPES_WITH_MTP = "layer_types_with_mtp"
 PROXY_DIM = 256  # vllm/models/step5/nvidia/config.py:140-142: the only width DSA accepts
+VL_ARCHITECTURE = "Step5ForConditionalGeneration"
+STEP5_ARCHITECTURES = ("Step5ForCausalLM", VL_ARCHITECTURE)
+VL_TARGET = "vl_target"  # geometry flag: vLLM builds the target as the VLM class and renames its exclude list
+# Step5ForConditionalGeneration.hf_to_vllm_mapper's prefix rules (step5/nvidia/vl.py:16-18 over
+# model_executor/models/step3p7.py:22-32), applied in order, each to the result of the one before
+# (models/utils.py:131-137). Its substring and share_expert rules name no module of a dense MTP layer.
+VL_PREFIXES = (
+    ("model.vision_model.", "vision_model."),
+    ("model.vit_large_projector.", "vit_large_projector."),
+    ("model.vit_large_projector", "vit_large_projector"),
+    ("model.language_model.", "language_model.model."),
+    ("model.language_model", "language_model.model"),
+    ("model.", "language_model.model."),
+    ("lm_head.", "language_model.lm_head."),
+    ("lm_head", "language_model.lm_head"),
+)
 
 
 def read_geometry(config: Mapping[str, Any]) -> Geometry:
@@ -73,8 +89,32 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
         attention=attention,
         layer_types=layer_types,
         sizes=sizes,
-        flags=frozenset(flags | ({"gate"} if optional_flag(config, "use_head_wise_attn_gate", False) else set())),
+        flags=frozenset(
+            flags
+            | ({"gate"} if optional_flag(config, "use_head_wise_attn_gate", False) else set())
+            | ({VL_TARGET} if _is_vl(config) else set())
+        ),
     )
+
+
+def _is_vl(config: Mapping[str, Any]) -> bool:
+    """Whether vLLM builds this config as the VLM class: the first Step5 architecture listed picks the
+    class (model_executor/models/registry.py:211, 632-635); without one, model_type step5_vl does."""
+    architectures = config.get("architectures") or []
+    listed = [name for name in architectures if name in STEP5_ARCHITECTURES]
+    return listed[0] == VL_ARCHITECTURE if listed else config.get("model_type") == "step5_vl"
+
+
+def target_module_rename(name: str, geometry: Geometry) -> str:
+    """An entry of the target's exclude list as the MTP sees it: a VLM target's class first maps
+    `model.language_model.` and `model.` to `language_model.model.` (model_loader/utils.py:379-387),
+    then Step5MTP drops `language_model.` (mtp.py:274-281), so `model.language_model.layers.N` names
+    the MTP's `model.layers.N`."""
+    if VL_TARGET in geometry.flags:
+        for old, new in VL_PREFIXES:
+            if name.startswith(old):
+                name = new + name[len(old) :]
+    return name.removeprefix("language_model.")
 
 
 def _optional(config: Mapping[str, Any], key: str) -> Any:
@@ -288,7 +328,7 @@ STEP5 = Family(
     summary="StepFun Step5: dense MTP layers at num_hidden_layers.., sparse-attention indexer in full-attention ones, plus the embedding",
     vllm_class="Step5MTP",
     route_model_types=("step5", "step5_vl"),
-    route_architectures=("Step5ForCausalLM", "Step5ForConditionalGeneration"),
+    route_architectures=STEP5_ARCHITECTURES,
     source_prefixes=STEP3P7.source_prefixes,
     output_prefix=STEP3P7.output_prefix,
     layer_tensors=LAYER_TENSORS,
@@ -303,8 +343,7 @@ STEP5 = Family(
     shared_weights="copy",
     shared_weights_choices=("copy",),
     vllm_file="vllm/models/step5/nvidia/mtp.py",
-    # mtp.py:276-281: the target's exclude list loses its language_model. prefix before the MTP is built.
-    target_module_rename=lambda name, geometry: name.removeprefix("language_model."),
+    target_module_rename=target_module_rename,
     facts=(
         "vLLM 0.33.0 config/speculative.py:1053-1068: model_type step5/step5_vl, or any architecture Step5ForCausalLM/Step5ForConditionalGeneration, routes to Step5MTP; the text config is used, n_predict = num_nextn_predict_layers",
         "vLLM 0.33.0 vllm/models/step5/nvidia/mtp.py:94-114, 171-197: layers num_hidden_layers.. each hold enorm, hnorm, eh_proj (plain nn.Linear), shared_head.{norm,head} and a Step5DecoderLayer under .mtp_block.; num_nextn_predict_layers must be > 0",
@@ -312,7 +351,7 @@ STEP5 = Family(
         "vLLM 0.33.0 vllm/models/step5/nvidia/model.py:1017-1100, 1154-1160, 1217-1240: a full-attention layer under an enabled sparse_config fuses q/k/v, sparse_indexer_q/k/z and g_proj into qkv_indexer_proj and adds sparse_indexer_w, ssmax_s, sparse_indexer_q_norm and sparse_indexer_k_norm (weight and bias); other gated layers fuse q/k/v/g into qkvg_proj when tensor parallelism does not exceed the KV heads and both are unquantized (assumed here), else qkv_proj and g_proj",
         "vLLM 0.33.0 vllm/models/step5/nvidia/mtp.py:353-443: layers.N. gains model.; .mtp_block. is inserted except for embed_tokens/enorm/hnorm/eh_proj/shared_head; packed names are used only when declared (:376-386); .transformer. is dropped, shared_head.output becomes shared_head.head; any other undeclared name is skipped with a warning (:402-406), never a KeyError",
         "vLLM 0.33.0 vllm/models/step5/nvidia/mtp.py:411-420: every parameter must load (completeness on by default, model_loader/mtp_validation.py:9-16), the embedding and every per-layer head included",
-        "vLLM 0.33.0 vllm/models/step5/nvidia/mtp.py:104 and v1/spec_decode/llm_base_proposer.py:1265-1315: the module is built with the target's quant_config (its exclude list loses language_model., mtp.py:276-281); qkv_indexer_proj refuses any quantization (model.py:505-512)",
+        "vLLM 0.33.0 vllm/models/step5/nvidia/mtp.py:104 and v1/spec_decode/llm_base_proposer.py:1265-1315: the module is built with the target's quant_config: a VLM target's class first maps model.language_model. and model. to language_model.model. (vl.py:16-18, step3p7.py:22-32, model_loader/utils.py:379-387), then the exclude list loses language_model. (mtp.py:274-281); qkv_indexer_proj refuses any quantization (model.py:505-512)",
         "vLLM 0.33.0 vllm/models/step5/nvidia/mtp.py:269, 289-291 and llm_base_proposer.py:1438-1470, 1516-1545: has_own_lm_head keeps the per-layer heads unless equal to the target's; the embedding is replaced by the target's",
         "vLLM 0.33.0 transformers_utils/configs/step5.py:157-186 and vllm/models/step5/nvidia/model.py:226-236, 434-448: layer_types_with_mtp spans backbone and MTP layers; per-layer arrays shorter than the MTP layer raise ValueError",
         "unverified: checkpoint layout unverified (no public checkpoint read); the MTP head is assumed stored as Step-3.7's transformer.shared_head.{norm,output} (the loader also reads shared_head.head)",
