@@ -169,6 +169,8 @@ class Family:
     # Parameters the vLLM module declares that no checkpoint name can fill, because the proposer
     # always replaces them with the target's (LongCat-Flash's top-level `lm_head.weight`).
     unfilled_params: tuple[str, ...] = ()
+    # vLLM routes on any entry of `architectures` (Step5, speculative.py:1055-1058); False: on the first only.
+    route_any_architecture: bool = False
 
     def with_shared_weights(self, choice: str) -> Family:
         """This family shipping (`copy`) or leaving out (`omit`) the copies vLLM replaces; ValueError names the reason."""

@@ -329,6 +329,7 @@ STEP5 = Family(
     vllm_class="Step5MTP",
     route_model_types=("step5", "step5_vl"),
     route_architectures=STEP5_ARCHITECTURES,
+    route_any_architecture=True,
     source_prefixes=STEP3P7.source_prefixes,
     output_prefix=STEP3P7.output_prefix,
     layer_tensors=LAYER_TENSORS,
