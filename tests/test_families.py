@@ -1047,6 +1047,31 @@ def test_a_step5_config_vllm_cannot_build_is_refused_by_field(change: dict[str, 
         FAMILIES["step5"].read_geometry(config)
 
 
+@pytest.mark.parametrize(
+    ("fields", "accepted"),
+    [
+        # vLLM 0.33.0 step5/nvidia/config.py:110-123: null or "" is the default, else int(value), then :140-156.
+        ({"proxy_dim": None}, True),
+        ({"proxy_dim": "256"}, True),
+        ({"proxy_dim": ""}, True),
+        ({"sparse_indexer_num_k_heads": "1", "sparse_indexer_num_heads": "2"}, True),
+        ({"proxy_dim": 128}, False),
+        ({"proxy_dim": "wide"}, False),
+        ({"sparse_indexer_num_k_heads": 2}, False),
+    ],
+)
+def test_a_step5_sparse_section_is_read_as_vllm_reads_it(fields: dict[str, Any], accepted: bool) -> None:
+    config = family_config("step5")
+    config["sparse_config"] = {**config["sparse_config"], **fields}
+
+    if accepted:
+        geometry = FAMILIES["step5"].read_geometry(config)
+        assert geometry.sizes == {"proxy_dim": 256, "indexer_heads": 2, "indexer_k_heads": 1}
+    else:
+        with pytest.raises(ValueError, match=r"^sparse_config\.(proxy_dim|sparse_indexer_num_k_heads): "):
+            FAMILIES["step5"].read_geometry(config)
+
+
 def test_a_step5_config_with_sparse_attention_disabled_builds_no_indexer() -> None:
     """`sparse_config.enabled: false` keeps the section (required) but turns DSA off (step5/nvidia/config.py:84-90)."""
     config = family_config("step5")

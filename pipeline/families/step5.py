@@ -54,7 +54,14 @@ VL_PREFIXES = (
 
 
 def read_geometry(config: Mapping[str, Any]) -> Geometry:
-    """Geometry from a Step5 config (flat, or the VLM's `text_config`); refuses what vLLM 0.33.0 cannot build."""
+    """Geometry from a Step5 config (flat, or the VLM's `text_config`).
+
+    Refuses what fixes the MTP's tensors and that vLLM 0.33.0 cannot build: non-GQA attention,
+    attention biases, plain norms, a missing sparse section, a proxy width or index key head count
+    DSA rejects, a sparse layer without the head gate, MoE MTP layers. The sparse section's other
+    limits (indexer heads per provider group, topk, region block size, apply_to_layer_types, the
+    fixed options, config.py:110-197), DSA's head_dim 128 or 192 and its tensor-parallel geometry
+    (model.py:372-431, 1040-1044) are left to vLLM: they do not change a tensor name or shape."""
     hidden = require_int(config, "hidden_size")
     heads = require_int(config, "num_attention_heads")
     num_hidden = require_int(config, "num_hidden_layers")
@@ -158,18 +165,29 @@ def _sparse(config: Mapping[str, Any], mtp_types: tuple[str, ...]) -> tuple[set[
         raise ValueError(f"{where}: is required: vLLM 0.33.0 refuses Step5 checkpoints without a sparse section (model.py:1853-1858)")
     if section.get("enabled") is False:
         return set(), {}
-    for key, default, allowed in (("proxy_dim", PROXY_DIM, PROXY_DIM), ("sparse_indexer_num_k_heads", 1, 1)):
-        if section.get(key, default) != allowed:
+    for key, allowed in (("proxy_dim", PROXY_DIM), ("sparse_indexer_num_k_heads", 1)):
+        if _sparse_int(section, key, allowed, where) != allowed:
             raise ValueError(f"{where}.{key}: vLLM 0.33.0 requires {allowed} (config.py:140-156)")
     if FULL in mtp_types and not optional_flag(config, "use_head_wise_attn_gate", False):
         raise ValueError(
             f"{field_path(config, 'use_head_wise_attn_gate')}: must be true: a full-attention MTP layer uses sparse attention, "
             "which vLLM 0.33.0 builds only with the head-wise gate (model.py:1052-1055)"
         )
-    indexer_heads = section.get("sparse_indexer_num_heads", 16)
-    if isinstance(indexer_heads, bool) or not isinstance(indexer_heads, int) or indexer_heads < 1:
+    indexer_heads = _sparse_int(section, "sparse_indexer_num_heads", 16, where)
+    if indexer_heads < 1:
         raise ValueError(f"{where}.sparse_indexer_num_heads: must be a positive integer, found {indexer_heads!r}")
     return {"sparse"}, {"proxy_dim": PROXY_DIM, "indexer_heads": indexer_heads, "indexer_k_heads": 1}
+
+
+def _sparse_int(section: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    """An integer of the sparse section as vLLM reads it: null or "" is the default, else int(value) (config.py:110-123)."""
+    value = section.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}.{key}: must be an integer, found {value!r}") from None
 
 
 def _refuse_moe_mtp(config: Mapping[str, Any], num_hidden: int, num_mtp: int) -> None:
