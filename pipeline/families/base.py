@@ -144,7 +144,7 @@ class Family:
     count_default: int | None = None  # what vLLM assumes when the config lacks `count_key`
     # How many MTP layers vLLM builds whatever the config declares (MiMo-V2: one); None: as many as declared.
     mtp_layer_limit: int | None = None
-    # Whose quantization config vLLM builds the MTP module with: the draft's own (Step) or the target's.
+    # Whose quantization config vLLM builds the MTP module with: the draft's own (Step-3.5/3.7) or the target's.
     quantization_from: Literal["draft", "target"] = "target"
     quant_modules: tuple[QuantModule, ...] = ()
     # vLLM numbers the MTP parameters and modules after the backbone although the checkpoint counts from 0 (MiMo).
