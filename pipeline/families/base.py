@@ -251,10 +251,7 @@ class Family:
 
     def declared_mtp_count(self, config: Mapping[str, Any]) -> Any:
         """The MTP layer count as vLLM reads it: `count_key` (text_config first), else the family's default."""
-        try:
-            return config_value(config, self.count_key)[1]
-        except KeyError:
-            return self.count_default
+        return optional_value(config, self.count_key, self.count_default)
 
     def attention_for(self, geometry: Geometry, layer: int) -> Attention:
         kind = geometry.layer_types[layer] if layer < len(geometry.layer_types) else self.mtp_layer_type
@@ -308,6 +305,14 @@ def config_value(config: Mapping[str, Any], key: str) -> tuple[str, Any]:
     if key in config:
         return key, config[key]
     raise KeyError(key)
+
+
+def optional_value(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """`config_value`'s value, or `default` when the field is absent."""
+    try:
+        return config_value(config, key)[1]
+    except KeyError:
+        return default
 
 
 def field_path(config: Mapping[str, Any], key: str) -> str:

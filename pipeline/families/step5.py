@@ -22,12 +22,12 @@ from pipeline.families.base import (
     Geometry,
     LayerTensor,
     QuantModule,
-    config_value,
     field_path,
     optional_flag,
+    optional_value,
     require_int,
 )
-from pipeline.families.step3p7 import FULL, SLIDING, STEP3P7, _positive
+from pipeline.families.step3p7 import FULL, SLIDING, STEP3P7, other_attention
 from pipeline.families.step3p7 import LAYER_TENSORS as STEP3P7_TENSORS
 
 BLOCK = "mtp_block."
@@ -68,19 +68,11 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
     num_mtp = require_int(config, "num_nextn_predict_layers", minimum=0)
     head_dim = require_int(config, "head_dim", default=hidden // heads)
     attention = {FULL: Attention(heads, require_int(config, "num_attention_groups"), head_dim)}
-    other = _optional(config, "attention_other_setting")
-    if other is not None:
-        if not isinstance(other, Mapping):
-            raise ValueError(f"{field_path(config, 'attention_other_setting')}: must be a mapping")
-        where = field_path(config, "attention_other_setting")
-        attention[str(other.get("attention_type", SLIDING))] = Attention(
-            _positive(other, "num_attention_heads", where),
-            _positive(other, "num_attention_groups", where),
-            _positive(other, "head_dim", where),
-        )
+    # model.py:1867-1878 reads the section's head_dim with no fallback.
+    attention.update(other_attention(config, head_dim=None))
     attention.setdefault(SLIDING, attention[FULL])
-    swa_heads = _optional(config, "swa_num_attention_heads")
-    if swa_heads is not None and _optional(config, "sliding_window") is not None:
+    swa_heads = optional_value(config, "swa_num_attention_heads")
+    if swa_heads is not None and optional_value(config, "sliding_window") is not None:
         # model.py:907-911: sliding layers take swa_num_attention_heads over any other head count.
         attention[SLIDING] = replace(attention[SLIDING], heads=require_int(config, "swa_num_attention_heads"))
     _refuse_unbuildable(config)
@@ -124,16 +116,9 @@ def target_module_rename(name: str, geometry: Geometry) -> str:
     return name.removeprefix("language_model.")
 
 
-def _optional(config: Mapping[str, Any], key: str) -> Any:
-    try:
-        return config_value(config, key)[1]
-    except KeyError:
-        return None
-
-
 def _refuse_unbuildable(config: Mapping[str, Any]) -> None:
     """The switches that make vLLM 0.33.0 refuse to build any Step5 decoder layer."""
-    if (_optional(config, "att_impl_type") or "GQA") != "GQA":
+    if (optional_value(config, "att_impl_type") or "GQA") != "GQA":
         raise ValueError(f"{field_path(config, 'att_impl_type')}: vLLM 0.33.0 builds only GQA attention for Step5 (model.py:1927-1930)")
     if optional_flag(config, "attention_bias", False):
         raise ValueError(f"{field_path(config, 'attention_bias')}: vLLM 0.33.0 does not support Step5 attention biases (model.py:886-887)")
@@ -143,8 +128,8 @@ def _refuse_unbuildable(config: Mapping[str, Any]) -> None:
 
 def _layer_types(config: Mapping[str, Any], total: int) -> tuple[str, ...]:
     """Every layer's attention type, MTP layers included (model.py:226-236 reads layer_types_with_mtp first)."""
-    key = LAYER_TYPES_WITH_MTP if _optional(config, LAYER_TYPES_WITH_MTP) else "layer_types"
-    types = _optional(config, key)
+    key = LAYER_TYPES_WITH_MTP if optional_value(config, LAYER_TYPES_WITH_MTP) else "layer_types"
+    types = optional_value(config, key)
     if not types:
         raise ValueError(
             f"{field_path(config, LAYER_TYPES_WITH_MTP)}: is required to know each MTP layer's attention "
@@ -159,7 +144,7 @@ def _layer_types(config: Mapping[str, Any], total: int) -> tuple[str, ...]:
 
 def _sparse(config: Mapping[str, Any], mtp_types: tuple[str, ...]) -> tuple[set[str], dict[str, int]]:
     """The sparse section's flag and indexer widths (vllm/models/step5/nvidia/config.py:74-198)."""
-    section = _optional(config, "sparse_config")
+    section = optional_value(config, "sparse_config")
     where = field_path(config, "sparse_config")
     if not isinstance(section, Mapping):
         raise ValueError(f"{where}: is required: vLLM 0.33.0 refuses Step5 checkpoints without a sparse section (model.py:1853-1858)")
@@ -193,7 +178,7 @@ def _sparse_int(section: Mapping[str, Any], key: str, default: int, where: str) 
 def _refuse_moe_mtp(config: Mapping[str, Any], num_hidden: int, num_mtp: int) -> None:
     """mtp.py:300-301: Step5MTP builds dense MTP layers only; MoE layers are listed by index (model.py:256-285)."""
     for key in ("moe_layers_enum", "moe_layer_list"):
-        value = _optional(config, key)
+        value = optional_value(config, key)
         if value is None:
             continue
         items = value.split(",") if isinstance(value, str) else value
