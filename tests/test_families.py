@@ -1047,6 +1047,31 @@ def test_a_step5_config_vllm_cannot_build_is_refused_by_field(change: dict[str, 
         FAMILIES["step5"].read_geometry(config)
 
 
+@pytest.mark.parametrize(
+    ("fields", "accepted"),
+    [
+        # vLLM 0.33.0 step5/nvidia/config.py:110-123: null or "" is the default, else int(value), then :140-156.
+        ({"proxy_dim": None}, True),
+        ({"proxy_dim": "256"}, True),
+        ({"proxy_dim": ""}, True),
+        ({"sparse_indexer_num_k_heads": "1", "sparse_indexer_num_heads": "2"}, True),
+        ({"proxy_dim": 128}, False),
+        ({"proxy_dim": "wide"}, False),
+        ({"sparse_indexer_num_k_heads": 2}, False),
+    ],
+)
+def test_a_step5_sparse_section_is_read_as_vllm_reads_it(fields: dict[str, Any], accepted: bool) -> None:
+    config = family_config("step5")
+    config["sparse_config"] = {**config["sparse_config"], **fields}
+
+    if accepted:
+        geometry = FAMILIES["step5"].read_geometry(config)
+        assert geometry.sizes == {"proxy_dim": 256, "indexer_heads": 2, "indexer_k_heads": 1}
+    else:
+        with pytest.raises(ValueError, match=r"^sparse_config\.(proxy_dim|sparse_indexer_num_k_heads): "):
+            FAMILIES["step5"].read_geometry(config)
+
+
 def test_a_step5_config_with_sparse_attention_disabled_builds_no_indexer() -> None:
     """`sparse_config.enabled: false` keeps the section (required) but turns DSA off (step5/nvidia/config.py:84-90)."""
     config = family_config("step5")
@@ -1057,3 +1082,29 @@ def test_a_step5_config_with_sparse_attention_disabled_builds_no_indexer() -> No
     params = family.declared_params(geometry)
     assert "model.layers.4.mtp_block.self_attn.qkvg_proj.weight" in params
     assert not [param for param in params if "sparse_indexer" in param or "qkv_indexer" in param or "ssmax" in param]
+
+
+@pytest.mark.parametrize(
+    ("family", "fields", "routed"),
+    [
+        # vLLM 0.33.0 transformers_utils/config.py:180-184, 368-369: no model_type, architectures[0] decides.
+        ("longcat_flash", {"model_type": None, "architectures": ["LongcatFlashNgramForCausalLM"]}, True),
+        ("longcat_flash", {"model_type": None, "architectures": ["LongcatFlashForCausalLM"]}, True),
+        ("longcat_flash", {"model_type": None, "architectures": ["LlamaForCausalLM", "LongcatFlashForCausalLM"]}, False),
+        # config/speculative.py:1055-1058: Step5 routes on any listed architecture.
+        ("step5", {"model_type": "llama", "architectures": ["LlamaForCausalLM", "Step5ForConditionalGeneration"]}, True),
+        ("step3p7", {"model_type": "llama", "architectures": ["LlamaForCausalLM", "Step3p7ForConditionalGeneration"]}, False),
+    ],
+)
+def test_verify_routes_a_draft_config_as_vllm_does(
+    family: str, fields: dict[str, Any], routed: bool, family_root: Path, tmp_path: Path
+) -> None:
+    recipe, workdir = _build(tmp_path, family, family_root / family / "source", family_root / family / "no-mtp")
+    config_path = workdir / "draft" / "config.json"
+    config = {**json.loads(config_path.read_text()), **fields}
+    config_path.write_text(json.dumps({key: value for key, value in config.items() if value is not None}))
+
+    run_cli("verify", "--recipe", str(recipe), "--workdir", str(workdir))
+
+    route = next(check for check in json.loads((workdir / "verify.json").read_text())["checks"] if check["id"] == "config.mtp-route")
+    assert route["passed"] is routed, route["evidence"]

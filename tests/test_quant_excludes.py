@@ -348,3 +348,24 @@ def test_a_step5_exclude_list_under_language_model_covers_the_mtp_as_vllm_rename
     config["quantization_config"]["modules_to_not_convert"] = ["lm_head", *("model.language_model." + m for m in modules)]
     uncovered = mtp_coverage(family, geometry, config, None)
     assert uncovered is not None and uncovered.uncovered == tuple(modules)
+
+
+@pytest.mark.parametrize(("architecture", "covered"), [("Step5ForConditionalGeneration", True), ("Step5ForCausalLM", False)])
+def test_a_step5_vlm_targets_checkpoint_form_exclude_covers_the_mtp(architecture: str, covered: bool) -> None:
+    """A VLM target's class maps `model.language_model.` to `language_model.model.` before Step5MTP drops
+    `language_model.` (vLLM 0.33.0 step5/nvidia/vl.py:16-18, step3p7.py:22-32, mtp.py:274-281), so the
+    checkpoint's own form covers the MTP there; the text class has no such rule."""
+    family = FAMILIES["step5"]
+    config = {**family_config("step5"), "architectures": [architecture]}
+    geometry = family.read_geometry(config)
+    config["quantization_config"] = {
+        "quant_method": "modelopt",
+        "quant_algo": "NVFP4",
+        "exclude_modules": ["lm_head", "model.language_model.layers.4*"],
+    }
+
+    result = mtp_coverage(family, geometry, config, None)
+
+    assert result is not None
+    assert result.covered is covered
+    assert result.uncovered == (() if covered else tuple(module.prefix for module in family.quant_module_prefixes(geometry)))

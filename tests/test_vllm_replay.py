@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.families import FAMILIES, Family, Geometry
 from pipeline.rehearsal.synthetic import SyntheticSpec, step_config
-from pipeline.rehearsal.synthetic_families import family_config
+from pipeline.rehearsal.synthetic_families import FamilySpec, family_config
 
 UPSTREAM = Path(__file__).resolve().parent / "data" / "vllm-0.33.0"
 NON_STEP = (
@@ -201,3 +201,18 @@ def test_step5_builds_its_mtp_with_the_targets_quantization_over_vllms_module_pr
     assert upstream["built_from"] == known.quantization_from == "target"
     assert [m.prefix for m in known.quant_module_prefixes(geometry)] == upstream["modules"] + upstream["shared_modules"]
     assert all(not module.unquantized_under for module in known.quant_module_prefixes(geometry))
+
+
+def test_step5_replays_a_sliding_mtp_layer_as_vllm_loads_it() -> None:
+    """A second Step5 geometry (step5-sliding.json): MTP layer 5 is sliding, so q/k/v and the head gate
+    load into qkvg_proj (step5/nvidia/model.py:990-1016, 1075-1090), not the sparse qkv_indexer_proj."""
+    upstream: dict[str, Any] = json.loads((UPSTREAM / "step5-sliding.json").read_text())
+    family = FAMILIES["step5"]
+    geometry = family.read_geometry(family_config("step5", FamilySpec(num_mtp_layers=2)))
+
+    assert sorted(family.declared_params(geometry)) == upstream["params"]["names"]
+    for name, param in upstream["consumes"]["names"].items():
+        assert family.vllm_param(name, geometry) == param, name
+    for name in upstream["skipped"]["names"]:
+        assert family.vllm_param(name, geometry) is None, name
+    assert [module.prefix for module in family.quant_module_prefixes(geometry)] == upstream["quantization"]["modules"]

@@ -144,7 +144,7 @@ class Family:
     count_default: int | None = None  # what vLLM assumes when the config lacks `count_key`
     # How many MTP layers vLLM builds whatever the config declares (MiMo-V2: one); None: as many as declared.
     mtp_layer_limit: int | None = None
-    # Whose quantization config vLLM builds the MTP module with: the draft's own (Step) or the target's.
+    # Whose quantization config vLLM builds the MTP module with: the draft's own (Step-3.5/3.7) or the target's.
     quantization_from: Literal["draft", "target"] = "target"
     quant_modules: tuple[QuantModule, ...] = ()
     # vLLM numbers the MTP parameters and modules after the backbone although the checkpoint counts from 0 (MiMo).
@@ -169,6 +169,8 @@ class Family:
     # Parameters the vLLM module declares that no checkpoint name can fill, because the proposer
     # always replaces them with the target's (LongCat-Flash's top-level `lm_head.weight`).
     unfilled_params: tuple[str, ...] = ()
+    # vLLM routes on any entry of `architectures` (Step5, speculative.py:1055-1058); False: on the first only.
+    route_any_architecture: bool = False
 
     def with_shared_weights(self, choice: str) -> Family:
         """This family shipping (`copy`) or leaving out (`omit`) the copies vLLM replaces; ValueError names the reason."""
@@ -249,10 +251,7 @@ class Family:
 
     def declared_mtp_count(self, config: Mapping[str, Any]) -> Any:
         """The MTP layer count as vLLM reads it: `count_key` (text_config first), else the family's default."""
-        try:
-            return config_value(config, self.count_key)[1]
-        except KeyError:
-            return self.count_default
+        return optional_value(config, self.count_key, self.count_default)
 
     def attention_for(self, geometry: Geometry, layer: int) -> Attention:
         kind = geometry.layer_types[layer] if layer < len(geometry.layer_types) else self.mtp_layer_type
@@ -306,6 +305,14 @@ def config_value(config: Mapping[str, Any], key: str) -> tuple[str, Any]:
     if key in config:
         return key, config[key]
     raise KeyError(key)
+
+
+def optional_value(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """`config_value`'s value, or `default` when the field is absent."""
+    try:
+        return config_value(config, key)[1]
+    except KeyError:
+        return default
 
 
 def field_path(config: Mapping[str, Any], key: str) -> str:

@@ -171,6 +171,7 @@ def longcat_flash_mtp(name: str, geometry: Geometry, params: Collection[str]) ->
 
 FACTS = (
     "vLLM 0.33.0 config/speculative.py:1032-1037: model_type longcat_flash routes to LongCatFlashMTP (architecture LongCatFlashMTPModel); n_predict is num_nextn_predict_layers, default 1",
+    "vLLM 0.33.0 transformers_utils/config.py:180-184, 368-369, 411-415: a config.json without model_type whose architectures[0] is LongcatFlashForCausalLM or LongcatFlashNgramForCausalLM is read as longcat_flash",
     "vLLM 0.33.0 longcat_flash_mtp.py:84-100: one MTP layer (num_mtp_layers = 1), numbered num_layers * 2 from the module's config; transformers 5.20.2 configuration_longcat_flash.py:87, 117-123: num_hidden_layers is 2 * num_layers",
     "vLLM 0.33.0 model_loader/utils.py:74-103 and v1/spec_decode/llm_base_proposer.py:1265-1315: the module is built with the target's VllmConfig, so its config (layer number, disable_quant_module) and quant_config are the target's",
     "vLLM 0.33.0 longcat_flash_mtp.py:29-49: enorm, hnorm, eh_proj (ReplicatedLinear, prefix eh_proj), final_layernorm and mtp_block, a DeepseekV2DecoderLayer; :129-132 clears n_routed_experts, so the block's MLP is dense (deepseek_v2.py:1293-1345, intermediate_size, which transformers maps to ffn_hidden_size)",

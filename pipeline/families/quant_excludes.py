@@ -183,7 +183,7 @@ def coverage(modules: Sequence[QuantModule], quantization: TargetQuantization | 
 
 def mtp_coverage(family: Family, geometry: Geometry, config: Mapping[str, Any], quant_file: Mapping[str, Any] | None) -> Coverage | None:
     """The coverage of `family`'s MTP modules by the target's exclude list; None when the family
-    builds its MTP from the draft's own config (Step), where the target's quantization does not apply."""
+    builds its MTP from the draft's own config (Step-3.5/3.7, Qwen4 Exp, Nemotron-H), where the target's quantization does not apply."""
     if family.quantization_from == "draft":
         return None
     quantization = read_target_quantization(config, quant_file)

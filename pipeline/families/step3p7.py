@@ -28,18 +28,7 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
     hidden = require_int(config, "hidden_size")
     head_dim = require_int(config, "head_dim")
     attention = {FULL: Attention(require_int(config, "num_attention_heads"), require_int(config, "num_attention_groups"), head_dim)}
-    try:
-        where, other = config_value(config, "attention_other_setting")
-    except KeyError:
-        other = None
-    if other is not None:
-        if not isinstance(other, Mapping):
-            raise ValueError(f"{where}: must be a mapping")
-        attention[str(other.get("attention_type", SLIDING))] = Attention(
-            _positive(other, "num_attention_heads", where),
-            _positive(other, "num_attention_groups", where),
-            _positive(other, "head_dim", where, default=head_dim),
-        )
+    attention.update(other_attention(config, head_dim))
     attention.setdefault(SLIDING, attention[FULL])
     try:
         types_where, layer_types = config_value(config, "layer_types")
@@ -57,6 +46,26 @@ def read_geometry(config: Mapping[str, Any]) -> Geometry:
         attention=attention,
         layer_types=tuple(layer_types),
     )
+
+
+def other_attention(config: Mapping[str, Any], head_dim: int | None) -> dict[str, Attention]:
+    """`attention_other_setting` as {layer type: attention}, empty when absent; `head_dim` is the
+    default for a section without one (Step-3.7), None where the section must give it (Step5)."""
+    try:
+        where, other = config_value(config, "attention_other_setting")
+    except KeyError:
+        return {}
+    if other is None:
+        return {}
+    if not isinstance(other, Mapping):
+        raise ValueError(f"{where}: must be a mapping")
+    return {
+        str(other.get("attention_type", SLIDING)): Attention(
+            _positive(other, "num_attention_heads", where),
+            _positive(other, "num_attention_groups", where),
+            _positive(other, "head_dim", where, default=head_dim),
+        )
+    }
 
 
 def _positive(mapping: Mapping[str, Any], key: str, where: str, default: int | None = None) -> int:

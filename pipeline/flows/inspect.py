@@ -9,8 +9,8 @@ a malformed header, or an index entry its shard's header lacks.
 The verdict:
 
 - `incompatible` when the family builds its MTP with the target's quantization config (every
-  family but Step, vLLM 0.33.0) and that config's exclude list does not cover every MTP module as
-  vLLM matches it: the BF16 draft would be loaded into quantized modules. The reason names the
+  family but Step-3.5/3.7, Qwen4 Exp and Nemotron-H, vLLM 0.33.0) and that config's exclude list
+  does not cover every MTP module as vLLM matches it: the BF16 draft would be loaded into quantized modules. The reason names the
   uncovered modules and the exclude entries missing (`pipeline.families.quant_excludes`).
 - `incompatible` when draft and target disagree on `hidden_size`, `vocab_size`,
   `num_hidden_layers` (LongCat-Flash: `num_layers`) or the family's MTP layer count (or the target does not declare one; an

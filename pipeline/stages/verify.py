@@ -40,6 +40,8 @@ from pipeline.stages.context import Context, Stage, StageOutcome, file_digest, f
 
 SCHEMA = "mtp-verify/v1"
 GEOMETRY_KEYS = ("hidden_size", "vocab_size")
+# vLLM 0.33.0 transformers_utils/config.py:180-184: the model_type of a config.json that names none.
+ARCHITECTURE_MODEL_TYPES = {"LongcatFlashForCausalLM": "longcat_flash", "LongcatFlashNgramForCausalLM": "longcat_flash"}
 
 
 @dataclass(frozen=True)
@@ -215,18 +217,21 @@ def _check_no_quantization(config: Mapping[str, Any]) -> Check:
 
 def _check_route(config: Mapping[str, Any], family: Family) -> Check:
     architectures = config.get("architectures") or [None]
-    routed = config.get("model_type") in family.route_model_types or architectures[0] in family.route_architectures
+    # vLLM 0.33.0 transformers_utils/config.py:180-184, 368-369: a config without model_type takes one from architectures[0].
+    model_type = config.get("model_type")
+    if model_type is None:
+        model_type = ARCHITECTURE_MODEL_TYPES.get(architectures[0])
+    listed = architectures if family.route_any_architecture else architectures[:1]
+    routed = model_type in family.route_model_types or any(name in family.route_architectures for name in listed)
     count = family.declared_mtp_count(config)
     if not routed or isinstance(count, bool) or not isinstance(count, int) or count < 1:
         return Check(
             "config.mtp-route",
             False,
-            f"model_type {config.get('model_type')!r} (architecture {architectures[0]!r}) with {family.count_key} {count!r} "
+            f"model_type {model_type!r} (architecture {architectures[0]!r}) with {family.count_key} {count!r} "
             f"does not route to {family.vllm_class}",
         )
-    return Check(
-        "config.mtp-route", True, f"model_type {config.get('model_type')} (architecture {architectures[0]}) routes to {family.vllm_class}"
-    )
+    return Check("config.mtp-route", True, f"model_type {model_type} (architecture {architectures[0]}) routes to {family.vllm_class}")
 
 
 def _check_loader_names(family: Family, geometry: Geometry, located: Mapping[str, str], expected: Mapping[str, Any]) -> Check:
